@@ -1,0 +1,145 @@
+"""The one narrow seam between the hub and an agency: deliver, fetch, acknowledge, probe.
+
+An adapter speaks one protocol (REST, SOAP, file drop). It receives its typed config in
+its constructor, never reads global settings, and translates every third-party error into
+the hub's own exceptions (hub.errors) exactly once, with ``raise … from exc``.
+
+Payloads crossing the seam are *native* flat dicts of strings: the contracts/ mapping has
+already turned canonical records into the agency's field names (outbound), and turns the
+agency's fields into canonical records after ``fetch`` (inbound).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "AgencyAdapter",
+    "Cursor",
+    "Health",
+    "InboundRecord",
+    "OutboundMessage",
+    "Page",
+    "Receipt",
+    "Rejected",
+    "payload_digest",
+]
+
+
+def payload_digest(payload: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of a native payload in canonical JSON.
+
+    Canonical JSON: keys sorted, no insignificant whitespace, UTF-8 without escaping.
+    Agencies compute the same over what they received, so a receipt's digest proves
+    the agency holds exactly what we sent, whatever the wire format was.
+    """
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """One licence grant (or its later change) addressed to one agency."""
+
+    message_id: str  # stable idempotency key: a resend after a crash carries the same id
+    licence_key: str  # the decision document number, for humans and logs
+    payload: dict[str, str]
+
+    @property
+    def digest(self) -> str:
+        return payload_digest(self.payload)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The agency's acknowledgement of one message."""
+
+    message_id: str
+    ack_id: str
+    received_at: dt.datetime
+    digest: str  # the agency's digest of what it received (see payload_digest)
+    duplicate: bool = False  # the agency had seen this message id before
+
+
+@dataclass(frozen=True, order=True)
+class Cursor:
+    """Where a pull stands. ``position`` only grows; ``token`` is the agency's opaque cursor, if any."""
+
+    position: int = 0
+    token: str | None = field(default=None, compare=False)
+
+    def to_text(self) -> str:
+        return json.dumps({"position": self.position, "token": self.token})
+
+    @classmethod
+    def from_text(cls, text: str | None) -> "Cursor":
+        if not text:
+            return cls()
+        data = json.loads(text)
+        return cls(position=int(data["position"]), token=data.get("token"))
+
+
+@dataclass(frozen=True)
+class InboundRecord:
+    """One native record as the agency sent it, with the exact text kept for quarantine."""
+
+    native: dict[str, Any]
+    raw: str
+    ref: str | None = None  # the agency's record id, when it could be read
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A record or whole batch the adapter refused before mapping (bad manifest, hostile XML)."""
+
+    ref: str
+    reason: str
+    raw: str | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    """A slice of an agency's violation records, and the cursor that follows it."""
+
+    records: list[InboundRecord]
+    next_cursor: Cursor
+    more: bool  # another fetch right away would return more
+    batch_id: str | None = None  # file drops: the batch this page came from (loaded once, ever)
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Health:
+    ok: bool
+    detail: str
+    latency_ms: float = 0.0
+
+
+@runtime_checkable
+class AgencyAdapter(Protocol):
+    """What the hub needs from any agency, whatever protocol it speaks."""
+
+    code: str
+
+    def deliver(self, messages: Sequence[OutboundMessage]) -> list[Receipt]:
+        """Send a batch of messages; return one receipt per message, in the same order.
+
+        Raises TransientError / FatalError / ConfigurationError for the whole batch.
+        """
+
+    def fetch(self, after: Cursor) -> Page:
+        """Return the next page of violation records strictly after ``after``."""
+
+    def acknowledge(self, page: Page) -> None:
+        """Called after the hub committed ``page`` (file drops move the batch to processed/)."""
+
+    def probe(self) -> Health:
+        """A cheap liveness check of the agency endpoint."""
+
+    def close(self) -> None:
+        """Release connections and sessions."""

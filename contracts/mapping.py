@@ -1,0 +1,168 @@
+"""Declarative mapping between an agency's native fields and the canonical records.
+
+A mapping is data (the ``[licence_mapping]`` and ``[violation_mapping]`` tables of an
+agency file): which native field holds each 双公示 item, value maps (the agency's words
+for penalty types, its status codes), units (yuan → 万元), date formats, and constants
+for items the agency never sends (its own name and USCC, say).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.records import LicenceGrant, PenaltyType, Severity, ViolationRecord
+from contracts.validation import parse_record
+from hub.errors import ContractViolation, Problem
+
+__all__ = ["FieldMapping", "licence_to_native", "native_to_violation", "default_severity"]
+
+_TEN_THOUSAND = Decimal(10000)
+_AMOUNT_FIELDS = ("CF_NR_FK", "CF_NR_WFFF")
+_DATE_FIELDS = {
+    "CF_JDRQ", "CF_YXQ", "CF_GSJZQ", "repair_date",
+    "XK_JDRQ", "XK_YXQZ", "XK_YXQZI", "lifecycle_date",
+}  # fmt: skip
+_LIST_FIELDS = {"CF_CFLB"}
+_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+
+#: Heaviest penalty → severity class, when the agency does not classify the record itself.
+_SERIOUS = {
+    PenaltyType.REVOKE_LICENCE, PenaltyType.RESTRICT_BUSINESS, PenaltyType.STOP_BUSINESS,
+    PenaltyType.CLOSURE, PenaltyType.TRADE_BAN, PenaltyType.DETENTION,
+}  # fmt: skip
+_MINOR = {PenaltyType.WARNING, PenaltyType.REPRIMAND}
+
+
+class FieldMapping(BaseModel):
+    """How one agency's record maps to a canonical one (field names are 双公示 codes)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fields: dict[str, str] = Field(default_factory=dict)  # canonical code -> native field
+    values: dict[str, dict[str, str]] = Field(default_factory=dict)  # code -> {native: canonical}
+    units: dict[str, Literal["yuan", "wanyuan"]] = Field(default_factory=dict)
+    date_formats: list[str] = Field(default_factory=lambda: ["%Y-%m-%d"])
+    list_separator: str = ";"
+    constants: dict[str, str] = Field(default_factory=dict)  # code -> value the agency never sends
+    record_id: str | None = None  # native field with the agency's own record id (violations)
+
+
+def default_severity(penalties: tuple[PenaltyType, ...]) -> Severity:
+    """Order 36 class from the heaviest penalty, used when the agency gives none."""
+    if any(p in _SERIOUS for p in penalties):
+        return Severity.SERIOUS
+    if all(p in _MINOR for p in penalties):
+        return Severity.MINOR
+    return Severity.ORDINARY
+
+
+def _parse_date(value: Any, formats: list[str]) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    text = str(value).strip()
+    for fmt in formats:
+        try:
+            return dt.datetime.strptime(text, fmt).date()
+        except ValueError:
+            continue
+    raise ValueError(f"{text!r} is not a date in the format(s) {', '.join(formats)}")
+
+
+def _parse_amount(value: Any, unit: str) -> Decimal:
+    text = str(value).strip().replace(",", "").replace("，", "")
+    if text.endswith("万元"):
+        stated, text = "wanyuan", text[:-2]
+    elif text.endswith("元"):
+        stated, text = "yuan", text[:-1]
+    else:
+        stated = unit
+    if stated != unit:
+        expected = "万元" if unit == "wanyuan" else "元"
+        raise ValueError(f"amount {value!r} is stated in the wrong unit; this agency sends {expected}")
+    if not _NUMBER.match(text):
+        raise ValueError(f"{value!r} is not a decimal amount")
+    try:
+        amount = Decimal(text)
+    except InvalidOperation as exc:  # pragma: no cover - the regex already refuses these
+        raise ValueError(f"{value!r} is not a decimal amount") from exc
+    return amount / _TEN_THOUSAND if unit == "yuan" else amount
+
+
+def _convert(code: str, value: Any, mapping: FieldMapping) -> Any:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if code in _LIST_FIELDS:
+        items = value if isinstance(value, list) else str(value).split(mapping.list_separator)
+        words = mapping.values.get(code, {})
+        return [words.get(item.strip(), item.strip()) for item in items if item.strip()]
+    if code in mapping.values:
+        text = str(value).strip()
+        return mapping.values[code].get(text, text)
+    if code in _DATE_FIELDS:
+        return _parse_date(value, mapping.date_formats)
+    if code in _AMOUNT_FIELDS:
+        return _parse_amount(value, mapping.units.get(code, "wanyuan"))
+    return value.strip() if isinstance(value, str) else value
+
+
+def native_to_violation(
+    native: dict[str, Any], mapping: FieldMapping, *, agency_code: str, record: str
+) -> ViolationRecord:
+    """Map one native record to a ViolationRecord, or raise ContractViolation naming each problem.
+
+    Args:
+        native: the agency's flat record.
+        mapping: the agency's ``violation_mapping``.
+        agency_code: recorded as the record's source agency.
+        record: how to name the record in errors (its agency id, or its position).
+    """
+    data: dict[str, Any] = dict(mapping.constants)
+    problems: list[Problem] = []
+    for code, native_name in mapping.fields.items():
+        try:
+            converted = _convert(code, native.get(native_name), mapping)
+        except ValueError as exc:
+            problems.append(Problem(record=record, field=f"{code} ({native_name})", reason=str(exc)))
+            continue
+        if converted is not None:
+            data[code] = converted
+    if problems:
+        raise ContractViolation.of(problems)
+    data["source_agency"] = agency_code
+    if mapping.record_id:
+        data["agency_record_id"] = str(native.get(mapping.record_id) or "").strip() or None
+    if "severity" not in data and "CF_CFLB" in data:
+        try:
+            data["severity"] = default_severity(tuple(PenaltyType(p) for p in data["CF_CFLB"]))
+        except ValueError:
+            pass  # the contract check below names the unknown penalty type
+    return parse_record(ViolationRecord, data, record=record)
+
+
+def _format(code: str, value: Any, mapping: FieldMapping) -> str:
+    inverse = {canon: native for native, canon in reversed(list(mapping.values.get(code, {}).items()))}
+    if isinstance(value, dt.date):
+        return value.strftime(mapping.date_formats[0])
+    if isinstance(value, (list, tuple)):
+        return mapping.list_separator.join(inverse.get(str(v), str(v)) for v in value)
+    text = value.value if hasattr(value, "value") else str(value)
+    return inverse.get(text, text)
+
+
+def licence_to_native(grant: LicenceGrant, mapping: FieldMapping) -> dict[str, str]:
+    """The grant in the agency's own field names and words; every value a string, None left out."""
+    canonical = grant.model_dump(by_alias=True)
+    native: dict[str, str] = {}
+    for code, native_name in mapping.fields.items():
+        value = canonical.get(code)
+        if value is None:
+            continue
+        native[native_name] = _format(code, value, mapping)
+    return native

@@ -1,0 +1,43 @@
+"""The one place that reads the environment. Components get typed pieces of it in their constructors."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Hub configuration, from HUB_* environment variables (and an optional .env file)."""
+
+    model_config = SettingsConfigDict(env_prefix="HUB_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path("var"), description="embedded database, file drops, PKI, artifacts")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite file in data_dir")
+    broker_url: str | None = Field(None, description="Celery broker; default: SQLite file in data_dir")
+    agencies_dir: Path | None = Field(None, description="agency data files; default: contracts/agencies")
+    pki_dir: Path | None = Field(None, description="certificates and keys; default: data_dir/pki")
+    freshness_hours: float = Field(24.0, gt=0, description="older agency data makes a verdict stale")
+    lease_seconds: float = Field(120.0, gt=0, description="how long a sync lease lives without renewal")
+    api_tokens_file: Path | None = Field(None, description="reviewer/admin/regulator tokens (JSON)")
+    log_level: str = "INFO"
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'hub.sqlite3').resolve()}"
+
+    @cached_property
+    def resolved_broker_url(self) -> str:
+        if self.broker_url:
+            return self.broker_url
+        return f"sqla+sqlite:///{(self.data_dir / 'broker.sqlite3').resolve()}"
+
+    @cached_property
+    def resolved_pki_dir(self) -> Path:
+        return self.pki_dir or self.data_dir / "pki"
