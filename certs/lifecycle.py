@@ -1,0 +1,278 @@
+"""Certificate expiry status and rotation with an overlap period.
+
+Rotation issues a new key and certificate for a party and moves the old pair to
+``previous/``. The old certificate stays *accepted* until the overlap ends: peers that pin
+a party's certificate (drop signatures, WS-Security) take ``accepted_certificates`` and
+so keep verifying the old one while the agency switches. Each party directory holds a
+``rotation.json`` (what is accepted until when) and ``accepted-<kind>.pem`` bundles with
+the current certificate plus every previous one still inside its overlap.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from certs.pki import (
+    KINDS,
+    LEAF_VALIDITY_DAYS,
+    PartyFiles,
+    PkiLayout,
+    _utcnow,
+    issue_leaf,
+    load_certificate,
+    load_private_key,
+    write_certificate,
+    write_private_key,
+)
+from hub.errors import ConfigurationError
+
+__all__ = [
+    "WARN_DAYS",
+    "CRITICAL_DAYS",
+    "CertStatus",
+    "Level",
+    "accepted_certificates",
+    "accepted_keys",
+    "cert_status",
+    "rotate",
+    "worst_level",
+]
+
+WARN_DAYS = 30
+CRITICAL_DAYS = 7
+DEFAULT_OVERLAP_DAYS = 14
+_ROTATION_FILE = "rotation.json"
+
+
+class Level(enum.StrEnum):
+    """How urgently a certificate needs attention, mildest first."""
+
+    OK = "ok"
+    WARN = "warn"  # 30 days or fewer left
+    CRITICAL = "critical"  # 7 days or fewer left
+    EXPIRED = "expired"
+
+
+_ORDER = list(Level)
+
+
+@dataclass(frozen=True)
+class CertStatus:
+    """One certificate's identity and time left."""
+
+    name: str  # "ca", "hub/server", "SCJG/signing", "SCJG/signing.previous"
+    path: Path
+    subject: str
+    serial: str  # hex
+    not_after: dt.datetime
+    days_left: int  # whole days until not_after (negative once expired)
+    level: Level
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "subject": self.subject,
+            "serial": self.serial,
+            "not_after": self.not_after.isoformat(),
+            "days_left": self.days_left,
+            "level": self.level.value,
+        }
+
+
+def _level(cert: x509.Certificate, now: dt.datetime) -> tuple[int, Level]:
+    remaining = cert.not_valid_after_utc - now
+    days = remaining.days  # floor: 6 days 23 hours counts as 6
+    if remaining <= dt.timedelta(0):
+        return days, Level.EXPIRED
+    if days <= CRITICAL_DAYS:
+        return days, Level.CRITICAL
+    if days <= WARN_DAYS:
+        return days, Level.WARN
+    return days, Level.OK
+
+
+def _status(name: str, path: Path, now: dt.datetime) -> CertStatus:
+    cert = load_certificate(path)
+    days, level = _level(cert, now)
+    return CertStatus(
+        name, path, cert.subject.rfc4514_string(), format(cert.serial_number, "x"),
+        cert.not_valid_after_utc, days, level,
+    )
+
+
+def cert_status(directory: Path, *, now: dt.datetime | None = None) -> list[CertStatus]:
+    """Every certificate of the PKI (CA, hub, parties, still-accepted previous ones) with its expiry.
+
+    Raises:
+        ConfigurationError: there is no CA in ``directory`` (run ``hub certs init``).
+    """
+    now = _utcnow(now)
+    layout = PkiLayout(Path(directory))
+    if not layout.ca_cert.exists():
+        raise ConfigurationError(f"no PKI in {layout.root}: run `hub certs init` first")
+    result = [_status("ca", layout.ca_cert, now)]
+    for party in layout.existing_parties():
+        files = layout.party(party)
+        for kind in KINDS:
+            if files.cert(kind).exists():
+                result.append(_status(f"{party}/{kind}", files.cert(kind), now))
+        for entry in _read_rotation(files.directory):
+            if _parse_time(entry["accept_until"]) > now:
+                result.append(_status(f"{party}/{entry['kind']}.previous", files.directory / entry["cert"], now))
+    return result
+
+
+def worst_level(statuses: list[CertStatus]) -> Level:
+    """The most urgent level among ``statuses`` (``ok`` for none)."""
+    return max((s.level for s in statuses), key=_ORDER.index, default=Level.OK)
+
+
+# --- rotation -----------------------------------------------------------------------------
+
+
+def _parse_time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
+
+
+def _read_rotation(party_dir: Path) -> list[dict[str, str]]:
+    path = party_dir / _ROTATION_FILE
+    if not path.exists():
+        return []
+    try:
+        return list(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"{path}: unreadable rotation record") from exc
+
+
+def _write_rotation(party_dir: Path, entries: list[dict[str, str]]) -> None:
+    (party_dir / _ROTATION_FILE).write_text(json.dumps(entries, indent=2) + "\n", encoding="utf-8")
+
+
+def _split_name(name: str) -> tuple[str, list[str]]:
+    party, _, kind = name.partition("/")
+    if not party:
+        raise ConfigurationError(f"certificate name {name!r}: expected PARTY or PARTY/KIND")
+    if kind and kind not in KINDS:
+        raise ConfigurationError(f"certificate name {name!r}: kind must be one of {', '.join(KINDS)}")
+    return party, [kind] if kind else list(KINDS)
+
+
+def _party_files(layout: PkiLayout, party: str) -> PartyFiles:
+    if party == "ca":
+        raise ConfigurationError("the CA is not rotated in place: re-create the PKI with `hub certs init --force`")
+    files = layout.party(party)
+    if not files.directory.is_dir():
+        raise ConfigurationError(f"no certificates for {party!r} in {layout.root}")
+    return files
+
+
+def rotate(
+    directory: Path,
+    name: str,
+    *,
+    overlap_days: int = DEFAULT_OVERLAP_DAYS,
+    validity_days: int = LEAF_VALIDITY_DAYS,
+    now: dt.datetime | None = None,
+) -> list[str]:
+    """Issue a new key and certificate for a party (``SCJG``, ``hub``) or one of its certificates
+    (``SCJG/signing``), keeping the previous one accepted for ``overlap_days``.
+
+    Entries whose overlap has already ended are forgotten and their old keys deleted.
+
+    Returns:
+        The certificate names that were rotated.
+    """
+    now = _utcnow(now)
+    layout = PkiLayout(Path(directory))
+    party, kinds = _split_name(name)
+    files = _party_files(layout, party)
+    ca_cert, ca_key = load_certificate(layout.ca_cert), load_private_key(layout.ca_key)
+    previous_dir = files.directory / "previous"
+    entries = [e for e in _read_rotation(files.directory) if _parse_time(e["accept_until"]) > now]
+    _forget_expired(files.directory, keep=entries)
+    rotated = []
+    for kind in kinds:
+        old_cert_path, old_key_path = files.cert(kind), files.key(kind)
+        old = load_certificate(old_cert_path)
+        stem = f"{kind}-{old.serial_number:x}"
+        previous_dir.mkdir(exist_ok=True, mode=0o700)
+        # os.replace keeps the old key's 0600 mode: no window with wider permissions.
+        old_key_path.replace(previous_dir / f"{stem}.key")
+        old_cert_path.replace(previous_dir / f"{stem}.pem")
+        cert, key = issue_leaf(
+            kind, old.subject, ca_cert=ca_cert, ca_key=ca_key, now=now, validity_days=validity_days
+        )
+        write_private_key(files.key(kind), key)
+        write_certificate(files.cert(kind), cert)
+        accept_until = min(now + dt.timedelta(days=overlap_days), old.not_valid_after_utc)
+        entries.append({
+            "kind": kind,
+            "serial": format(old.serial_number, "x"),
+            "cert": f"previous/{stem}.pem",
+            "key": f"previous/{stem}.key",
+            "accept_until": accept_until.isoformat(),
+        })
+        rotated.append(f"{party}/{kind}")
+    _write_rotation(files.directory, entries)
+    for kind in KINDS:
+        if files.cert(kind).exists():
+            bundle = [load_certificate(files.cert(kind))] + [
+                load_certificate(files.directory / e["cert"]) for e in entries if e["kind"] == kind
+            ]
+            write_certificate(files.directory / f"accepted-{kind}.pem", *bundle)
+    return rotated
+
+
+def _forget_expired(party_dir: Path, *, keep: list[dict[str, str]]) -> None:
+    kept_files = {e["cert"] for e in keep} | {e["key"] for e in keep}
+    previous_dir = party_dir / "previous"
+    if previous_dir.is_dir():
+        for path in previous_dir.iterdir():
+            if f"previous/{path.name}" not in kept_files:
+                path.unlink()
+
+
+def _accepted(directory: Path, name: str, now: dt.datetime | None) -> tuple[str, Path, list[dict[str, str]]]:
+    party, kind = name.partition("/")[::2]
+    kind = kind or "signing"
+    _split_name(f"{party}/{kind}")
+    now = _utcnow(now)
+    files = _party_files(PkiLayout(Path(directory)), party)
+    entries = [
+        e for e in _read_rotation(files.directory)
+        if e["kind"] == kind and _parse_time(e["accept_until"]) > now
+    ]
+    return kind, files.directory, entries
+
+
+def accepted_certificates(
+    directory: Path, name: str, now: dt.datetime | None = None
+) -> list[x509.Certificate]:
+    """The certificates of a party to accept at ``now``: the current one, then previous ones in overlap.
+
+    Args:
+        directory: the PKI root.
+        name: ``PARTY/KIND`` (``SCJG/signing``, ``hub/client``); a bare party means its signing certificate.
+        now: the moment of the check (default: now, UTC).
+    """
+    kind, party_dir, entries = _accepted(directory, name, now)
+    return [load_certificate(party_dir / f"{kind}.pem")] + [load_certificate(party_dir / e["cert"]) for e in entries]
+
+
+def accepted_keys(
+    directory: Path, name: str, now: dt.datetime | None = None
+) -> list[ec.EllipticCurvePrivateKey]:
+    """The private keys matching ``accepted_certificates`` (same order): a party decrypting drops
+    that peers encrypted to its old certificate during the overlap needs the old key too."""
+    kind, party_dir, entries = _accepted(directory, name, now)
+    return [load_private_key(party_dir / f"{kind}.key")] + [load_private_key(party_dir / e["key"]) for e in entries]
+
