@@ -125,8 +125,10 @@ class _Subject(_Record):
     def _subject_code(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value:
             return validate_uscc(value, reg_no=info.data.get("reg_no"))
-        if info.data.get("subject_category") == SubjectCategory.ORGANISATION:
-            raise InvalidIdentifier("is required for 法人及非法人组织 (organisations)")
+        legacy = info.data.get("org_code") or info.data.get("reg_no")
+        if info.data.get("subject_category") == SubjectCategory.ORGANISATION and not legacy:
+            # Older agency data may carry only a legacy id; that is linked later, never guessed.
+            raise InvalidIdentifier("is required for 法人及非法人组织 (organisations) without a legacy id")
         return None
 
 

@@ -1,0 +1,94 @@
+"""Company identity: the USCC is the key; legacy ids link old agency data, never by guessing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlmodel import Session, col, or_, select
+
+from contracts.records import LicenceGrant, SubjectCategory, ViolationRecord
+from contracts.uscc import PLACEHOLDER, org_code_of
+from hub.clock import utcnow
+from hub.models import Company, IdentityStatus
+
+__all__ = ["Identity", "find_companies", "resolve_identity", "upsert_company"]
+
+
+def upsert_company(session: Session, grant: LicenceGrant) -> Company:
+    """The company a licence is granted to, created or refreshed from the grant's subject fields."""
+    company = None
+    uscc = grant.uscc if grant.uscc and grant.uscc != PLACEHOLDER else None
+    if uscc:
+        company = session.exec(select(Company).where(Company.uscc == uscc)).first()
+    elif grant.reg_no:
+        company = session.exec(select(Company).where(Company.uscc.is_(None), Company.reg_no == grant.reg_no)).first()
+    elif grant.org_code:
+        company = session.exec(select(Company).where(Company.uscc.is_(None), Company.org_code == grant.org_code)).first()
+    if company is None:
+        company = Company(uscc=uscc, name=grant.subject_name, category=grant.subject_category.value)
+        session.add(company)
+    company.name = grant.subject_name
+    company.category = grant.subject_category.value
+    company.org_code = org_code_of(uscc) if uscc else (grant.org_code or company.org_code)
+    company.reg_no = grant.reg_no or company.reg_no
+    company.legal_rep = grant.legal_rep or company.legal_rep
+    company.updated_at = utcnow()
+    session.flush()
+    return company
+
+
+@dataclass(frozen=True)
+class Identity:
+    company_id: int | None
+    status: IdentityStatus
+    note: str | None = None
+
+
+def _by_legacy(session: Session, column, value: str, label: str) -> Identity:
+    ids = session.exec(select(Company.id).where(column == value).limit(3)).all()
+    if len(ids) == 1:
+        return Identity(ids[0], IdentityStatus.LINKED, f"linked by {label} {value}")
+    if ids:
+        return Identity(None, IdentityStatus.AMBIGUOUS, f"{label} {value} matches several companies")
+    return Identity(None, IdentityStatus.UNKNOWN, f"{label} {value} matches no known company")
+
+
+def resolve_identity(session: Session, record: ViolationRecord) -> Identity:
+    """Attach a penalty to a company: by USCC (creating the company), else by a legacy id.
+
+    A record carrying only an organisation code or a registration number is linked when exactly
+    one company embeds or records it; otherwise it is kept, flagged ambiguous or unknown.
+    """
+    if record.uscc and record.uscc != PLACEHOLDER:
+        company = session.exec(select(Company).where(Company.uscc == record.uscc)).first()
+        if company is None:
+            company = Company(uscc=record.uscc, name=record.subject_name, category=record.subject_category.value,
+                              org_code=org_code_of(record.uscc), reg_no=record.reg_no)  # fmt: skip
+            session.add(company)
+            session.flush()
+        return Identity(company.id, IdentityStatus.LINKED)
+    if record.org_code:
+        return _by_legacy(session, Company.org_code, record.org_code, "organisation code")
+    if record.reg_no:
+        return _by_legacy(session, Company.reg_no, record.reg_no, "registration number")
+    if record.subject_category == SubjectCategory.NATURAL_PERSON:
+        return Identity(None, IdentityStatus.UNKNOWN, "natural person without an identifier")
+    return Identity(None, IdentityStatus.UNKNOWN, "no identifier")
+
+
+def find_companies(session: Session, query: str, *, limit: int = 20) -> list[Company]:
+    """Companies by USCC, organisation code, registration number, or part of the (Chinese) name."""
+    text = query.strip()
+    if not text:
+        return []
+    upper = text.upper()
+    exact = or_(Company.uscc == upper, Company.org_code == upper, Company.reg_no == text)
+    found = list(session.exec(select(Company).where(exact).limit(limit)).all())
+    if len(found) < limit:
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        seen = {c.id for c in found}
+        more = session.exec(
+            select(Company).where(col(Company.name).like(pattern, escape="\\")).order_by(Company.name).limit(limit)
+        ).all()
+        found += [c for c in more if c.id not in seen][: limit - len(found)]
+    return found

@@ -1,0 +1,133 @@
+"""Reading licence files from the approval system: JSON lines, or CSV with XK_ column names.
+
+A file is decoded strictly (UTF-8, with or without BOM, else GBK, or the encoding given);
+every record is validated before anything is written. With problems, the import is
+refused whole, each problem named by record number, field and reason — unless the caller
+asks to skip invalid records, which are then quarantined with their reasons.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlmodel import Session
+
+from contracts.records import LicenceGrant
+from contracts.registry import AgencySpec
+from contracts.validation import parse_record
+from hub.errors import ContractViolation, Problem, RefusedInput
+from hub.licences import IntakeResult, record_grants
+from hub.quarantine import quarantine
+
+__all__ = ["RawRecord", "decode", "import_licences", "read_licence_file", "validate_grants"]
+
+MAX_FILE_BYTES = 512 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    number: int  # 1-based record number in the file (data rows, not counting the CSV header)
+    data: dict
+    raw: str
+
+
+def decode(data: bytes, *, name: str, encoding: str | None = None) -> str:
+    """Decode strictly; malformed bytes are refused with their offset, never replaced."""
+    candidates = [encoding] if encoding else ["utf-8-sig", "gbk"]
+    last: UnicodeDecodeError | None = None
+    for candidate in candidates:
+        try:
+            return data.decode(candidate)
+        except UnicodeDecodeError as exc:
+            last = exc
+        except LookupError as exc:
+            raise RefusedInput(f"{name}: unknown encoding {candidate!r}") from exc
+    assert last is not None
+    tried = " or ".join(candidates)
+    raise RefusedInput(f"{name}: not valid {tried} text (byte {last.start}: {last.reason})") from last
+
+
+def _csv_records(text: str) -> Iterator[RawRecord]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    for number, row in enumerate(reader, start=1):
+        if None in row:
+            raise RefusedInput(f"record {number}: more cells than the header has columns")
+        data = {k.strip(): (v.strip() if v and v.strip() else None) for k, v in row.items() if k}
+        raw = json.dumps(row, ensure_ascii=False)
+        yield RawRecord(number, {k: v for k, v in data.items() if v is not None}, raw)
+
+
+def _jsonl_records(text: str, name: str) -> Iterator[RawRecord]:
+    number = 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        number += 1
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RefusedInput(f"{name}: record {number}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
+        if not isinstance(data, dict):
+            raise RefusedInput(f"{name}: record {number}: is not a JSON object")
+        yield RawRecord(number, data, line)
+
+
+def read_licence_file(path: Path, *, encoding: str | None = None, fmt: str | None = None) -> list[RawRecord]:
+    """Parse a JSON-lines or CSV file (by ``fmt`` or its suffix) into numbered raw records."""
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise RefusedInput(f"{path.name}: {size} bytes is over the {MAX_FILE_BYTES} byte limit")
+    text = decode(path.read_bytes(), name=path.name, encoding=encoding)
+    kind = fmt or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
+    if kind == "csv":
+        return list(_csv_records(text))
+    if kind in ("jsonl", "json"):
+        return list(_jsonl_records(text, path.name))
+    raise RefusedInput(f"{path.name}: unknown format {kind!r} (csv or jsonl)")
+
+
+def validate_grants(records: list[RawRecord]) -> tuple[list[tuple[RawRecord, LicenceGrant]], list[tuple[RawRecord, list[Problem]]]]:  # fmt: skip
+    """Split records into valid grants and (record, problems) pairs; a decision number may appear once."""
+    valid, invalid, seen = [], [], {}
+    for rec in records:
+        try:
+            grant = parse_record(LicenceGrant, rec.data, record=str(rec.number))
+        except ContractViolation as exc:
+            invalid.append((rec, list(exc.problems)))
+            continue
+        if grant.decision_no in seen:
+            problem = Problem(str(rec.number), "XK_WSH", f"repeats record {seen[grant.decision_no]}'s decision number")
+            invalid.append((rec, [problem]))
+            continue
+        seen[grant.decision_no] = rec.number
+        valid.append((rec, grant))
+    return valid, invalid
+
+
+def import_licences(
+    session: Session,
+    records: list[RawRecord],
+    agencies: Mapping[str, AgencySpec],
+    *,
+    actor: str,
+    skip_invalid: bool = False,
+    source: str = "intake",
+) -> IntakeResult:
+    """Validate every record, then record them all in the caller's transaction.
+
+    Raises:
+        ContractViolation: some records are invalid and ``skip_invalid`` is off; nothing was written.
+    """
+    valid, invalid = validate_grants(records)
+    if invalid and not skip_invalid:
+        raise ContractViolation.of([p for _, problems in invalid for p in problems])
+    result = record_grants(session, (grant for _, grant in valid), agencies, actor=actor)
+    for rec, problems in invalid:
+        quarantine(session, source=source, record_ref=f"record {rec.number}", problems=problems, raw=rec.raw)
+    result.quarantined = len(invalid)
+    return result

@@ -1,0 +1,36 @@
+"""Alembic environment: the engine comes from hub.db (or HUB_DATABASE_URL when run as `alembic`)."""
+
+from __future__ import annotations
+
+from alembic import context
+
+import hub.models  # noqa: F401  registers every table on the metadata
+from hub.db import create_db_engine
+from hub.models import metadata
+
+config = context.config
+
+
+def _engine():
+    engine = config.attributes.get("engine")
+    if engine is not None:
+        return engine
+    from hub.settings import Settings
+
+    return create_db_engine(Settings().resolved_database_url)
+
+
+def run_migrations_online() -> None:
+    engine = _engine()
+    with engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=metadata,
+            render_as_batch=connection.dialect.name == "sqlite",
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+run_migrations_online()

@@ -1,0 +1,258 @@
+"""Push and pull for one agency: the logic behind `hub sync` and the Celery tasks.
+
+Push: due deliveries are marked *sending* and their attempt counted in one commit, then sent;
+receipts are stored (or the failure scheduled for retry) in a second commit. A crash between
+the two leaves rows in *sending*; only the lease holder pushes for an agency, so the next
+push resends them under the same message ids and the agency recognises them.
+
+Pull: each page's records, quarantined rejects, batch id and the cursor that follows them are
+committed in ONE transaction, so the cursor is never ahead of its data; the adapter is told to
+acknowledge (e.g. move a file batch to processed/) only after that commit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from adapters.base import AgencyAdapter, Cursor, OutboundMessage, Page, payload_digest
+from contracts.mapping import licence_to_native, native_to_violation
+from contracts.records import LicenceGrant
+from contracts.registry import AgencySpec
+from hub import audit
+from hub.clock import utcnow
+from hub.db import session_scope
+from hub.errors import ContractViolation, FatalError, HubError, Problem, TransientError
+from hub.models import Agency, Delivery, DeliveryState, InboundBatch, LicenceRevision, SyncCursor
+from hub.quarantine import quarantine
+from hub.violations import store_violation
+
+__all__ = ["PullResult", "PushResult", "backoff_delay", "pull_agency", "push_agency"]
+
+MAX_BACKOFF_SECONDS = 3600.0
+Fence = Callable[[Session], None]  # raises LeaseLost when this worker no longer holds the agency
+
+
+@dataclass
+class PushResult:
+    agency: str
+    delivered: int = 0
+    duplicates: int = 0
+    retrying: int = 0
+    dead: int = 0
+    error: str | None = None
+
+
+@dataclass
+class PullResult:
+    agency: str
+    pages: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    quarantined: int = 0
+    skipped_batches: int = 0
+    cursor: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+
+def backoff_delay(attempts: int, base: float, *, retry_after: float | None = None, rng=random) -> float:
+    """Exponential backoff with jitter (50–100% of the step), never shorter than Retry-After."""
+    step = min(base * 2 ** max(attempts - 1, 0), MAX_BACKOFF_SECONDS)
+    delay = step * (0.5 + rng.random() / 2)
+    return max(delay, retry_after or 0.0)
+
+
+def _agency(session: Session, code: str) -> Agency:
+    row = session.get(Agency, code)
+    if row is None:
+        raise FatalError(f"agency {code} is not in the database; run `hub init` after adding its data file")
+    return row
+
+
+# --- push -------------------------------------------------------------------------------
+def _claim(session: Session, spec: AgencySpec, now: dt.datetime) -> list[tuple[Delivery, OutboundMessage]]:
+    due = session.exec(
+        select(Delivery)
+        .where(Delivery.agency_code == spec.code)
+        .where(
+            (Delivery.state == DeliveryState.SENDING)  # left by a crashed holder of this agency's lease
+            | (Delivery.state.in_((DeliveryState.PENDING, DeliveryState.WAITING_RETRY)) & (Delivery.next_attempt_at <= now))
+        )
+        .order_by(Delivery.id)
+        .limit(spec.batch_size)
+    ).all()
+    claimed = []
+    for delivery in due:
+        revision = session.get(LicenceRevision, delivery.revision_id)
+        grant = LicenceGrant.model_validate(revision.payload)
+        native = licence_to_native(grant, spec.licence_mapping)
+        delivery.state, delivery.sending_since = DeliveryState.SENDING, now
+        delivery.attempts += 1
+        delivery.sent_digest, delivery.updated_at = payload_digest(native), now
+        session.add(delivery)
+        claimed.append((delivery, OutboundMessage(delivery.message_id, grant.decision_no, native)))
+    return claimed
+
+
+def _fail(session: Session, spec: AgencySpec, ids: list[int], exc: HubError, now: dt.datetime, result: PushResult) -> None:
+    retry_after = getattr(exc, "retry_after", None)
+    for delivery in session.exec(select(Delivery).where(Delivery.id.in_(ids))).all():
+        delivery.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+        delivery.sending_since, delivery.updated_at = None, now
+        if delivery.attempts >= spec.max_attempts:
+            delivery.state = DeliveryState.DEAD
+            result.dead += 1
+            audit.append(session, actor="hub", action="delivery.dead", subject=f"delivery:{delivery.message_id}",
+                         detail={"agency": spec.code, "attempts": delivery.attempts, "error": delivery.last_error})  # fmt: skip
+        else:
+            delivery.state = DeliveryState.WAITING_RETRY
+            delay = backoff_delay(delivery.attempts, spec.backoff_seconds, retry_after=retry_after)
+            delivery.next_attempt_at = now + dt.timedelta(seconds=delay)
+            result.retrying += 1
+        session.add(delivery)
+    agency = _agency(session, spec.code)
+    agency.last_error, agency.last_error_at = f"push: {exc}"[:2000], now
+    session.add(agency)
+
+
+def push_agency(engine: Engine, spec: AgencySpec, adapter: AgencyAdapter, *, fence: Fence | None = None,
+                now: Callable[[], dt.datetime] = utcnow, max_batches: int | None = None) -> PushResult:  # fmt: skip
+    """Send every due delivery for one agency, batch by batch, until none is due.
+
+    Transient failures schedule a retry (or mark the delivery dead at the agency's attempt
+    limit) and end this run; fatal and configuration errors do the same, then propagate.
+    """
+    result, batches = PushResult(spec.code), 0
+    while max_batches is None or batches < max_batches:
+        with session_scope(engine) as session:
+            if fence:
+                fence(session)
+            claimed = _claim(session, spec, now())
+        if not claimed:
+            break
+        batches += 1
+        ids = [d.id for d, _ in claimed]
+        try:
+            receipts = adapter.deliver([m for _, m in claimed])
+        except HubError as exc:
+            with session_scope(engine) as session:
+                _fail(session, spec, ids, exc, now(), result)
+            result.error = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, TransientError):
+                return result
+            raise
+        with session_scope(engine) as session:
+            if fence:
+                fence(session)
+            _store_receipts(session, spec, claimed, receipts, now(), result)
+    return result
+
+
+def _store_receipts(session, spec, claimed, receipts, now, result: PushResult) -> None:
+    by_id = {r.message_id: r for r in receipts}
+    mismatched = []
+    for delivery, message in claimed:
+        row = session.get(Delivery, delivery.id)
+        receipt = by_id.get(message.message_id)
+        if receipt is None or receipt.digest != row.sent_digest:
+            mismatched.append(row.id)
+            continue
+        row.state, row.ack_id, row.acked_at = DeliveryState.DELIVERED, receipt.ack_id, receipt.received_at
+        row.receipt_digest, row.sending_since, row.updated_at, row.last_error = receipt.digest, None, now, None
+        session.add(row)
+        result.delivered += 1
+        result.duplicates += int(receipt.duplicate)
+        audit.append(session, actor="hub", action="delivery.receipt", subject=f"licence:{message.licence_key}",
+                     detail={"agency": spec.code, "message_id": message.message_id, "ack_id": receipt.ack_id,
+                             "received_at": receipt.received_at.isoformat(), "duplicate": receipt.duplicate},
+                     payload_digest=receipt.digest)  # fmt: skip
+    if mismatched:
+        _fail(session, spec, mismatched, TransientError("no receipt, or the receipt's digest differs from what was sent"),
+              now, result)  # fmt: skip
+    agency = _agency(session, spec.code)
+    agency.last_push_at = now
+    session.add(agency)
+
+
+# --- pull -------------------------------------------------------------------------------
+def _store_page(session: Session, spec: AgencySpec, page: Page, result: PullResult) -> None:
+    for rejected in page.rejected:
+        quarantine(session, source="pull", agency_code=spec.code, record_ref=rejected.ref,
+                   problems=[Problem(rejected.ref, "(batch)", rejected.reason)], raw=rejected.raw or "")  # fmt: skip
+        result.quarantined += 1
+    for index, inbound in enumerate(page.records, start=1):
+        ref = inbound.ref or f"cursor {page.next_cursor.position} item {index}"
+        try:
+            record = native_to_violation(inbound.native, spec.violation_mapping, agency_code=spec.code, record=ref)
+        except ContractViolation as exc:
+            quarantine(session, source="pull", agency_code=spec.code, record_ref=ref, problems=exc.problems,
+                       raw=inbound.raw)  # fmt: skip
+            result.quarantined += 1
+            continue
+        outcome, _ = store_violation(session, record)
+        setattr(result, outcome.value, getattr(result, outcome.value) + 1)
+
+
+def pull_agency(engine: Engine, spec: AgencySpec, adapter: AgencyAdapter, *, fence: Fence | None = None,
+                now: Callable[[], dt.datetime] = utcnow, max_pages: int | None = None) -> PullResult:  # fmt: skip
+    """Fetch pages after the stored cursor until the agency has no more, committing page by page."""
+    result = PullResult(spec.code)
+    while max_pages is None or result.pages < max_pages:
+        with session_scope(engine) as session:
+            row = session.get(SyncCursor, spec.code)
+            cursor = Cursor(row.position, row.token) if row else Cursor()
+        page = adapter.fetch(cursor)
+        with session_scope(engine) as session:
+            if fence:
+                fence(session)
+            _commit_page(session, spec, cursor, page, result, now())
+        adapter.acknowledge(page)
+        result.pages += 1
+        result.cursor = page.next_cursor.position
+        if not page.more:
+            break
+    return result
+
+
+def _commit_page(session: Session, spec: AgencySpec, before: Cursor, page: Page, result: PullResult,
+                 now: dt.datetime) -> None:  # fmt: skip
+    row = session.get(SyncCursor, spec.code) or SyncCursor(agency_code=spec.code)
+    if row.position != before.position:
+        raise TransientError(f"agency {spec.code}: the cursor moved while this page was fetched; pull again")
+    if page.next_cursor.position < row.position:
+        raise FatalError(
+            f"agency {spec.code}: cursor would move backwards ({row.position} → {page.next_cursor.position})"
+        )
+    known_batch = page.batch_id and session.exec(
+        select(InboundBatch).where(InboundBatch.agency_code == spec.code, InboundBatch.batch_id == page.batch_id)
+    ).first()
+    if known_batch:
+        result.skipped_batches += 1  # loaded before a crash stopped its acknowledgement: never load twice
+    else:
+        quarantined_before = result.quarantined
+        _store_page(session, spec, page, result)
+        if page.batch_id:
+            session.add(InboundBatch(agency_code=spec.code, batch_id=page.batch_id, records=len(page.records),
+                                     quarantined=result.quarantined - quarantined_before))  # fmt: skip
+        if page.records or page.rejected:
+            raws = "\n".join(r.raw for r in page.records).encode("utf-8")
+            audit.append(session, actor="hub", action="pull.page", subject=f"agency:{spec.code}",
+                         detail={"cursor_from": before.position, "cursor_to": page.next_cursor.position,
+                                 "batch": page.batch_id, "records": len(page.records),
+                                 "refs": [r.ref for r in page.records][:1000],
+                                 "rejected": [r.ref for r in page.rejected]},
+                         payload_digest=hashlib.sha256(raws).hexdigest())  # fmt: skip
+    row.position, row.token, row.updated_at = page.next_cursor.position, page.next_cursor.token, now
+    session.add(row)
+    if not page.more:
+        agency = _agency(session, spec.code)
+        agency.last_pull_at = now
+        session.add(agency)
+

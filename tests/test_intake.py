@@ -1,0 +1,138 @@
+"""Licence intake: whole-file refusal with named problems, --skip-invalid, encodings, routing, idempotency."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+
+import pytest
+from sqlmodel import Session, func, select
+
+from contracts.registry import load_registry
+from hub.db import session_scope
+from hub.errors import ContractViolation, RefusedInput
+from hub.intake import import_licences, read_licence_file
+from hub.models import Company, Delivery, DeliveryState, Licence, LicenceRevision, QuarantinedRecord
+from tests.helpers import grant, run_hub, write_jsonl
+
+BAD_USCC = "914403001922038217"  # check digit should be 6
+
+
+def _counts(engine) -> dict:
+    with Session(engine) as s:
+        return {m.__name__: s.exec(select(func.count()).select_from(m)).one()
+                for m in (Company, Licence, LicenceRevision, Delivery, QuarantinedRecord)}  # fmt: skip
+
+
+def _import(engine, path, **kw):
+    records = read_licence_file(path, encoding=kw.pop("encoding", None))
+    with session_scope(engine) as session:
+        return import_licences(session, records, load_registry(), actor="test", **kw)
+
+
+def test_invalid_record_refuses_the_whole_file_and_names_record_field_reason(engine, tmp_path):
+    path = write_jsonl(tmp_path / "g.jsonl", [grant(1), grant(2), grant(3, XK_XDR_SHXYM=BAD_USCC), grant(4)])
+    before = _counts(engine)
+    with pytest.raises(ContractViolation) as caught:
+        _import(engine, path)
+    (problem,) = caught.value.problems
+    assert (problem.record, problem.field) == ("3", "XK_XDR_SHXYM")
+    assert "position 18" in problem.reason
+    assert _counts(engine) == before
+
+
+def test_skip_invalid_imports_the_rest_and_quarantines_the_bad_one(engine, tmp_path):
+    path = write_jsonl(tmp_path / "g.jsonl", [grant(1), grant(2), grant(3, XK_XDR_SHXYM=BAD_USCC), grant(4)])
+    result = _import(engine, path, skip_invalid=True)
+    assert (result.created, result.quarantined) == (3, 1)
+    with Session(engine) as s:
+        (q,) = s.exec(select(QuarantinedRecord)).all()
+        assert q.record_ref == "record 3" and q.reasons[0]["field"] == "XK_XDR_SHXYM"
+        assert BAD_USCC in q.raw
+
+
+def test_every_problem_of_every_record_is_listed(engine, tmp_path):
+    records = [grant(1, XK_JDRQ="2026-02-30"), grant(2, XK_XKLB="许可"), grant(3, XK_WSH=None)]
+    path = write_jsonl(tmp_path / "g.jsonl", records)
+    with pytest.raises(ContractViolation) as caught:
+        _import(engine, path)
+    found = {(p.record, p.field) for p in caught.value.problems}
+    assert found == {("1", "XK_JDRQ"), ("2", "XK_XKLB"), ("3", "XK_WSH")}
+
+
+def test_reimport_changes_nothing(engine, tmp_path):
+    path = write_jsonl(tmp_path / "g.jsonl", [grant(1), grant(2)])
+    _import(engine, path)
+    before = _counts(engine)
+    result = _import(engine, path)
+    assert (result.created, result.changed, result.unchanged, result.deliveries) == (0, 0, 2, 0)
+    assert _counts(engine) == before
+
+
+def test_grant_creates_deliveries_by_routing_and_a_change_supersedes_them(engine, tmp_path):
+    registry = load_registry()
+    path = write_jsonl(tmp_path / "g.jsonl", [grant(1)])
+    first = _import(engine, path)
+    assert first.deliveries >= 1
+    revoked = grant(1, lifecycle="revoked", lifecycle_date="2026-06-01", lifecycle_reason="以欺骗手段取得许可")
+    second = _import(engine, write_jsonl(tmp_path / "r.jsonl", [revoked]))
+    assert second.changed == 1
+    with Session(engine) as s:
+        states = sorted((d.agency_code, d.state) for d in s.exec(select(Delivery)).all())
+        revisions = s.exec(select(LicenceRevision.lifecycle).order_by(LicenceRevision.version)).all()
+    routed = sorted(c for c in registry if any(a == c for a, _ in states))
+    assert revisions == ["granted", "revoked"]
+    for code in routed:
+        assert (code, DeliveryState.SUPERSEDED) in states and (code, DeliveryState.PENDING) in states
+
+
+def _csv_bytes(records: list[dict], encoding: str) -> bytes:
+    columns = sorted({k for r in records for k in r})
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(records)
+    return out.getvalue().encode(encoding)
+
+
+def test_gbk_csv_stores_the_same_records_as_utf8(tmp_path):
+    from hub.db import create_db_engine, migrate
+
+    records = [grant(1), grant(2, XK_XDR_MC="天津市南开区鑫磊餐饮管理有限公司", XK_NR="冷食类、生食类食品制售")]
+    stored = []
+    for encoding in ("utf-8", "gbk"):
+        path = tmp_path / f"g-{encoding}.csv"
+        path.write_bytes(_csv_bytes(records, encoding))
+        eng = create_db_engine(f"sqlite:///{tmp_path / encoding}.sqlite3")
+        migrate(eng)
+        _import(eng, path)  # encoding detected
+        with Session(eng) as s:
+            stored.append(sorted((lic.decision_no, lic.digest, lic.payload["XK_XDR_MC"]) for lic in s.exec(select(Licence))))
+        eng.dispose()
+    assert stored[0] == stored[1]
+    assert stored[0][1][2] == "天津市南开区鑫磊餐饮管理有限公司"
+
+
+def test_malformed_bytes_are_refused_with_their_offset(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b"XK_XDR_MC\n\xff\xfe\xfd\n")
+    with pytest.raises(RefusedInput, match="byte"):
+        read_licence_file(path, encoding="utf-8")
+
+
+def test_cli_refuses_record_3_and_leaves_the_database_as_it_was(tmp_path):
+    env = {**os.environ, "HUB_DATA_DIR": str(tmp_path / "data")}
+    good = write_jsonl(tmp_path / "good.jsonl", [grant(10)])
+    assert run_hub("licences", "import", str(good), env=env).returncode == 0
+    before = (tmp_path / "data" / "hub.sqlite3").read_bytes()
+    bad = write_jsonl(tmp_path / "bad.jsonl", [grant(1), grant(2), grant(3, XK_XDR_SHXYM=BAD_USCC)])
+    proc = run_hub("licences", "import", str(bad), env=env)
+    assert proc.returncode != 0
+    assert "record 3: XK_XDR_SHXYM:" in proc.stderr and "check digit" in proc.stderr
+    history = run_hub("history", grant(1)["XK_XDR_SHXYM"], env=env)
+    assert history.returncode != 0  # record 1 was not written either
+    skip = run_hub("licences", "import", str(bad), "--skip-invalid", env=env)
+    assert skip.returncode == 0 and "1 quarantined" in skip.stdout, skip.stderr
+    assert before  # the first import's data is intact
+    assert run_hub("history", grant(10)["XK_XDR_SHXYM"], env=env).returncode == 0
