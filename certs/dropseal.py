@@ -26,7 +26,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from joserfc import jwe, jws
 from joserfc.errors import JoseError
 from joserfc.jwe import JWERegistry
@@ -188,6 +188,27 @@ def _parse(token: str | bytes) -> tuple[dict[str, Any], bytes, x509.Certificate]
     return header, payload, signer
 
 
+_TLS_ONLY = {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+
+
+def _may_sign_documents(cert: x509.Certificate) -> bool:
+    """Key usage allows signatures, and the certificate is not restricted to TLS.
+
+    A party's TLS client certificate also has digitalSignature; without the EKU check a
+    stolen TLS key could sign drops.
+    """
+    try:
+        if not cert.extensions.get_extension_for_class(x509.KeyUsage).value.digital_signature:
+            return False
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        purposes = set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        return True
+    return not purposes <= _TLS_ONLY
+
+
 def _check_signer(
     signer: x509.Certificate,
     trusted_ca: Sequence[x509.Certificate],
@@ -211,12 +232,8 @@ def _check_signer(
             raise _refuse(Reason.EXPIRED_CERTIFICATE, f"{role} certificate is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M}Z")
         if now >= cert.not_valid_after_utc:
             raise _refuse(Reason.EXPIRED_CERTIFICATE, f"{role} certificate expired {cert.not_valid_after_utc:%Y-%m-%d %H:%M}Z")
-    try:
-        usage = signer.extensions.get_extension_for_class(x509.KeyUsage).value
-        if not usage.digital_signature:
-            raise _refuse(Reason.UNKNOWN_SIGNER, f"{who} is not a signing certificate")
-    except x509.ExtensionNotFound:
-        pass
+    if not _may_sign_documents(signer):
+        raise _refuse(Reason.UNKNOWN_SIGNER, f"{who} is not a signing certificate")
     if expected_signer is not None and signer_code(signer) != expected_signer:
         raise _refuse(Reason.UNKNOWN_SIGNER, f"signed by {signer_code(signer)!r}, expected {expected_signer!r}")
     if accepted is not None:
