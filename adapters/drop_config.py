@@ -1,0 +1,119 @@
+"""Typed configuration of a file-drop agency, and the transport it implies.
+
+Built from the agency's data file: ``endpoint`` (``file:///abs/path`` for a mounted VPN
+share, ``sftp://user@host:port/path`` for SFTP) plus the ``[filedrop]`` table. Secrets never
+sit in the data file: for SFTP the resolved credentials (``context.secret``) are the path
+of the hub's private key, or — when ``key_file`` is configured — that key's passphrase.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from pathlib import Path, PurePosixPath
+from typing import Literal
+from urllib.parse import unquote, urlsplit
+
+import paramiko
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from adapters.drop_formats import DropFormat
+from adapters.drop_transport import DropTransport, LocalTransport, SftpTransport
+from hub.errors import ConfigurationError
+
+__all__ = ["FileDropConfig", "load_host_key", "make_transport"]
+
+
+class FileDropConfig(BaseModel):
+    """One file-drop agency: where its drop root is, its format, and how patient to be."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    code: str
+    endpoint: str
+    format: DropFormat = "csv"  # the agency's format, both ways
+    encoding: str = "utf-8"  # outbound; inbound batches declare theirs in the manifest
+    data_file: str = "licences"  # outbound data file stem; the extension follows the format
+    message_id_field: str = "message_id"  # the column/element carrying each message's idempotency key
+    csv_fields: list[str] = Field(default_factory=list)  # outbound column order (others follow)
+    xml_root: str = "records"
+    xml_record: str = "record"
+    record_id_field: str | None = None  # native field with the agency's record id (for logs, quarantine)
+    receipt_timeout: float = Field(60.0, gt=0)  # seconds to wait for the agency's receipt
+    poll_interval: float = Field(1.0, gt=0)
+    incomplete_grace: float = Field(600.0, ge=0)  # a manifest whose files stay short this long is corrupt
+    claim_stale_after: float = Field(900.0, gt=0)  # a claim older than this was left by a dead worker
+    # SFTP only
+    host_key: str | None = None  # "ecdsa-sha2-nistp256 AAAA…" (or a file holding that line)
+    key_file: str | None = None
+    connect_timeout: float = Field(5.0, gt=0)
+    read_timeout: float = Field(30.0, gt=0)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        url = urlsplit(value)
+        if url.scheme == "file":
+            if url.netloc not in ("", "localhost") or not url.path.startswith("/"):
+                raise ValueError("file endpoints are file:///absolute/path")
+        elif url.scheme == "sftp":
+            if not url.hostname or not url.username:
+                raise ValueError("sftp endpoints are sftp://user@host[:port]/path")
+        else:
+            raise ValueError(f"scheme {url.scheme!r} is not file or sftp")
+        return value
+
+    @property
+    def scheme(self) -> Literal["file", "sftp"]:
+        return urlsplit(self.endpoint).scheme  # type: ignore[return-value]
+
+    @property
+    def path(self) -> str:
+        return unquote(urlsplit(self.endpoint).path)
+
+
+def load_host_key(text: str) -> paramiko.PKey:
+    """Parse an OpenSSH public key line (``type base64 [comment]``), inline or from a file."""
+    line = text.strip()
+    if not line.startswith(("ssh-", "ecdsa-")) and Path(line).is_file():
+        line = Path(line).read_text(encoding="utf-8").strip()
+    parts = line.split()
+    try:
+        return paramiko.PKey.from_type_string(parts[0], base64.b64decode(parts[1]))
+    except (IndexError, binascii.Error, paramiko.SSHException, ValueError) as exc:
+        raise ConfigurationError(f"host_key is not an OpenSSH public key line: {exc}") from exc
+
+
+def _private_key(path: str, passphrase: str | None) -> paramiko.PKey:
+    try:
+        return paramiko.PKey.from_path(path, password=passphrase or None)
+    except paramiko.PasswordRequiredException as exc:
+        raise ConfigurationError(f"SFTP key {path}: needs a passphrase") from exc
+    except (OSError, paramiko.SSHException, ValueError) as exc:
+        raise ConfigurationError(f"SFTP key {path}: cannot load: {exc}") from exc
+
+
+def make_transport(config: FileDropConfig, *, secret: str | None = None) -> DropTransport:
+    """The transport for ``config.endpoint``; SFTP needs a pinned host key and a private key."""
+    if config.scheme == "file":
+        root = Path(config.path)
+        if not root.is_dir():
+            raise ConfigurationError(f"agency {config.code}: drop root {root} is not a directory")
+        return LocalTransport(root)
+    url = urlsplit(config.endpoint)
+    if not config.host_key:
+        raise ConfigurationError(f"agency {config.code}: SFTP needs host_key (the server's public key)")
+    key_path = config.key_file or secret
+    if not key_path:
+        raise ConfigurationError(f"agency {config.code}: SFTP needs key_file or credentials naming the key")
+    passphrase = secret if config.key_file else None
+    return SftpTransport(
+        host=url.hostname or "",
+        port=url.port or 22,
+        username=unquote(url.username or ""),
+        root=str(PurePosixPath(config.path or "/")),
+        pkey=_private_key(key_path, passphrase),
+        host_key=load_host_key(config.host_key),
+        connect_timeout=config.connect_timeout,
+        read_timeout=config.read_timeout,
+    )

@@ -1,0 +1,370 @@
+"""Simulated agencies reachable only by file drops: 消防支队 XFZD (SFTP) and 规划分局 GHFJ (VPN share).
+
+Each agency owns a drop root laid out as the hub's file-drop adapter expects (see
+adapters/filedrop.py); it is written here independently, with the standard library and
+lxml, so the tests prove two implementations agree on the format rather than one
+implementation agreeing with itself:
+
+- XFZD 消防支队: GBK CSV with Chinese headers; dates like 2026年03月01日; fines in 元;
+  served by a real paramiko SFTP server on 127.0.0.1 (key authentication).
+- GHFJ 规划分局: UTF-8 XML in a plain directory (the VPN share); penalty kinds as codes;
+  dates like 20260301; fines in 万元.
+
+A poller thread picks up licence batches from ``to_agency/`` (only once their manifest is
+there and every file matches it), records each licence with ``book.receive`` and writes
+``receipts/<batch_id>.json``; consumed batches move to ``agency_archive/``. ``publish()``
+writes the penalties the book invented since the last publication as one batch in
+``from_agency/``, manifest last.
+
+Faults (``book.inject``): HALF_WRITTEN leaves the next penalty batch without its manifest
+(or, with ``half_written="truncated"``, with a manifest over a truncated file; see
+:meth:`FileDropAgency.complete_half_written`); TIMEOUT records the next licence batch but
+writes no receipt; ERROR_500 refuses the next licence batch in its receipt; REPEAT
+publishes the previous penalty batch's records again under a new batch id.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import paramiko
+from lxml import etree
+
+from sandbox.core import AgencyBook, Fault, PenaltyDraft, ReplayConflict
+from sandbox.sftp_server import SftpServer
+
+__all__ = ["DIALECTS", "Dialect", "FileDropAgency", "RunningAgency", "start_filedrop_agency"]
+
+
+def _date(iso: str, fmt: str) -> str:
+    try:
+        return dt.date.fromisoformat(iso).strftime(fmt)
+    except ValueError:  # a malformed date is passed on as the agency would write it
+        y, _, rest = iso.partition("-")
+        m, _, d = rest.partition("-")
+        return fmt.replace("%Y", y).replace("%m", m).replace("%d", d)
+
+
+_XFZD_WORDS = {"暂扣许可证件": "暂扣许可证", "吊销许可证件": "吊销许可证", "责令停产停业": "责令停业"}
+_GHFJ_CODES = {"警告": "01", "通报批评": "02", "罚款": "03", "没收违法所得": "04", "没收非法财物": "05",
+               "暂扣许可证件": "06", "吊销许可证件": "07", "责令停产停业": "08"}  # fmt: skip
+
+
+_XFZD_KINDS = {"法人及非法人组织": "单位", "自然人": "个人", "个体工商户": "个体户"}
+
+
+def _xfzd_penalty(p: PenaltyDraft, licence: dict[str, Any]) -> dict[str, str]:
+    """A penalty row as 消防支队 writes it; subject details come from the licence it holds."""
+    fmt = "%Y年%m月%d日"
+    return {
+        "记录编号": p.record_id, "当事人名称": p.subject_name,
+        "当事人类别": _XFZD_KINDS.get(licence.get("行政相对人类别", ""), "单位"), "统一社会信用代码": p.uscc,
+        "工商注册号": licence.get("工商注册号", ""), "组织机构代码": "", "税务登记号": "", "事业单位证书号": "",
+        "社会组织登记证号": "", "法定代表人": licence.get("法定代表人", ""), "处罚决定书文号": p.decision_no, "违法行为类型": p.violation_type, "违法事实": p.facts,
+        "处罚依据": p.legal_basis, "处罚种类": "、".join(_XFZD_WORDS.get(w, w) for w in p.penalties),
+        "处罚内容": p.content, "罚款金额（元）": p.amount_text("yuan") or "", "没收金额（元）": "",
+        "暂扣吊销证照": "", "处罚决定日期": _date(p.decision_date, fmt), "处罚有效期至": _date(p.validity_end, fmt),
+        "公示截止日期": "", "备注": "",
+    }  # fmt: skip
+
+
+def _ghfj_penalty(p: PenaltyDraft, licence: dict[str, Any]) -> dict[str, str]:
+    """A penalty item as 规划分局 writes it; subject details come from the licence it holds."""
+    fmt = "%Y%m%d"
+    return {
+        "RecordNo": p.record_id, "PartyName": p.subject_name, "PartyType": licence.get("SubjectType", "1"),
+        "CreditCode": p.uscc, "RegNo": licence.get("RegNo", ""), "OrgCode": "", "TaxNo": "", "InstitutionNo": "",
+        "SocialOrgNo": "", "LegalRep": licence.get("LegalRep", ""),
+        "DecisionNo": p.decision_no, "IllegalAct": p.violation_type, "Facts": p.facts, "Basis": p.legal_basis,
+        "PenaltyKinds": ";".join(_GHFJ_CODES.get(w, w) for w in p.penalties), "PenaltyContent": p.content,
+        "FineWanYuan": p.amount_text("wanyuan") or "", "ConfiscatedWanYuan": "", "SuspendedLicence": "",
+        "DecisionDate": _date(p.decision_date, fmt), "ValidUntil": _date(p.validity_end, fmt),
+        "PublishUntil": "", "Remark": "",
+    }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How one agency writes and reads its drops."""
+
+    code: str
+    name: str
+    uscc: str
+    transport: str  # "sftp" or "dir"
+    format: str  # "csv" or "xml"
+    encoding: str
+    message_id_field: str
+    subject_fields: tuple[str, str]
+    render_penalty: Callable[[PenaltyDraft, dict[str, Any]], dict[str, str]]
+    xml_root: str = "records"
+    xml_record: str = "record"
+
+
+DIALECTS = {
+    "XFZD": Dialect("XFZD", "天津市南开区消防救援支队", "11120104MB0212345Y", "sftp", "csv", "gbk",
+                    "报送编号", ("行政相对人名称", "统一社会信用代码"), _xfzd_penalty),
+    "GHFJ": Dialect("GHFJ", "天津市规划和自然资源局南开分局", "11120104MB0312346L", "dir", "xml", "utf-8",
+                    "MessageId", ("SubjectName", "CreditCode"), _ghfj_penalty, "GHFJData", "Item"),
+}  # fmt: skip
+
+LAYOUT = ("to_agency", "receipts", "from_agency", "agency_archive")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _parser() -> etree.XMLParser:
+    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+
+
+@dataclass
+class FileDropAgency:
+    """One file-drop agency working on its local drop root."""
+
+    dialect: Dialect
+    root: Path
+    book: AgencyBook
+    poll_interval: float = 0.05
+    auto_publish: bool = False
+    half_written: str = "missing_manifest"  # or "truncated"
+    published_seq: int = 0
+    batches: int = 0
+    pending_completion: list[tuple[Path, bytes]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _last_rows: list[dict[str, str]] = field(default_factory=list)
+
+    def start(self) -> "FileDropAgency":
+        for name in LAYOUT:
+            (self.root / name).mkdir(parents=True, exist_ok=True)
+        self._thread = threading.Thread(target=self._run, name=f"drop-agency-{self.dialect.code}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_interval):
+            self.poll_once()
+            if self.auto_publish:
+                self.publish()
+
+    def _take_fault(self, *kinds: Fault) -> Fault | None:
+        with self.book._lock:  # peek: a fault meant for the other direction stays queued
+            if self.book.faults and self.book.faults[0] in kinds:
+                return self.book.faults.popleft()
+        return None
+
+    # --- licences in ------------------------------------------------------------------
+    def poll_once(self) -> None:
+        with self._lock:
+            for batch in sorted((self.root / "to_agency").iterdir()):
+                if batch.is_dir() and not batch.name.startswith(".") and (batch / "manifest.json").exists():
+                    self._consume(batch)
+
+    def _consume(self, batch: Path) -> None:
+        manifest = json.loads((batch / "manifest.json").read_bytes())
+        rows: list[dict[str, str]] = []
+        problem = None
+        for item in manifest["files"]:
+            path = batch / Path(item["name"]).name
+            data = path.read_bytes() if path.exists() else b""
+            if len(data) < item["size"]:
+                return  # not all there yet: look again on the next poll
+            if hashlib.sha256(data).hexdigest() != item["sha256"]:
+                problem = f"{item['name']}: SHA-256 does not match the manifest"
+                break
+            rows.extend(self._parse(data, manifest["encoding"]))
+        fault = self._take_fault(Fault.TIMEOUT, Fault.ERROR_500)
+        receipt: dict[str, Any] = {"batch_id": manifest["batch_id"], "status": "accepted", "acks": [], "errors": []}
+        if problem or fault == Fault.ERROR_500:
+            receipt.update(status="rejected", reason=problem or "internal error, please resend")
+        else:
+            for row in rows:
+                message_id = row.pop(self.dialect.message_id_field)
+                payload = {k: v for k, v in row.items() if v != ""}  # an empty cell is an absent value
+                try:
+                    ack = self.book.receive(message_id, payload)
+                except ReplayConflict as exc:
+                    receipt["errors"].append({"message_id": message_id, "reason": str(exc)})
+                    continue
+                receipt["acks"].append({"message_id": message_id, "ack_id": ack.ack_id, "digest": ack.digest,
+                                        "received_at": ack.received_at.isoformat(), "duplicate": ack.duplicate})  # fmt: skip
+        archive = self.root / "agency_archive" / f"{batch.name}-{uuid.uuid4().hex[:6]}"
+        batch.rename(archive)
+        if fault != Fault.TIMEOUT:
+            _write_atomic(self.root / "receipts" / f"{manifest['batch_id']}.json",
+                          json.dumps(receipt, ensure_ascii=False, indent=1).encode("utf-8"))  # fmt: skip
+
+    def _parse(self, data: bytes, encoding: str) -> list[dict[str, str]]:
+        if self.dialect.format == "csv":
+            return list(csv.DictReader(io.StringIO(data.decode(encoding), newline="")))
+        root = etree.fromstring(data, parser=_parser())
+        return [{child.tag: child.text or "" for child in item} for item in root]
+
+    # --- penalties out ----------------------------------------------------------------
+    def _render(self, rows: list[dict[str, str]]) -> bytes:
+        d = self.dialect
+        if d.format == "csv":
+            buf = io.StringIO(newline="")
+            writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\r\n")
+            writer.writeheader()
+            writer.writerows(rows)
+            return buf.getvalue().encode(d.encoding)
+        root = etree.Element(d.xml_root)
+        for row in rows:
+            item = etree.SubElement(root, d.xml_record)
+            for key, value in row.items():
+                etree.SubElement(item, key).text = value
+        return etree.tostring(root, xml_declaration=True, encoding=d.encoding, pretty_print=True)
+
+    def publish(self, limit: int = 500) -> str | None:
+        """Write the penalties invented since the last publication as one batch; its id, or None."""
+        with self._lock:
+            if self._take_fault(Fault.REPEAT) and self._last_rows:
+                rows = self._last_rows
+            else:
+                drafts = self.book.penalties_after(self.published_seq, limit)
+                if not drafts:
+                    return None
+                uscc_field = self.dialect.subject_fields[1]
+                held = {str(lic.get(uscc_field, "")): lic for lic in self.book.licences()}
+                rows = [self.dialect.render_penalty(p, held.get(p.uscc, {})) for p in drafts]
+                self.published_seq = drafts[-1].seq
+            self._last_rows = rows
+            return self.write_batch(self._render(rows), half_written=self._take_fault(Fault.HALF_WRITTEN) is not None)
+
+    def write_batch(self, data: bytes, *, half_written: bool = False, file_name: str | None = None,
+                    manifest_patch: dict[str, Any] | None = None) -> str:  # fmt: skip
+        """Write raw bytes as a penalty batch (tests use it for hostile batches); returns the batch id."""
+        self.batches += 1
+        batch_id = f"{self.dialect.code}-{dt.datetime.now(dt.UTC):%Y%m%d}-{self.batches:06d}-{uuid.uuid4().hex[:4]}"
+        ext = "csv" if self.dialect.format == "csv" else "xml"
+        name = file_name or f"penalties_{self.batches:06d}.{ext}"
+        folder = self.root / "from_agency" / batch_id
+        folder.mkdir()
+        manifest = {
+            "version": 1, "batch_id": batch_id, "sequence": self.batches, "kind": "penalties",
+            "created": dt.datetime.now(dt.UTC).isoformat(), "format": self.dialect.format,
+            "encoding": self.dialect.encoding, "producer": self.dialect.code,
+            "files": [{"name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}],
+            **(manifest_patch or {}),
+        }  # fmt: skip
+        manifest_bytes = json.dumps(manifest, ensure_ascii=False, indent=1).encode("utf-8")
+        if half_written and self.half_written == "truncated":
+            _write_atomic(folder / name, data[: len(data) // 2])  # still being copied
+            _write_atomic(folder / "manifest.json", manifest_bytes)
+            self.pending_completion.append((folder / name, data))
+        elif half_written:
+            (folder / name).write_bytes(data)  # the manifest never came
+            self.pending_completion.append((folder / "manifest.json", manifest_bytes))
+        else:
+            if "/" not in name:
+                _write_atomic(folder / name, data)
+            _write_atomic(folder / "manifest.json", manifest_bytes)
+        return batch_id
+
+    def complete_half_written(self) -> None:
+        """Finish the writes a HALF_WRITTEN fault left undone (the slow copy finally ends)."""
+        while self.pending_completion:
+            path, data = self.pending_completion.pop(0)
+            _write_atomic(path, data)
+
+
+@dataclass
+class RunningAgency:
+    """A started file-drop agency: its drop root, how the hub reaches it, and how to stop it."""
+
+    code: str
+    endpoint: str
+    book: AgencyBook
+    agency: FileDropAgency
+    root: Path
+    host_key: str | None = None  # SFTP: the server's public key line (the hub pins it)
+    client_key_file: Path | None = None  # SFTP: the hub's private key, when generated here
+    server: SftpServer | None = None
+
+    def publish(self, limit: int = 500) -> str | None:
+        return self.agency.publish(limit)
+
+    def transport_overrides(self, transport: dict[str, Any] | None = None) -> dict[str, Any]:
+        """load_registry overrides for this agency: the loopback endpoint and, for SFTP, the pinned keys."""
+        table = dict(transport or {})
+        if self.host_key:
+            table["host_key"] = self.host_key
+        if self.client_key_file:
+            table["key_file"] = str(self.client_key_file)
+        return {"endpoint": self.endpoint, "transport": table}
+
+    def stop(self) -> None:
+        self.agency.stop()
+        if self.server:
+            self.server.stop()
+
+
+def start_filedrop_agency(
+    code: str,
+    *,
+    root: Path,
+    book: AgencyBook | None = None,
+    poll_interval: float = 0.05,
+    auto_publish: bool = False,
+    half_written: str = "missing_manifest",
+    hub_public_key: paramiko.PKey | None = None,
+    key_dir: Path | None = None,
+    username: str = "hub",
+) -> RunningAgency:
+    """Start XFZD or GHFJ on ``root`` (created if missing).
+
+    Args:
+        code: ``XFZD`` (GBK CSV over SFTP) or ``GHFJ`` (XML in a directory).
+        root: the agency's drop root.
+        book: its state; a fresh AgencyBook in its dialect by default.
+        poll_interval: seconds between looks into ``to_agency/``.
+        auto_publish: publish new penalties after every poll.
+        half_written: how a HALF_WRITTEN fault shows: ``missing_manifest`` or ``truncated``.
+        hub_public_key: SFTP: the hub's public key; when None a key pair is generated and the
+            private key written (mode 0600) to ``key_dir`` (default: next to ``root``).
+        username: SFTP: the user the hub logs in as.
+    """
+    dialect = DIALECTS[code]
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    book = book or AgencyBook(code=code, name=dialect.name, uscc=dialect.uscc, subject_fields=dialect.subject_fields)
+    agency = FileDropAgency(dialect, root, book, poll_interval=poll_interval, auto_publish=auto_publish,
+                            half_written=half_written).start()  # fmt: skip
+    if dialect.transport == "dir":
+        return RunningAgency(code, root.resolve().as_uri(), book, agency, root)
+    client_key_file = None
+    if hub_public_key is None:
+        key = paramiko.ECDSAKey.generate(bits=256)
+        key_dir = Path(key_dir or root.parent / f"{code.lower()}-hub-key")
+        key_dir.mkdir(parents=True, exist_ok=True)
+        client_key_file = key_dir / "id_ecdsa"
+        key.write_private_key_file(str(client_key_file))
+        os.chmod(client_key_file, 0o600)
+        hub_public_key = key
+    server = SftpServer(root, host_key=paramiko.ECDSAKey.generate(bits=256), authorized_key=hub_public_key,
+                        username=username).start()  # fmt: skip
+    endpoint = f"sftp://{username}@127.0.0.1:{server.port}/"
+    return RunningAgency(code, endpoint, book, agency, root, server.host_key_line, client_key_file, server)
