@@ -73,7 +73,7 @@ def rest_adapter(agency: RunningAgency, spec: AgencySpec | None = None, **transp
 
 def messages_for(spec: AgencySpec, grants: list[LicenceGrant]) -> list[OutboundMessage]:
     return [
-        OutboundMessage(f"msg-{spec.code}-{g.decision_no}", g.decision_no, licence_to_native(g, spec.licence_mapping))
+        OutboundMessage(f"msg-{spec.code}-{g.licence_no}", g.decision_no, licence_to_native(g, spec.licence_mapping))
         for g in grants
     ]
 
