@@ -260,3 +260,31 @@ def test_digest_helper_refuses_a_mismatch():
 def test_a_large_file_round_trips(pki):
     big = bytes(range(256)) * 8192  # 2 MiB: far beyond joserfc's 64 KiB default limit
     assert decrypt_file(encrypt_file(big, load_certificate(pki.hub.signing_cert)), load_private_key(pki.hub.signing_key)) == big
+
+
+def test_dropseal_through_the_file_drop_manifest_steps(pki, hub_seal, agency_seal):
+    """The order the file-drop adapter uses: seal, list stored bytes, sign, then verify and unseal."""
+    drop_manifest = pytest.importorskip("adapters.drop_manifest")
+    stored_name, stored = agency_seal.seal_file("penalties.csv", DATA)
+    manifest = drop_manifest.Manifest(
+        batch_id="CF-20250301-0001", sequence=1, created=dt.datetime(2025, 3, 1, tzinfo=dt.UTC),
+        kind="penalties", format="csv", producer="SCJG", files=(drop_manifest.file_entry(stored_name, stored),),
+    ).to_bytes()  # fmt: skip
+    sidecars = agency_seal.sign_manifest(manifest)
+
+    hub_seal.verify_manifest(manifest, sidecars)
+    entry = drop_manifest.Manifest.from_bytes(manifest, where="batch").files[0]
+    drop_manifest.verify_file(entry, stored, where="batch")
+    assert hub_seal.unseal_file(entry.name, stored) == DATA
+
+
+def test_dropseal_from_agency_file_references(pki):
+    """What the hub builds from an agency's [tls] files: our signing pair, the CA, the agency's certificate."""
+    seal = DropSeal.from_files(
+        signing_cert=pki.hub.signing_cert, signing_key=pki.hub.signing_key,
+        trusted_ca=pki.ca_cert, peer_cert=pki.party("SCJG").signing_cert,
+    )  # fmt: skip
+    agency = DropSeal.from_pki(pki.root, own="SCJG", peer="hub")
+    seal.verify_manifest(MANIFEST, agency.sign_manifest(MANIFEST))
+    name, stored = seal.seal_file("licences.csv", DATA)
+    assert agency.unseal_file(name, stored) == DATA
