@@ -291,7 +291,9 @@ class _Handler(BaseHTTPRequestHandler):
         if dialect.delivery == "single":
             self._send(200, receipts[0])
         else:
-            self._send(200, {dialect.receipt_field("items"): receipts})
+            answer: dict[str, Any] = {}
+            _put(answer, dialect.receipt_field("items"), receipts)
+            self._send(200, answer)
 
 
 @dataclass
