@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import email.utils
+import hashlib
 import time
 from collections.abc import Iterator, Sequence
+from decimal import Decimal
 from typing import Any, Literal
 
 import requests
@@ -203,7 +205,7 @@ class RestAdapter:
 
     def _json(self, response: requests.Response, action: str) -> Any:
         try:
-            return response.json(parse_float=_decimal)
+            return response.json(parse_float=Decimal)  # amounts stay exact: never a float
         except ValueError as exc:
             raise FatalError(f"agency {self.code}: {action}: the answer is not JSON: {response.text[:120]!r}") from exc
 
@@ -336,12 +338,6 @@ class RestAdapter:
         self._session.close()
 
 
-def _decimal(text: str) -> Any:
-    from decimal import Decimal  # amounts stay exact: never a float
-
-    return Decimal(text)
-
-
 def _text(value: Any) -> str:
     if value is None or isinstance(value, (dict, list)):
         raise ValueError(f"expected text, got {value!r}")
@@ -355,9 +351,8 @@ def _ref(value: dict[str, Any], field: str | None) -> str | None:
 
 
 def _batch_key(messages: Sequence[OutboundMessage]) -> str:
-    from hashlib import sha256  # the same batch resent carries the same key
-
-    return sha256("\n".join(m.message_id for m in messages).encode()).hexdigest()[:32]
+    # the same batch resent carries the same key; each message also carries its own id
+    return hashlib.sha256("\n".join(m.message_id for m in messages).encode()).hexdigest()[:32]
 
 
 def _ms(started: float) -> float:
@@ -371,7 +366,12 @@ def from_spec(spec: AgencySpec, context: AdapterContext) -> RestAdapter:
     the config; ``context`` brings the bearer token, TLS file paths and timeouts.
     """
     data = dict(spec.transport)
-    data.update(base_url=spec.endpoint, connect_timeout=context.connect_timeout, read_timeout=context.read_timeout)
+    if "token" in data:
+        raise ConfigurationError(f"agency {spec.code}: [rest] must not hold the token; use credentials = 'env:…'")
+    data["base_url"] = spec.endpoint
+    # an agency file may ask for its own timeouts (a slow agency); otherwise the hub's apply
+    data.setdefault("connect_timeout", context.connect_timeout)
+    data.setdefault("read_timeout", context.read_timeout)
     if data.get("auth") == "bearer":
         data["token"] = context.secret
     tls = context.tls

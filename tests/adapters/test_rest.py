@@ -275,6 +275,7 @@ def test_probe_reports_up_and_down(rest_agency: RunningAgency) -> None:
         ({"auth": "mtls"}, "x", "client_cert"),
         ({"pagination": "scroll"}, "x", "pagination"),
         ({"page_sise": 10}, "x", "page_sise"),
+        ({"token": "in-the-file"}, "x", "must not hold the token"),
     ],
 )
 def test_bad_rest_tables_are_configuration_errors(transport: dict, secret: str | None, needle: str) -> None:
@@ -282,3 +283,13 @@ def test_bad_rest_tables_are_configuration_errors(transport: dict, secret: str |
     spec = spec.model_copy(update={"transport": {**spec.transport, **transport}})
     with pytest.raises(ConfigurationError, match=needle):
         build_adapter(spec, AdapterContext(work_dir=Path("."), secret=secret))
+
+
+def test_the_rest_adapter_is_an_agency_adapter() -> None:
+    from adapters import rest
+    from adapters.base import AgencyAdapter
+
+    assert all(hasattr(rest, name) for name in rest.__all__)
+    adapter = build_adapter(load_registry()["GAFJ"], AdapterContext(work_dir=Path(".")))
+    assert isinstance(adapter, AgencyAdapter) and adapter.code == "GAFJ"
+    adapter.close()
