@@ -86,8 +86,8 @@ def load_host_key(text: str) -> paramiko.PKey:
 
 def _private_key(path: str, passphrase: str | None) -> paramiko.PKey:
     try:
-        return paramiko.PKey.from_path(path, password=passphrase or None)
-    except paramiko.PasswordRequiredException as exc:
+        return paramiko.PKey.from_path(path, password=passphrase.encode("utf-8") if passphrase else None)
+    except (paramiko.PasswordRequiredException, TypeError) as exc:  # TypeError: encrypted PEM, no password
         raise ConfigurationError(f"SFTP key {path}: needs a passphrase") from exc
     except (OSError, paramiko.SSHException, ValueError) as exc:
         raise ConfigurationError(f"SFTP key {path}: cannot load: {exc}") from exc
