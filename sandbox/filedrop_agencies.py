@@ -143,6 +143,7 @@ class FileDropAgency:
     poll_interval: float = 0.05
     auto_publish: bool = False
     half_written: str = "missing_manifest"  # or "truncated"
+    seal: Any = None  # optional adapters.drop_manifest.Seal-shaped object (signed, encrypted drops)
     published_seq: int = 0
     batches: int = 0
     pending_completion: list[tuple[Path, bytes]] = field(default_factory=list)
@@ -183,10 +184,17 @@ class FileDropAgency:
                     self._consume(batch)
 
     def _consume(self, batch: Path) -> None:
-        manifest = json.loads((batch / "manifest.json").read_bytes())
+        manifest_bytes = (batch / "manifest.json").read_bytes()
+        manifest = json.loads(manifest_bytes)
         rows: list[dict[str, str]] = []
         problem = None
-        for item in manifest["files"]:
+        if self.seal is not None:
+            sidecars = {n: (batch / n).read_bytes() for n in self.seal.sidecars if (batch / n).exists()}
+            try:
+                self.seal.verify_manifest(manifest_bytes, sidecars)
+            except Exception as exc:  # noqa: BLE001 - any refusal is reported in the receipt
+                problem = f"signature: {exc}"
+        for item in manifest["files"] if problem is None else []:
             path = batch / Path(item["name"]).name
             data = path.read_bytes() if path.exists() else b""
             if len(data) < item["size"]:
@@ -194,6 +202,8 @@ class FileDropAgency:
             if hashlib.sha256(data).hexdigest() != item["sha256"]:
                 problem = f"{item['name']}: SHA-256 does not match the manifest"
                 break
+            if self.seal is not None:
+                data = self.seal.unseal_file(item["name"], data)
             rows.extend(self._parse(data, manifest["encoding"]))
         fault = self._take_fault(Fault.TIMEOUT, Fault.ERROR_500)
         receipt: dict[str, Any] = {"batch_id": manifest["batch_id"], "status": "accepted", "acks": [], "errors": []}
@@ -263,6 +273,8 @@ class FileDropAgency:
         name = file_name or f"penalties_{self.batches:06d}.{ext}"
         folder = self.root / "from_agency" / batch_id
         folder.mkdir()
+        if self.seal is not None:
+            name, data = self.seal.seal_file(name, data)
         manifest = {
             "version": 1, "batch_id": batch_id, "sequence": self.batches, "kind": "penalties",
             "created": dt.datetime.now(dt.UTC).isoformat(), "format": self.dialect.format,
@@ -281,6 +293,8 @@ class FileDropAgency:
         else:
             if "/" not in name:
                 _write_atomic(folder / name, data)
+            for sidecar, blob in (self.seal.sign_manifest(manifest_bytes) if self.seal else {}).items():
+                _write_atomic(folder / sidecar, blob)
             _write_atomic(folder / "manifest.json", manifest_bytes)
         return batch_id
 
@@ -330,6 +344,7 @@ def start_filedrop_agency(
     poll_interval: float = 0.05,
     auto_publish: bool = False,
     half_written: str = "missing_manifest",
+    seal: Any = None,
     hub_public_key: paramiko.PKey | None = None,
     key_dir: Path | None = None,
     username: str = "hub",
@@ -343,6 +358,8 @@ def start_filedrop_agency(
         poll_interval: seconds between looks into ``to_agency/``.
         auto_publish: publish new penalties after every poll.
         half_written: how a HALF_WRITTEN fault shows: ``missing_manifest`` or ``truncated``.
+        seal: signs/encrypts its penalty batches and checks/decrypts the hub's licence batches
+            (e.g. ``certs.sealer.DropSeal.from_pki(pki, own=code, peer="hub")``); none by default.
         hub_public_key: SFTP: the hub's public key; when None a key pair is generated and the
             private key written (mode 0600) to ``key_dir`` (default: next to ``root``).
         username: SFTP: the user the hub logs in as.
@@ -352,7 +369,7 @@ def start_filedrop_agency(
     root.mkdir(parents=True, exist_ok=True)
     book = book or AgencyBook(code=code, name=dialect.name, uscc=dialect.uscc, subject_fields=dialect.subject_fields)
     agency = FileDropAgency(dialect, root, book, poll_interval=poll_interval, auto_publish=auto_publish,
-                            half_written=half_written).start()  # fmt: skip
+                            half_written=half_written, seal=seal).start()  # fmt: skip
     if dialect.transport == "dir":
         return RunningAgency(code, root.resolve().as_uri(), book, agency, root)
     client_key_file = None

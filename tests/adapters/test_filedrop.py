@@ -356,3 +356,47 @@ def test_stopping_the_sandbox_leaves_no_thread_or_listening_socket(tmp_path):
     assert [t.name for t in set(threading.enumerate()) - before if t.is_alive()] == []
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+# --- sealed drops: the seal hook takes certs.sealer.DropSeal ---------------------------------
+@pytest.fixture(scope="module")
+def drop_pki(tmp_path_factory):
+    init_pki = pytest.importorskip("certs.pki").init_pki
+    parties = [(code, dialect.name) for code, dialect in DIALECTS.items()]
+    return init_pki(tmp_path_factory.mktemp("drop-pki") / "pki", parties=parties).root
+
+
+@pytest.mark.parametrize("code", ["XFZD", "GHFJ"])
+def test_signed_and_encrypted_drops_through_the_seal_hook(tmp_path, drop_pki, code):
+    from certs.sealer import DropSeal
+
+    running = start_filedrop_agency(code, root=tmp_path / "share", key_dir=tmp_path / "keys",
+                                    seal=DropSeal.from_pki(drop_pki, own=code, peer="hub"))  # fmt: skip
+    world = DropWorld(running, tmp_path / "work")
+    try:
+        adapter = build_adapter(world.spec(), AdapterContext(work_dir=world.work_dir))
+        world.adapters.append(adapter)
+        adapter.seal = DropSeal.from_pki(drop_pki, own="hub", peer=code)
+        messages = drop_messages(world.spec())
+
+        receipts = adapter.deliver(messages)
+        assert [r.digest for r in receipts] == [m.digest for m in messages]
+        (archived,) = world.path("agency_archive").iterdir()
+        stored = {p.name for p in archived.iterdir()}
+        assert "manifest.jws" in stored and all(n.endswith((".jwe", ".json", ".jws")) for n in stored)
+
+        sealed = running.publish()
+        page = adapter.fetch(Cursor())
+        assert page.batch_id == sealed and len(page.records) == len(running.book.penalties)
+        adapter.acknowledge(page)
+
+        running.book.add_penalty(subject_name="天津某公司", uscc="914403001922038216")
+        unsigned = running.publish()
+        world.path("from_agency", unsigned, "manifest.jws").unlink()
+        refused = adapter.fetch(page.next_cursor)
+        assert refused.records == [] and refused.rejected[0].ref == unsigned
+        assert world.path("failed", f"{unsigned}.error").read_text("utf-8").strip()
+    finally:
+        for adapter in world.adapters:
+            adapter.close()
+        running.stop()
