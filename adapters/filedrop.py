@@ -361,8 +361,24 @@ def _claim_time(stamp: str) -> float | None:
         return None
 
 
+def _seal_from_context(config: FileDropConfig, context) -> Seal:
+    tls = context.tls
+    files = {"signing_cert": tls.hub_signing_cert, "signing_key": tls.hub_signing_key,
+             "trusted_ca": tls.ca, "peer_cert": tls.agency_cert}  # fmt: skip
+    missing = sorted(k for k, v in files.items() if v is None)
+    if missing:
+        raise ConfigurationError(f"agency {config.code}: sealed drops need TLS files: {', '.join(missing)}")
+    from certs.sealer import DropSeal  # only sealed agencies need the JOSE stack
+
+    return DropSeal.from_files(**files)
+
+
 def from_spec(spec, context, *, seal: Seal | None = None, is_loaded: Callable[[str], bool] | None = None):
-    """Build the adapter from an AgencySpec (endpoint + ``[filedrop]`` table) and an AdapterContext."""
+    """Build the adapter from an AgencySpec (endpoint + ``[filedrop]`` table) and an AdapterContext.
+
+    With ``sealed = true`` in ``[filedrop]`` and no explicit ``seal``, the seal is built from
+    ``context.tls`` (hub signing cert/key, CA, the agency's signing certificate).
+    """
     data = {"code": spec.code, "endpoint": spec.endpoint, "record_id_field": spec.violation_mapping.record_id,
             "connect_timeout": context.connect_timeout, "read_timeout": context.read_timeout, **spec.transport}  # fmt: skip
     try:
@@ -370,4 +386,6 @@ def from_spec(spec, context, *, seal: Seal | None = None, is_loaded: Callable[[s
     except ValidationError as exc:
         details = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False))
         raise ConfigurationError(f"agency {spec.code}: [filedrop] {details}") from exc
+    if seal is None and config.sealed:
+        seal = _seal_from_context(config, context)
     return FileDropAdapter(config, make_transport(config, secret=context.secret), seal=seal, is_loaded=is_loaded)

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from adapters import AdapterContext, build_adapter
+from adapters import AdapterContext, TlsFiles, build_adapter
 from adapters.base import Cursor, OutboundMessage, Page
 from contracts.mapping import licence_to_native, native_to_violation
 from contracts.records import LicenceGrant
 from contracts.registry import AgencySpec, load_registry
-from hub.errors import ContractViolation, TransientError
+from hub.errors import ConfigurationError, ContractViolation, TransientError
 from sandbox.core import AgencyBook, Fault, Malformation
 from sandbox.filedrop_agencies import DIALECTS, RunningAgency, start_filedrop_agency
 
@@ -363,7 +363,7 @@ def test_stopping_the_sandbox_leaves_no_thread_or_listening_socket(tmp_path):
 def drop_pki(tmp_path_factory):
     init_pki = pytest.importorskip("certs.pki").init_pki
     parties = [(code, dialect.name) for code, dialect in DIALECTS.items()]
-    return init_pki(tmp_path_factory.mktemp("drop-pki") / "pki", parties=parties).root
+    return init_pki(tmp_path_factory.mktemp("drop-pki") / "pki", parties=parties)
 
 
 @pytest.mark.parametrize("code", ["XFZD", "GHFJ"])
@@ -371,12 +371,15 @@ def test_signed_and_encrypted_drops_through_the_seal_hook(tmp_path, drop_pki, co
     from certs.sealer import DropSeal
 
     running = start_filedrop_agency(code, root=tmp_path / "share", key_dir=tmp_path / "keys",
-                                    seal=DropSeal.from_pki(drop_pki, own=code, peer="hub"))  # fmt: skip
+                                    seal=DropSeal.from_pki(drop_pki.root, own=code, peer="hub"))  # fmt: skip
     world = DropWorld(running, tmp_path / "work")
+    tls = TlsFiles(ca=drop_pki.ca_cert, agency_cert=drop_pki.party(code).signing_cert,
+                   hub_signing_cert=drop_pki.hub.signing_cert, hub_signing_key=drop_pki.hub.signing_key)  # fmt: skip
     try:
-        adapter = build_adapter(world.spec(), AdapterContext(work_dir=world.work_dir))
+        with pytest.raises(ConfigurationError, match="sealed drops need TLS files"):
+            build_adapter(world.spec(sealed=True), AdapterContext(work_dir=world.work_dir))
+        adapter = build_adapter(world.spec(sealed=True), AdapterContext(work_dir=world.work_dir, tls=tls))
         world.adapters.append(adapter)
-        adapter.seal = DropSeal.from_pki(drop_pki, own="hub", peer=code)
         messages = drop_messages(world.spec())
 
         receipts = adapter.deliver(messages)
