@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from hub.cli_certs import certs_app
 from hub.errors import ContractViolation, HubError
 from hub.runtime import HubRuntime
 from hub.settings import Settings
@@ -19,6 +20,7 @@ licences_app = typer.Typer(help="Record licence grants from the approval system.
 contracts_app = typer.Typer(help="The canonical record contracts.", no_args_is_help=True)
 app.add_typer(licences_app, name="licences")
 app.add_typer(contracts_app, name="contracts")
+app.add_typer(certs_app, name="certs")
 
 
 def _runtime() -> HubRuntime:

@@ -129,6 +129,7 @@ class AgencyBook:
     clean_companies: frozenset[str] = frozenset()
     malformed_every: int = 7
     penalties_per_company: tuple[int, ...] = (1, 2, 2, 3)
+    abbreviation: str = ""  # as in its decision numbers, e.g. 市监 in 津南市监罚〔2026〕12号
     received: dict[str, Received] = field(default_factory=dict)
     penalties: list[PenaltyDraft] = field(default_factory=list)
     faults: deque = field(default_factory=deque)
@@ -174,7 +175,9 @@ class AgencyBook:
             return draft
 
     def _invent_penalties(self, company: str, uscc: str) -> None:
-        if not uscc or uscc in self.clean_companies or any(p.uscc == uscc for p in self.penalties):
+        # The placeholder code names no one: such records would need the registration number too.
+        placeholder = uscc == "00000000000000000X"
+        if not uscc or placeholder or uscc in self.clean_companies or any(p.uscc == uscc for p in self.penalties):
             return
         rng = random.Random(f"{self.seed}:{self.code}:{uscc}")
         for _ in range(rng.choice(self.penalties_per_company)):
@@ -189,13 +192,14 @@ class AgencyBook:
         if malformed == Malformation.WRONG_UNIT and "罚款" not in penalties:
             penalties.append("罚款")
         fine = Decimal(rng.choice((2000, 5000, 10000, 30000, 200000))) / 10000 if "罚款" in penalties else None
-        decided = dt.date(2026, 1, 1) + dt.timedelta(days=rng.randrange(0, 300))
+        # recent enough that even a minor penalty is still inside its 3-month publication window
+        decided = dt.date.today() - dt.timedelta(days=rng.randrange(3, 80))
         draft = PenaltyDraft(
             seq=seq,
             record_id=f"{self.code}-CF-{seq:07d}",
             subject_name=company,
             uscc=uscc,
-            decision_no=f"津南{self.name[:2]}罚〔2026〕{seq:04d}号",
+            decision_no=f"津南{self.abbreviation or self.code}罚〔{decided.year}〕{seq:04d}号",
             violation_type=rng.choice(["未按规定公示年度报告", "消防设施未保持完好有效", "未按期申报纳税", "违规停放车辆"]),
             facts="经查，当事人存在上述违法行为，事实清楚，证据确凿。",
             legal_basis="《中华人民共和国行政处罚法》第二十八条",

@@ -1,0 +1,77 @@
+"""`hub demo`: the main job end to end on the embedded default, against the sandbox on loopback.
+
+Starts the seven simulated agencies, imports the sample grants, pushes every routed delivery,
+pulls violations back from all seven, prints two companies' histories (one clean, one with
+violations from agencies reached over REST, SOAP and a file drop), then stops all it started.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from contracts.registry import AGENCIES_DIR
+from hub.cli import render_history
+from hub.db import session_scope
+from hub.history import company_history, find_company
+from hub.intake import import_licences, read_licence_file
+from hub.operations import sync_agencies
+from hub.runtime import HubRuntime
+from hub.settings import Settings
+
+SAMPLES = Path(AGENCIES_DIR).parent / "samples" / "licences.jsonl"
+CLEAN_COMPANY = "9112010429141777XE"  # 天津南开甲餐饮管理有限公司
+PENALISED_COMPANY = "91120104631706691X"  # 天津市南开区乙旅馆有限公司: REST, SOAP and file-drop agencies
+
+
+def run_demo(*, keep: bool = False, out=print) -> int:
+    """Run the demo; returns the process exit code (0 when every step succeeded)."""
+    from sandbox.cluster import start_sandbox  # the sandbox is demo/test tooling, not part of the hub
+
+    workdir = Path(tempfile.mkdtemp(prefix="shenguan-demo-"))
+    saved_env = {k: os.environ.get(k) for k in ("HUB_SCJG_TOKEN", "HUB_XFZD_SFTP_KEY")}
+    runtime = None
+    try:
+        sandbox = start_sandbox(workdir / "sandbox", clean_companies={CLEAN_COMPANY})
+        try:
+            os.environ.update(sandbox.env)  # credentials references resolve from the environment
+            settings = Settings(data_dir=workdir / "hub", database_url=None, broker_url=None)
+            runtime = HubRuntime(settings, overrides=sandbox.overrides)
+            runtime.init_database()
+            out(f"sandbox: {len(sandbox.agencies)} agencies on 127.0.0.1; hub data in {workdir / 'hub'}")
+            records = read_licence_file(SAMPLES)
+            with session_scope(runtime.engine) as session:
+                result = import_licences(session, records, runtime.registry, actor="demo")
+            out(f"imported {result.created} licence grants; {result.deliveries} deliveries queued")
+            ok = True
+            for line, success in sync_agencies(runtime, runtime.registry, push=True, pull=False):
+                out("  " + line)
+                ok &= success
+            for agency in sandbox.agencies.values():
+                if hasattr(agency, "publish"):
+                    agency.publish()  # the file-drop agencies' nightly export of their penalties
+            for line, success in sync_agencies(runtime, runtime.registry, push=False, pull=True):
+                out("  " + line)
+                ok &= success
+            with session_scope(runtime.engine) as session:
+                for uscc in (CLEAN_COMPANY, PENALISED_COMPANY):
+                    company = find_company(session, uscc)
+                    out("")
+                    out(render_history(company_history(session, company)))
+            return 0 if ok else 1
+        finally:
+            sandbox.stop()
+    finally:
+        if runtime is not None:
+            runtime.dispose()
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if keep:
+            out(f"\nkept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,138 @@
+"""All seven simulated agencies of the Nankai case, started together on loopback.
+
+REST: 市场监管局 SCJG (cursor pages), 公安分局 GAFJ (offset), 交警支队 JJZD (page numbers).
+SOAP: 国税局 GSJ, 地税局 DSJ. File drops: 消防支队 XFZD (GBK CSV over SFTP), 规划分局 GHFJ (XML on a share).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sandbox.core import AgencyBook
+from sandbox.filedrop_agencies import DIALECTS as DROP_DIALECTS
+from sandbox.filedrop_agencies import start_filedrop_agency
+from sandbox.rest_agencies import REST_DIALECTS, start_rest_agency
+from sandbox.soap_agencies import DIALECTS as SOAP_DIALECTS
+from sandbox.soap_agencies import start_soap_agency
+
+__all__ = ["ALL_AGENCIES", "Sandbox", "start_sandbox"]
+
+REST_CODES = ("SCJG", "GAFJ", "JJZD")
+SOAP_CODES = ("GSJ", "DSJ")
+DROP_CODES = ("XFZD", "GHFJ")
+ALL_AGENCIES = REST_CODES + SOAP_CODES + DROP_CODES
+ABBREVIATIONS = {"SCJG": "市监", "GAFJ": "公", "JJZD": "公交", "GSJ": "国税", "DSJ": "地税", "XFZD": "消", "GHFJ": "规"}
+
+
+@dataclass
+class Sandbox:
+    """Running agencies, and what the hub needs to reach them (endpoint overrides, credentials)."""
+
+    agencies: dict[str, Any]
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def books(self) -> dict[str, AgencyBook]:
+        return {code: agency.book for code, agency in self.agencies.items()}
+
+    def stop(self) -> None:
+        for agency in self.agencies.values():
+            agency.stop()
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _book(code: str, name: str, uscc: str, subject_fields, *, seed: int, clean: frozenset[str],
+          malformed_every: int) -> AgencyBook:  # fmt: skip
+    return AgencyBook(code=code, name=name, uscc=uscc, seed=seed, subject_fields=subject_fields,
+                      clean_companies=clean, malformed_every=malformed_every,
+                      abbreviation=ABBREVIATIONS.get(code, ""))  # fmt: skip
+
+
+def start_sandbox(root: Path, *, codes: Iterable[str] = ALL_AGENCIES, seed: int = 7,
+                  clean_companies: Iterable[str] = (), malformed_every: int = 7,
+                  ports: dict[str, int] | None = None) -> Sandbox:  # fmt: skip
+    """Start the chosen agencies; file drops live under ``root``.
+
+    Args:
+        root: a directory for the file-drop shares and the SFTP key.
+        codes: which agencies to start (all seven by default).
+        seed: makes every agency's invented penalties the same on every run.
+        clean_companies: USCCs no agency ever penalises (e.g. the demo's clean company).
+        malformed_every: every n-th invented penalty is malformed (0: none).
+        ports: fixed ports by code (0 or missing: ephemeral).
+    """
+    clean = frozenset(clean_companies)
+    ports = ports or {}
+    sandbox = Sandbox(agencies={})
+    try:
+        for code in codes:
+            if code in REST_CODES:
+                d = REST_DIALECTS[code]
+                book = _book(code, d.name, d.uscc, d.licence_subject, seed=seed, clean=clean,
+                             malformed_every=malformed_every)  # fmt: skip
+                agency = start_rest_agency(code, book=book, port=ports.get(code, 0))
+                sandbox.overrides[code] = {"endpoint": agency.endpoint}
+                if agency.token:
+                    sandbox.env[f"HUB_{code}_TOKEN"] = agency.token
+            elif code in SOAP_CODES:
+                d = SOAP_DIALECTS[code]
+                book = _book(code, d.name, d.uscc, d.subject_fields, seed=seed, clean=clean,
+                             malformed_every=malformed_every)  # fmt: skip
+                agency = start_soap_agency(code, book=book, port=ports.get(code, 0))
+                sandbox.overrides[code] = {"endpoint": agency.endpoint}
+            elif code in DROP_CODES:
+                d = DROP_DIALECTS[code]
+                book = _book(code, d.name, d.uscc, d.subject_fields, seed=seed, clean=clean,
+                             malformed_every=malformed_every)  # fmt: skip
+                agency = start_filedrop_agency(code, root=Path(root) / code.lower(), book=book, auto_publish=True)
+                overrides = agency.transport_overrides(_transport_table(code))
+                if agency.client_key_file:
+                    # the data file's credentials reference names the key; no key_file beside it
+                    overrides["transport"].pop("key_file", None)
+                    sandbox.env[f"HUB_{code}_SFTP_KEY"] = str(agency.client_key_file)
+                sandbox.overrides[code] = overrides
+            else:
+                raise ValueError(f"no sandbox agency {code!r}; known: {', '.join(ALL_AGENCIES)}")
+            sandbox.agencies[code] = agency
+    except BaseException:
+        sandbox.stop()
+        raise
+    return sandbox
+
+
+def _transport_table(code: str) -> dict[str, Any]:
+    """The [filedrop] table of the agency's data file, so overrides add keys instead of replacing it."""
+    from contracts.registry import AGENCIES_DIR
+    import tomllib
+
+    data = tomllib.loads((AGENCIES_DIR / f"{code.lower()}.toml").read_text(encoding="utf-8"))
+    return dict(data.get("filedrop", {}))
+
+
+def main() -> None:  # pragma: no cover - manual use: `python -m sandbox.cluster /tmp/sandbox`
+    parser = argparse.ArgumentParser(description="Run the seven sandbox agencies on 127.0.0.1")
+    parser.add_argument("root", type=Path)
+    args = parser.parse_args()
+    with start_sandbox(args.root) as sandbox:
+        print(json.dumps({"overrides": sandbox.overrides, "env": sandbox.env}, ensure_ascii=False, indent=2))
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        stop.wait()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
