@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import logging
 import socket
 import threading
 from pathlib import Path
@@ -17,6 +18,9 @@ import paramiko
 from paramiko.sftp import SFTP_FAILURE, SFTP_OK, SFTP_PERMISSION_DENIED
 
 __all__ = ["SftpServer"]
+
+
+logging.getLogger("sandbox.sftp").addHandler(logging.NullHandler())
 
 
 class _Auth(paramiko.ServerInterface):
@@ -166,6 +170,8 @@ class SftpServer:
             except OSError:
                 return
             transport = paramiko.Transport(conn)
+            # A client hanging up is routine for a server; keep paramiko's ERROR lines off stderr.
+            transport.set_log_channel("sandbox.sftp.transport")
             transport.add_server_key(self.host_key)
             transport.set_subsystem_handler("sftp", paramiko.SFTPServer, _RootedSFTP, root=str(self.root))
             self._transports = [t for t in self._transports if t.is_alive()] + [transport]
