@@ -1,0 +1,412 @@
+"""SOAP adapter (zeep): licences out through one WSDL operation, penalties back through another.
+
+Which operations, and where every field sits in the request and the response, is data
+(the agency file's ``[soap]`` table, validated by :class:`SoapConfig`); the WSDL itself is
+a file in contracts/wsdl/, never fetched from the agency. Native payloads are flat dicts
+whose keys are dotted element paths (``party.name``), so the mapping in contracts/ stays
+protocol-agnostic.
+
+Every zeep / requests / lxml error is translated in one place, :func:`_translated`:
+
+    zeep Fault soap:Client, VersionMismatch, MustUnderstand   -> FatalError   (our request is wrong)
+    zeep Fault soap:Server                                    -> TransientError
+    HTTP 408, 429, 5xx (Retry-After honoured), 500 sans fault -> TransientError
+    other HTTP 4xx                                            -> FatalError
+    connection refused / reset / dropped, timeouts            -> TransientError
+    TLS verification failure                                  -> FatalError
+    DTD, entities, external refs, not-XML, bad WS-Security    -> RefusedInput on fetch, FatalError on deliver
+    response that breaks the WSDL (zeep parse / validation)   -> FatalError
+    request that breaks the WSDL (a wrong field path)         -> ConfigurationError
+
+Hostile or corrupt responses are refused whole. On fetch that is ``RefusedInput``: the page is
+quarantined and nothing of it is stored. On deliver the seam allows only transient / fatal /
+configuration errors, and an agency answering a licence with hostile XML needs a person, so it
+is ``FatalError`` (the ack inside cannot be trusted; a resend later is deduplicated by message id).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import json
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import requests
+import zeep
+import zeep.exceptions as zx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from zeep.helpers import serialize_object
+
+from adapters.base import Cursor, Health, InboundRecord, OutboundMessage, Page, Receipt, Rejected
+from hub.errors import ConfigurationError, FatalError, HubError, RefusedInput, TransientError
+
+__all__ = ["AckPaths", "SoapAdapter", "SoapConfig", "WsseConfig", "from_spec", "reset_clients"]
+
+WSDL_DIR = Path(__file__).resolve().parent.parent / "contracts" / "wsdl"
+
+
+class AckPaths(BaseModel):
+    """Where the acknowledgement's parts are in the push response (paths from the response element)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ack_id: str
+    received_at: str
+    digest: str
+    duplicate: str
+
+
+class WsseConfig(BaseModel):
+    """WS-Security the agency demands: UsernameToken and an X.509 signature (SHA-256) over Body and Timestamp."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    username: str | None = None  # the password is the agency's credentials reference
+    sign: bool = True
+    verify_response: bool = True  # against the agency's certificate, never ours
+    timestamp_ttl: int = Field(300, ge=10)
+
+
+class SoapConfig(BaseModel):
+    """One agency's SOAP dialect: the ``[soap]`` table, plus what ``from_spec`` resolves at run time."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    wsdl: str = Field(pattern=r"^[A-Za-z0-9_.-]+\.wsdl$")  # a file name under contracts/wsdl/
+    binding: str  # "{namespace}Name" or the binding's local name
+    push_operation: str
+    pull_operation: str
+    message_id_field: str  # request element carrying our message id
+    licence_element: str  # request element holding the licence; native names are paths under it
+    push_paths: dict[str, str] = Field(default_factory=dict)  # native name -> path, when they differ
+    ack: AckPaths
+    after_field: str
+    limit_field: str
+    items_path: str  # the list of penalty items in the pull response
+    has_more_path: str
+    seq_field: str  # path inside an item
+    record_id_field: str
+    item_paths: dict[str, str] = Field(default_factory=dict)  # native name -> path in an item; default: every leaf
+    page_size: int = Field(100, ge=1, le=1000)
+    wsse: WsseConfig | None = None
+    # Resolved by from_spec from the agency spec and the AdapterContext:
+    code: str = "SOAP"
+    endpoint: str = ""
+    connect_timeout: float = Field(5.0, gt=0)
+    read_timeout: float = Field(30.0, gt=0)
+    ca_file: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    signing_cert: Path | None = None
+    signing_key: Path | None = None
+    agency_cert: Path | None = None
+    password: SecretStr | None = None
+
+    @property
+    def wsdl_path(self) -> Path:
+        return WSDL_DIR / self.wsdl
+
+
+# --- one zeep client per process per (wsdl, endpoint, transport settings) --------------------
+class _HttpStatus(zx.TransportError):
+    """A status SOAP 1.1 does not use (it answers 200, or 500 with a fault), seen before zeep reads the body.
+
+    Stopping here keeps Retry-After, and stops zeep taking an HTML error page for an "unknown fault".
+    """
+
+    def __init__(self, status_code: int, retry_after: float | None) -> None:
+        super().__init__(f"HTTP {status_code}", status_code=status_code)
+        self.retry_after = retry_after
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+
+
+class _Transport(zeep.Transport):
+    def post(self, address: str, message: bytes, headers: dict[str, str]) -> requests.Response:
+        response = super().post(address, message, headers)
+        if response.status_code not in (200, 500):
+            raise _HttpStatus(response.status_code, _retry_after(response.headers.get("Retry-After")))
+        return response
+
+
+_CLIENTS: dict[tuple, tuple[zeep.Client, Any]] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def _client_key(cfg: SoapConfig) -> tuple:
+    return (str(cfg.wsdl_path), cfg.endpoint, cfg.binding, cfg.connect_timeout, cfg.read_timeout,
+            cfg.ca_file, cfg.client_cert, cfg.client_key, cfg.signing_cert, cfg.agency_cert,
+            cfg.wsse, cfg.password.get_secret_value() if cfg.password else None)  # fmt: skip
+
+
+def _settings() -> zeep.Settings:
+    # strict: a response that breaks the WSDL is an error, not silently half-read.
+    return zeep.Settings(strict=True, forbid_dtd=True, forbid_entities=True, forbid_external=True,
+                         xml_huge_tree=False)  # fmt: skip
+
+
+def _service(cfg: SoapConfig) -> tuple[zeep.Client, Any]:
+    key = _client_key(cfg)
+    with _CLIENTS_LOCK:
+        if key not in _CLIENTS:
+            _CLIENTS[key] = _build_client(cfg)
+        return _CLIENTS[key]
+
+
+def _build_client(cfg: SoapConfig) -> tuple[zeep.Client, Any]:
+    if not cfg.wsdl_path.is_file():
+        raise ConfigurationError(f"agency {cfg.code}: WSDL {cfg.wsdl} not found in contracts/wsdl/")
+    session = requests.Session()
+    if cfg.ca_file:
+        session.verify = str(cfg.ca_file)
+    if cfg.client_cert:
+        session.cert = (str(cfg.client_cert), str(cfg.client_key)) if cfg.client_key else str(cfg.client_cert)
+    transport = _Transport(session=session, timeout=cfg.connect_timeout,
+                           operation_timeout=(cfg.connect_timeout, cfg.read_timeout))  # fmt: skip
+    wsse = None
+    if cfg.wsse is not None:
+        from adapters.soap_wsse import build_wsse  # xmlsec is only needed by agencies that sign
+
+        wsse = build_wsse(cfg)
+    try:
+        client = zeep.Client(str(cfg.wsdl_path), transport=transport, settings=_settings(), wsse=wsse)
+        binding = cfg.binding
+        if not binding.startswith("{"):
+            names = [name for name in client.wsdl.bindings if name.endswith("}" + binding)]
+            if len(names) != 1:
+                raise ConfigurationError(f"agency {cfg.code}: binding {binding!r} not in {cfg.wsdl}")
+            binding = names[0]
+        service = client.create_service(binding, cfg.endpoint)
+        for operation in (cfg.push_operation, cfg.pull_operation):
+            service._binding.get(operation)
+    except (zx.Error, ValueError, KeyError) as exc:
+        raise ConfigurationError(f"agency {cfg.code}: cannot use {cfg.wsdl}: {exc}") from exc
+    return client, service
+
+
+def reset_clients() -> None:
+    """Close and forget every cached zeep client (tests, and worker shutdown)."""
+    with _CLIENTS_LOCK:
+        for client, _ in _CLIENTS.values():
+            client.transport.session.close()
+        _CLIENTS.clear()
+
+
+# --- error translation: the one place ------------------------------------------------------
+_HOSTILE = (zx.DTDForbidden, zx.EntitiesForbidden, zx.ExternalReferenceForbidden, zx.XMLSyntaxError,
+            zx.SignatureVerificationFailed)  # fmt: skip
+
+
+def _fault_code(code: str | None) -> str:
+    # "soap:Client", "{ns}Client" and "Client.Authentication" all name the Client class.
+    return (code or "").rsplit("}", 1)[-1].rsplit(":", 1)[-1].split(".", 1)[0]
+
+
+@contextmanager
+def _translated(agency: str, operation: str, *, hostile: type[HubError]) -> Iterator[None]:
+    where = f"agency {agency}: {operation}"
+    try:
+        yield
+    except HubError:
+        raise
+    except zx.Fault as exc:
+        code = _fault_code(exc.code)
+        if not code:  # HTTP 500 whose body is XML but no SOAP fault: a broken server, not our request
+            raise TransientError(f"{where}: HTTP 500 without a SOAP fault", status=500) from exc
+        kind = TransientError if code == "Server" else FatalError
+        raise kind(f"{where}: SOAP fault {code}: {exc.message}", fault_code=code) from exc
+    except _HttpStatus as exc:
+        status = exc.status_code
+        kind = TransientError if status >= 500 or status in (408, 429) else FatalError
+        raise kind(f"{where}: HTTP {status}", status=status, retry_after=exc.retry_after) from exc
+    except zx.TransportError as exc:
+        status = exc.status_code
+        if status == 200:  # zeep wraps an unparseable 200 body as a TransportError
+            raise hostile(f"{where}: response is not XML: {exc.message[:200]}", status=status) from exc
+        kind = TransientError if status >= 500 or status == 429 else FatalError
+        raise kind(f"{where}: HTTP {status}", status=status) from exc
+    except _HOSTILE as exc:
+        raise hostile(f"{where}: response refused: {type(exc).__name__}: {exc}") from exc
+    except (zx.XMLParseError, zx.UnexpectedElementError, zx.ValidationError) as exc:
+        raise FatalError(f"{where}: message does not match {agency}'s WSDL: {exc}") from exc
+    except TypeError as exc:  # zeep: an element our field paths name is not in the WSDL
+        raise ConfigurationError(f"{where}: request does not fit the WSDL: {exc}") from exc
+    except requests.exceptions.SSLError as exc:
+        raise FatalError(f"{where}: TLS failure: {exc}") from exc
+    except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidSchema) as exc:  # fmt: skip
+        raise ConfigurationError(f"{where}: bad endpoint: {exc}") from exc
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        raise TransientError(f"{where}: {type(exc).__name__}: {exc}") from exc
+    except requests.exceptions.RequestException as exc:
+        raise TransientError(f"{where}: {type(exc).__name__}: {exc}") from exc
+    except zx.Error as exc:
+        raise FatalError(f"{where}: {type(exc).__name__}: {exc}") from exc
+
+
+# --- paths ---------------------------------------------------------------------------------
+def _nest(flat: dict[str, str], paths: dict[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, value in flat.items():
+        *parents, leaf = paths.get(name, name).split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+def _get(tree: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(tree, dict):
+            return None
+        tree = tree.get(part)
+    return tree
+
+
+def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        flat: dict[str, Any] = {}
+        for key, value in tree.items():
+            flat.update(_leaves(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: _text(tree)}
+
+
+def _text(value: Any) -> Any:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return [_text(v) for v in value]
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+class SoapAdapter:
+    """An agency reached over SOAP, described entirely by its :class:`SoapConfig`."""
+
+    def __init__(self, config: SoapConfig) -> None:
+        self.config = config
+        self.code = config.code
+        self._client, self._service = _service(config)
+
+    def _call(self, operation: str, *, hostile: type[HubError], **request: Any) -> dict[str, Any]:
+        """Call ``operation`` and return its response element as a plain dict."""
+        with _translated(self.code, operation, hostile=hostile):
+            result = getattr(self._service, operation)(**request)
+            body = self._service._binding.get(operation).output.body
+        data = serialize_object(result, dict)
+        if not isinstance(data, dict) or all(v is None for v in data.values()):
+            # zeep skips a body element it does not know; silence must not read as "no records"
+            raise FatalError(f"agency {self.code}: {operation}: response body does not match the WSDL")
+        children = body.type.elements if body is not None else []
+        if len(children) == 1 and not body.type.attributes:
+            data = {children[0][0]: data}  # zeep unwrapped the only child; our paths start above it
+        return data
+
+    def deliver(self, messages: Sequence[OutboundMessage]) -> list[Receipt]:
+        """Send each licence with its message id; one receipt per message, from the agency's ack."""
+        cfg, receipts = self.config, []
+        for message in messages:
+            request = {cfg.message_id_field: message.message_id,
+                       cfg.licence_element: _nest(message.payload, cfg.push_paths)}  # fmt: skip
+            data = self._call(cfg.push_operation, hostile=FatalError, **request)
+            receipts.append(self._receipt(message, data))
+        return receipts
+
+    def _receipt(self, message: OutboundMessage, data: dict[str, Any]) -> Receipt:
+        paths = self.config.ack
+        ack_id, digest, when = _get(data, paths.ack_id), _get(data, paths.digest), _get(data, paths.received_at)
+        if not ack_id or not digest or not isinstance(when, dt.datetime):
+            raise FatalError(f"agency {self.code}: acknowledgement of {message.message_id} is incomplete")
+        when = when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
+        duplicate = _get(data, paths.duplicate)
+        return Receipt(message_id=message.message_id, ack_id=str(ack_id), received_at=when, digest=str(digest),
+                       duplicate=duplicate is True or str(duplicate).lower() == "true")  # fmt: skip
+
+    def fetch(self, after: Cursor) -> Page:
+        """The next page of penalties after ``after.position`` (the last seq consumed)."""
+        cfg = self.config
+        request = {cfg.after_field: after.position, cfg.limit_field: cfg.page_size}
+        data = self._call(cfg.pull_operation, hostile=RefusedInput, **request)
+        items = _get(data, cfg.items_path) or []
+        items = items if isinstance(items, list) else [items]
+        records, rejected, position = [], [], after.position
+        for index, item in enumerate(items):
+            raw = json.dumps(item, ensure_ascii=False, default=str, sort_keys=False)
+            try:
+                seq = int(_get(item, cfg.seq_field))
+            except (TypeError, ValueError):
+                rejected.append(Rejected(ref=f"item {index}", reason=f"{cfg.seq_field} missing or not a number",
+                                         raw=raw))  # fmt: skip
+                continue
+            if seq <= after.position:
+                continue  # already consumed: an agency repeating a page must not move us backwards
+            native = ({name: _text(_get(item, path)) for name, path in cfg.item_paths.items()}
+                      if cfg.item_paths else _leaves(item))  # fmt: skip
+            ref = _get(item, cfg.record_id_field)
+            records.append(InboundRecord(native=native, raw=raw, ref=str(ref) if ref else None))
+            position = max(position, seq)
+        more = _get(data, cfg.has_more_path)
+        if more is None:
+            raise FatalError(f"agency {self.code}: {cfg.pull_operation}: response lacks {cfg.has_more_path}")
+        return Page(records=records, next_cursor=Cursor(position=position), more=bool(more), rejected=rejected)
+
+    def acknowledge(self, page: Page) -> None:
+        """Nothing to do: the agency keeps no per-client state; the cursor is ours."""
+
+    def probe(self) -> Health:
+        """Fetch the agency's published WSDL; never raises."""
+        started = time.monotonic()
+        try:
+            with _translated(self.code, "probe", hostile=FatalError):
+                response = self._client.transport.session.get(
+                    self.config.endpoint, params="wsdl",
+                    timeout=(self.config.connect_timeout, self.config.read_timeout))  # fmt: skip
+                response.raise_for_status()
+        except HubError as exc:
+            return Health(ok=False, detail=str(exc), latency_ms=(time.monotonic() - started) * 1000)
+        except requests.HTTPError as exc:
+            return Health(ok=False, detail=f"agency {self.code}: probe: {exc}",
+                          latency_ms=(time.monotonic() - started) * 1000)  # fmt: skip
+        return Health(ok=True, detail="WSDL served", latency_ms=(time.monotonic() - started) * 1000)
+
+    def close(self) -> None:
+        """Nothing per adapter: the zeep client is shared per process (see :func:`reset_clients`)."""
+
+
+def from_spec(spec: Any, context: Any) -> SoapAdapter:
+    """Build the adapter from an ``AgencySpec`` (its ``[soap]`` table) and an ``AdapterContext``."""
+    tls = context.tls
+    data = dict(spec.transport)
+    data.update(
+        code=spec.code, endpoint=spec.endpoint,
+        connect_timeout=context.connect_timeout, read_timeout=context.read_timeout,
+        ca_file=tls.ca, client_cert=tls.client_cert, client_key=tls.client_key,
+        signing_cert=tls.hub_signing_cert, signing_key=tls.hub_signing_key, agency_cert=tls.agency_cert,
+        password=context.secret,
+    )  # fmt: skip
+    try:
+        config = SoapConfig.model_validate(data)
+    except ValidationError as exc:
+        details = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False))
+        raise ConfigurationError(f"agency {spec.code}: [soap]: {details}") from exc
+    return SoapAdapter(config)
