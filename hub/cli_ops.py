@@ -1,0 +1,123 @@
+"""Operations commands: `hub worker`, `hub status`, `hub dead-letters list|retry`.
+
+Mounted by hub/cli.py with ``register(app)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Annotated, Optional
+
+import typer
+
+from hub.errors import HubError
+from hub.runtime import HubRuntime
+from hub.settings import Settings
+
+__all__ = ["register"]
+
+dead_letters_app = typer.Typer(help="Deliveries that used up their attempts.", no_args_is_help=True)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _runtime() -> HubRuntime:
+    runtime = HubRuntime(Settings())
+    runtime.init_database()
+    return runtime
+
+
+def worker(
+    beat: Annotated[bool, typer.Option("--beat/--no-beat", help="also run the scheduler (one machine only)")] = True,
+    concurrency: Annotated[int, typer.Option(min=1, help="tasks run at once in this worker")] = 2,
+    loglevel: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
+) -> None:
+    """Run a Celery worker (with the beat scheduler unless --no-beat) on HUB_BROKER_URL.
+
+    Without HUB_BROKER_URL the broker is a SQLite file in the data directory: no server needed.
+    """
+    try:
+        runtime = _runtime()
+    except HubError as exc:
+        _fail(f"{exc} ({type(exc).__name__})")
+    runtime.dispose()  # the pool's processes open their own connections after forking
+    from sync_jobs.celery_app import QUEUE, app as celery
+
+    argv = ["worker", f"--loglevel={loglevel}", f"--concurrency={concurrency}", "-Q", QUEUE,
+            f"--hostname=hub{os.getpid()}@%h"]  # fmt: skip
+    if beat:
+        argv.append("--beat")
+    celery.worker_main(argv)
+
+
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    agency: Annotated[Optional[str], typer.Option(help="only this agency")] = None,
+) -> None:
+    """Per agency: last push and pull, lag, deliveries by state, quarantine, lease, certificate expiry."""
+    from hub.db import session_scope
+    from hub.status import collect_status, render_text
+
+    try:
+        runtime = _runtime()
+        specs = [runtime.agency(agency)] if agency else list(runtime.registry.values())
+        with session_scope(runtime.engine) as session:
+            result = collect_status(session, specs, pki_dir=runtime.settings.resolved_pki_dir,
+                                    freshness_hours=runtime.settings.freshness_hours)  # fmt: skip
+    except HubError as exc:
+        _fail(f"{exc} ({type(exc).__name__})")
+    typer.echo(result.model_dump_json(indent=2) if as_json else render_text(result))
+
+
+@dead_letters_app.command("list")
+def dead_letters_list(
+    agency: Annotated[Optional[str], typer.Option(help="only this agency")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Dead deliveries, oldest first, with their last error."""
+    from hub.db import session_scope
+    from hub.outbox import list_dead
+
+    runtime = _runtime()
+    with session_scope(runtime.engine) as session:
+        dead = list_dead(session, agency=agency)
+    if as_json:
+        typer.echo(json.dumps([d.model_dump(mode="json") for d in dead], ensure_ascii=False, indent=2))
+        return
+    if not dead:
+        typer.echo("no dead letters")
+        return
+    for d in dead:
+        typer.echo(f"{d.id:>6}  {d.agency:<6} {d.decision_no}  {d.attempts} attempts  "
+                   f"dead since {d.dead_since:%Y-%m-%d %H:%M}  {d.last_error or ''}")  # fmt: skip
+
+
+@dead_letters_app.command("retry")
+def dead_letters_retry(
+    delivery_id: Annotated[Optional[int], typer.Argument(metavar="ID", help="one dead delivery's id")] = None,
+    agency: Annotated[Optional[str], typer.Option(help="every dead delivery of this agency")] = None,
+) -> None:
+    """Send dead deliveries again: attempts reset, due now (the next push delivers them)."""
+    from hub.db import session_scope
+    from hub.outbox import retry_dead
+
+    if (delivery_id is None) == (agency is None):
+        _fail("give a delivery ID or --agency CODE (one of them)", 2)
+    runtime = _runtime()
+    agency = agency.upper() if agency else None
+    with session_scope(runtime.engine) as session:
+        ids = retry_dead(session, delivery_id=delivery_id, agency=agency, actor=f"cli:{os.environ.get('USER', '?')}")
+    if not ids:
+        _fail(f"no dead delivery {delivery_id}" if delivery_id is not None else f"no dead deliveries for {agency}")
+    typer.echo(f"{len(ids)} delivery(ies) queued again: {', '.join(map(str, ids))}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the operations commands to the `hub` app."""
+    app.command()(worker)
+    app.command()(status)
+    app.add_typer(dead_letters_app, name="dead-letters")

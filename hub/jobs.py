@@ -1,0 +1,134 @@
+"""The scheduled jobs, one function each; the Celery tasks in sync_jobs/ only call these.
+
+Every agency job runs under that agency's lease (hub.leases): when another worker holds it,
+the job returns at once with ``skipped`` — the other worker is doing the same work. A lease
+lost midway (LeaseLost) ends the job quietly: nothing after the loss was committed.
+
+Results are small JSON-able dicts, because Celery serialises JSON only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import select
+
+from hub.clock import utcnow
+from hub.db import session_scope
+from hub.errors import ConfigurationError, HubError, LeaseLost, TransientError
+from hub.leases import holder_name, lease_for
+from hub.models import Agency, Delivery, DeliveryState
+from hub.outbox import sweep_stale
+from hub.runtime import HubRuntime
+from hub.sync import pull_agency, push_agency
+
+__all__ = ["check_certificates_job", "pull_job", "push_job", "sweep_job"]
+
+log = logging.getLogger(__name__)
+
+
+def _next_due_in(runtime: HubRuntime, code: str) -> float | None:
+    with session_scope(runtime.engine) as session:
+        due = session.exec(
+            select(sa.func.min(Delivery.next_attempt_at)).where(
+                Delivery.agency_code == code, Delivery.state == DeliveryState.WAITING_RETRY
+            )
+        ).first()
+    if due is None:
+        return None
+    return max((due - utcnow()).total_seconds(), 0.0)
+
+
+def _note_error(runtime: HubRuntime, code: str, what: str, exc: HubError) -> None:
+    with session_scope(runtime.engine) as session:
+        agency = session.get(Agency, code)
+        if agency is not None:
+            agency.last_error, agency.last_error_at = f"{what}: {exc}"[:2000], utcnow()
+            session.add(agency)
+
+
+def push_job(runtime: HubRuntime, code: str, *, holder: str | None = None) -> dict[str, Any]:
+    """Push every due delivery for one agency under its lease.
+
+    Raises:
+        TransientError: the agency failed transiently; ``retry_after`` is when the earliest
+            delivery is due again (the deliveries' own attempts are already counted in the DB).
+        FatalError, ConfigurationError: as hub.sync.push_agency.
+    """
+    spec = runtime.agency(code)
+    holder = holder or holder_name("push")
+    with lease_for(runtime.engine, spec.code, seconds=runtime.settings.lease_seconds, holder=holder) as fence:
+        if fence is None:
+            return {"agency": spec.code, "skipped": "another worker holds the lease"}
+        adapter = runtime.adapter_for(spec.code)
+        try:
+            result = push_agency(runtime.engine, spec, adapter, fence=fence)
+        except LeaseLost as exc:
+            log.warning("push %s stopped: %s", spec.code, exc)
+            return {"agency": spec.code, "lease_lost": str(exc)}
+        finally:
+            adapter.close()
+    report = {"agency": spec.code, "delivered": result.delivered, "duplicates": result.duplicates,
+              "retrying": result.retrying, "dead": result.dead, "error": result.error}  # fmt: skip
+    if result.error and result.retrying:
+        raise TransientError(f"push {spec.code}: {result.error}", retry_after=_next_due_in(runtime, spec.code),
+                             report=report)  # fmt: skip
+    return report
+
+
+def pull_job(runtime: HubRuntime, code: str, *, holder: str | None = None) -> dict[str, Any]:
+    """Pull new violation records from one agency under its lease, page by page.
+
+    Raises:
+        TransientError: the agency failed transiently (pages already committed stay committed).
+        FatalError, ConfigurationError: as hub.sync.pull_agency.
+    """
+    spec = runtime.agency(code)
+    holder = holder or holder_name("pull")
+    with lease_for(runtime.engine, spec.code, seconds=runtime.settings.lease_seconds, holder=holder) as fence:
+        if fence is None:
+            return {"agency": spec.code, "skipped": "another worker holds the lease"}
+        adapter = runtime.adapter_for(spec.code)
+        try:
+            result = pull_agency(runtime.engine, spec, adapter, fence=fence)
+        except LeaseLost as exc:
+            log.warning("pull %s stopped: %s", spec.code, exc)
+            return {"agency": spec.code, "lease_lost": str(exc)}
+        except HubError as exc:
+            _note_error(runtime, spec.code, "pull", exc)
+            raise
+        finally:
+            adapter.close()
+    return {"agency": spec.code, "pages": result.pages, "created": result.created, "updated": result.updated,
+            "unchanged": result.unchanged, "quarantined": result.quarantined, "cursor": result.cursor}  # fmt: skip
+
+
+def sweep_job(runtime: HubRuntime, *, older_than: dt.timedelta | None = None) -> dict[str, Any]:
+    """Requeue deliveries stuck in *sending* for longer than a lease (default) by a dead worker."""
+    older_than = older_than or dt.timedelta(seconds=runtime.settings.lease_seconds)
+    with session_scope(runtime.engine) as session:
+        moved = sweep_stale(session, older_than=older_than)
+    if moved:
+        log.warning("sweep: %d stale deliveries returned to the queue", moved)
+    return {"requeued": moved}
+
+
+def check_certificates_job(runtime: HubRuntime, *, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Log every certificate that is close to expiry or expired; report them by name."""
+    from certs.lifecycle import Level, cert_status
+
+    try:
+        statuses = cert_status(runtime.settings.resolved_pki_dir, now=now)
+    except ConfigurationError as exc:
+        log.info("certificate check: %s", exc)
+        return {"pki": str(exc), "attention": []}
+    attention = [s for s in statuses if s.level != Level.OK]
+    for status in attention:
+        level = logging.ERROR if status.level in (Level.CRITICAL, Level.EXPIRED) else logging.WARNING
+        log.log(level, "certificate %s: %s, %d days left (%s)", status.name, status.level.value, status.days_left,
+                status.not_after.isoformat())  # fmt: skip
+    return {"checked": len(statuses),
+            "attention": [{"name": s.name, "level": s.level.value, "days_left": s.days_left} for s in attention]}  # fmt: skip

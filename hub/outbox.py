@@ -1,0 +1,137 @@
+"""Outbox housekeeping: stale deliveries back into the queue, dead letters listed and retried, counts.
+
+Deliveries move pending → sending → delivered | waiting_retry → … → dead (hub.sync does the
+moving). This module is what an operator and the sweeper need around that:
+
+* ``sweep_stale`` returns deliveries stuck in *sending* — their worker died and nobody holds the
+  agency's lease any more — to *waiting_retry*, due now. (The next lease holder would resend
+  them anyway; sweeping makes the status honest and their retry visible.)
+* ``list_dead`` / ``retry_dead``: dead letters, and putting them back to *pending* with their
+  attempt count reset, by delivery id or for a whole agency.
+* ``delivery_counts``: per agency and state, for ``hub status``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlmodel import Session, select
+
+from hub import audit
+from hub.clock import utcnow
+from hub.models import Delivery, DeliveryState, Licence, SyncLease
+
+__all__ = ["DeadLetter", "delivery_counts", "list_dead", "retry_dead", "sweep_stale"]
+
+
+class DeadLetter(BaseModel):
+    """A delivery that used up its attempts: what, to whom, and the last error."""
+
+    id: int
+    message_id: str
+    agency: str
+    decision_no: str
+    attempts: int
+    last_error: str | None
+    dead_since: dt.datetime
+
+
+def _lease_is_live(session: Session, code: str, now: dt.datetime) -> bool:
+    lease = session.get(SyncLease, code)
+    return bool(lease and lease.holder and lease.expires_at and lease.expires_at > now)
+
+
+def sweep_stale(session: Session, *, older_than: dt.timedelta, now: dt.datetime | None = None) -> int:
+    """Return deliveries left in *sending* longer than ``older_than`` by a dead worker to the queue.
+
+    Only agencies whose lease is free or expired are touched: a live holder is still working on
+    its rows and will store their receipts.
+
+    Returns:
+        How many deliveries were put back.
+    """
+    now = now or utcnow()
+    stale = session.exec(
+        select(Delivery)
+        .where(Delivery.state == DeliveryState.SENDING, Delivery.sending_since < now - older_than)
+        .order_by(Delivery.agency_code, Delivery.id)
+    ).all()
+    moved: dict[str, int] = defaultdict(int)
+    live: dict[str, bool] = {}
+    for delivery in stale:
+        code = delivery.agency_code
+        if code not in live:
+            live[code] = _lease_is_live(session, code, now)
+        if live[code]:
+            continue
+        delivery.state, delivery.next_attempt_at = DeliveryState.WAITING_RETRY, now
+        delivery.sending_since, delivery.updated_at = None, now
+        delivery.last_error = "the worker sending it stopped before the agency's answer was stored"
+        session.add(delivery)
+        moved[code] += 1
+    for code, count in moved.items():
+        audit.append(session, actor="sweeper", action="delivery.requeued", subject=f"agency:{code}",
+                     detail={"deliveries": count, "older_than_seconds": older_than.total_seconds()})  # fmt: skip
+    return sum(moved.values())
+
+
+def list_dead(session: Session, *, agency: str | None = None) -> list[DeadLetter]:
+    """Dead deliveries, oldest first, optionally for one agency."""
+    query = (
+        select(Delivery, Licence.decision_no)
+        .join(Licence, Licence.id == Delivery.licence_id)
+        .where(Delivery.state == DeliveryState.DEAD)
+        .order_by(Delivery.updated_at, Delivery.id)
+    )
+    if agency:
+        query = query.where(Delivery.agency_code == agency.upper())
+    return [
+        DeadLetter(id=d.id, message_id=d.message_id, agency=d.agency_code, decision_no=decision_no,
+                   attempts=d.attempts, last_error=d.last_error, dead_since=d.updated_at)  # fmt: skip
+        for d, decision_no in session.exec(query).all()
+    ]
+
+
+def retry_dead(session: Session, *, delivery_id: int | None = None, agency: str | None = None,
+               actor: str = "operator", now: dt.datetime | None = None) -> list[int]:  # fmt: skip
+    """Put dead deliveries back to *pending*, attempts reset, due now; by id or for one agency.
+
+    The message id is kept, so an agency that did receive an earlier attempt recognises it.
+
+    Raises:
+        ValueError: neither or both of ``delivery_id`` and ``agency`` were given.
+
+    Returns:
+        The ids of the deliveries put back (empty when there was no such dead letter).
+    """
+    if (delivery_id is None) == (agency is None):
+        raise ValueError("give exactly one of a delivery id or an agency code")
+    now = now or utcnow()
+    query = select(Delivery).where(Delivery.state == DeliveryState.DEAD)
+    if delivery_id is not None:
+        query = query.where(Delivery.id == delivery_id)
+    else:
+        query = query.where(Delivery.agency_code == agency.upper())
+    rows = session.exec(query.order_by(Delivery.id)).all()
+    for delivery in rows:
+        delivery.state, delivery.attempts, delivery.next_attempt_at = DeliveryState.PENDING, 0, now
+        delivery.updated_at = now
+        session.add(delivery)
+        audit.append(session, actor=actor, action="delivery.retry", subject=f"delivery:{delivery.message_id}",
+                     detail={"agency": delivery.agency_code, "id": delivery.id,
+                             "last_error": delivery.last_error})  # fmt: skip
+    return [d.id for d in rows]
+
+
+def delivery_counts(session: Session) -> dict[str, dict[str, int]]:
+    """``{agency: {state: count}}`` for every agency that has deliveries."""
+    rows = session.exec(
+        select(Delivery.agency_code, Delivery.state, sa.func.count()).group_by(Delivery.agency_code, Delivery.state)
+    ).all()
+    counts: dict[str, dict[str, int]] = defaultdict(dict)
+    for code, state, count in rows:
+        counts[code][state] = count
+    return dict(counts)
