@@ -29,7 +29,9 @@ Ready = manifest present and every listed file at its listed size (shorter = sti
 written; after ``incomplete_grace`` seconds it counts as corrupt). The batch is claimed by
 renaming its directory into processing/ (two workers cannot both win a rename), checked
 (size, SHA-256, seal), parsed, and returned as a Page with ``batch_id`` set and
-``next_cursor.position`` = the batch sequence. A refused batch is moved to failed/ with an
+``next_cursor.position`` = the batch sequence (never below ``after``: a late batch with a
+lower sequence is still loaded, since the drop itself, not the cursor, holds what is new;
+``more`` says another ready batch is waiting). A refused batch is moved to failed/ with an
 ``.error`` file and reported in ``Page.rejected`` (``batch_id`` None, no records).
 
 Loaded once, ever: the hub records ``page.batch_id`` in the same transaction as the
