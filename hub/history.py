@@ -1,22 +1,39 @@
-"""A company's compliance history: its licences (with delivery status) and violations from every agency."""
+"""A company's compliance history: its licences (with delivery status) and violations from every agency.
+
+By default only what may be shown to a reviewer is returned: a repaired penalty or one past
+its publication period (hub.publication) is left out and counted in ``hidden``. An auditor may
+ask for everything (``include_hidden``); each hidden record then says why it is hidden.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 
 from pydantic import BaseModel
 from sqlmodel import Session, select
 
-from hub.models import Company, Delivery, Licence, Violation
+from hub.models import Company, Delivery, Licence, LicenceRevision, Violation
+from hub.publication import ORDER_36_MONTHS, Standing, publication_end, standing, today_in_china
 
-__all__ = ["CompanyHistory", "DeliveryView", "LicenceView", "ViolationView", "company_history", "find_company"]
+__all__ = [
+    "CompanyHistory",
+    "DeliveryView",
+    "HistoryFilter",
+    "LicenceView",
+    "ViolationView",
+    "company_history",
+    "find_company",
+]
 
 
 class DeliveryView(BaseModel):
     agency: str
     state: str
     attempts: int
+    version: int | None = None  # the licence revision this delivery carried
     ack_id: str | None = None
     acked_at: dt.datetime | None = None
     last_error: str | None = None
@@ -28,6 +45,7 @@ class LicenceView(BaseModel):
     approval_item: str
     category: str
     lifecycle: str
+    lifecycle_date: dt.date | None = None
     decision_date: dt.date
     valid_from: dt.date
     valid_to: dt.date
@@ -36,6 +54,7 @@ class LicenceView(BaseModel):
 
 
 class ViolationView(BaseModel):
+    id: int
     agency: str
     agency_record_id: str
     decision_no: str
@@ -44,10 +63,12 @@ class ViolationView(BaseModel):
     severity: str
     penalty_types: list[str]
     fine_wanyuan: Decimal | None
-    publication_end: dt.date | None
+    publication_end: dt.date | None  # as the agency stated it (CF_GSJZQ)
+    published_until: dt.date  # the end actually applied: CF_GSJZQ or the Order 36 maximum
     repair_status: str
     repair_date: dt.date | None
     identity_status: str
+    standing: Standing  # counts, repaired or expired (the last two only appear to auditors)
 
 
 class CompanyHistory(BaseModel):
@@ -56,12 +77,25 @@ class CompanyHistory(BaseModel):
     category: str
     org_code: str | None
     reg_no: str | None
+    as_of: dt.date
     licences: list[LicenceView]
     violations: list[ViolationView]
+    hidden: int = 0  # repaired or expired records left out of ``violations``
+
+
+@dataclass(frozen=True)
+class HistoryFilter:
+    """What a reviewer narrowed the history to; None means no restriction."""
+
+    agency: str | None = None
+    severity: str | None = None
+    since: dt.date | None = None
+    until: dt.date | None = None
+    include_hidden: bool = False  # auditors only: repaired and expired penalties too
 
 
 def find_company(session: Session, key: str) -> Company | None:
-    """A company by USCC, organisation code or registration number (exact)."""
+    """A company by USCC, organisation code or registration number (exact, and only if unambiguous)."""
     key = key.strip()
     for column, value in ((Company.uscc, key.upper()), (Company.org_code, key.upper()), (Company.reg_no, key)):
         rows = session.exec(select(Company).where(column == value).limit(2)).all()
@@ -70,44 +104,86 @@ def find_company(session: Session, key: str) -> Company | None:
     return None
 
 
-def company_history(session: Session, company: Company) -> CompanyHistory:
-    licences = session.exec(
-        select(Licence).where(Licence.company_id == company.id).order_by(Licence.decision_date, Licence.id)
-    ).all()
-    deliveries: dict[int, list[DeliveryView]] = {}
-    if licences:
-        rows = session.exec(
-            select(Delivery)
-            .where(Delivery.licence_id.in_([lic.id for lic in licences]), Delivery.state != "superseded")
-            .order_by(Delivery.agency_code, Delivery.id)
-        ).all()
-        for d in rows:
-            deliveries.setdefault(d.licence_id, []).append(
-                DeliveryView(agency=d.agency_code, state=d.state, attempts=d.attempts, ack_id=d.ack_id,
-                             acked_at=d.acked_at, last_error=d.last_error)  # fmt: skip
-            )
-    violations = session.exec(
-        select(Violation).where(Violation.company_id == company.id).order_by(Violation.decision_date, Violation.id)
-    ).all()
+def _in_period(day: dt.date, f: HistoryFilter) -> bool:
+    return (f.since is None or day >= f.since) and (f.until is None or day <= f.until)
+
+
+def _deliveries(session: Session, licence_ids: list[int], agency: str | None) -> dict[int, list[DeliveryView]]:
+    if not licence_ids:
+        return {}
+    query = (
+        select(Delivery, LicenceRevision.version)
+        .join(LicenceRevision, LicenceRevision.id == Delivery.revision_id)
+        .where(Delivery.licence_id.in_(licence_ids), Delivery.state != "superseded")
+        .order_by(Delivery.agency_code, Delivery.id)
+    )
+    if agency:
+        query = query.where(Delivery.agency_code == agency)
+    out: dict[int, list[DeliveryView]] = {}
+    for d, version in session.exec(query).all():
+        out.setdefault(d.licence_id, []).append(
+            DeliveryView(agency=d.agency_code, state=d.state, attempts=d.attempts, version=version,
+                         ack_id=d.ack_id, acked_at=d.acked_at, last_error=d.last_error)  # fmt: skip
+        )
+    return out
+
+
+def _violation_view(v: Violation, today: dt.date, months: Mapping[str, int]) -> ViolationView:
+    return ViolationView(
+        id=v.id, agency=v.source_agency, agency_record_id=v.agency_record_id, decision_no=v.decision_no,
+        decision_date=v.decision_date, violation_type=v.payload.get("CF_WFXW"), severity=v.severity,
+        penalty_types=list(v.penalty_types), fine_wanyuan=v.fine, publication_end=v.publication_end,
+        published_until=publication_end(v.severity, v.decision_date, v.publication_end, months),
+        repair_status=v.repair_status, repair_date=v.repair_date, identity_status=v.identity_status,
+        standing=standing(severity=v.severity, decision_date=v.decision_date, stated_end=v.publication_end,
+                          repair_status=v.repair_status, today=today, months=months),
+    )  # fmt: skip
+
+
+def company_history(session: Session, company: Company, filters: HistoryFilter | None = None, *,
+                    today: dt.date | None = None,
+                    months: Mapping[str, int] = ORDER_36_MONTHS) -> CompanyHistory:  # fmt: skip
+    """One company's licences and violations, filtered, as a reviewer (or auditor) may see them.
+
+    Args:
+        session: an open session.
+        company: the company (see find_company / hub.companies.find_companies).
+        filters: agency, severity, period, and whether to include hidden records.
+        today: the date publication windows are judged on (default: today in China).
+        months: Order 36 maximum publication periods per severity class.
+    """
+    f = filters or HistoryFilter()
+    today = today or today_in_china()
+    licences = [
+        lic for lic in session.exec(
+            select(Licence).where(Licence.company_id == company.id).order_by(Licence.decision_date, Licence.id)
+        ).all() if _in_period(lic.decision_date, f)
+    ]  # fmt: skip
+    deliveries = _deliveries(session, [lic.id for lic in licences], f.agency)
+    if f.agency:  # a licence belongs to an agency's view only if it was routed there
+        licences = [lic for lic in licences if lic.id in deliveries]
+    query = select(Violation).where(Violation.company_id == company.id)
+    if f.agency:
+        query = query.where(Violation.source_agency == f.agency)
+    if f.severity:
+        query = query.where(Violation.severity == f.severity)
+    views = [
+        _violation_view(v, today, months)
+        for v in session.exec(query.order_by(Violation.decision_date, Violation.id)).all()
+        if _in_period(v.decision_date, f)
+    ]
+    shown = views if f.include_hidden else [v for v in views if v.standing == Standing.COUNTS]
     return CompanyHistory(
-        uscc=company.uscc,
-        name=company.name,
-        category=company.category,
-        org_code=company.org_code,
-        reg_no=company.reg_no,
+        uscc=company.uscc, name=company.name, category=company.category, org_code=company.org_code,
+        reg_no=company.reg_no, as_of=today,
         licences=[
             LicenceView(decision_no=lic.decision_no, licence_no=lic.licence_no, approval_item=lic.approval_item,
-                        category=lic.category, lifecycle=lic.lifecycle, decision_date=lic.decision_date,
+                        category=lic.category, lifecycle=lic.lifecycle,
+                        lifecycle_date=lic.payload.get("lifecycle_date"), decision_date=lic.decision_date,
                         valid_from=lic.valid_from, valid_to=lic.valid_to, content=lic.payload.get("XK_NR"),
-                        deliveries=deliveries.get(lic.id, []))  # fmt: skip
+                        deliveries=deliveries.get(lic.id, []))
             for lic in licences
         ],
-        violations=[
-            ViolationView(agency=v.source_agency, agency_record_id=v.agency_record_id, decision_no=v.decision_no,
-                          decision_date=v.decision_date, violation_type=v.payload.get("CF_WFXW"),
-                          severity=v.severity, penalty_types=list(v.penalty_types), fine_wanyuan=v.fine,
-                          publication_end=v.publication_end, repair_status=v.repair_status,
-                          repair_date=v.repair_date, identity_status=v.identity_status)  # fmt: skip
-            for v in violations
-        ],
-    )
+        violations=shown,
+        hidden=len(views) - len(shown),
+    )  # fmt: skip

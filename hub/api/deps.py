@@ -1,0 +1,93 @@
+"""Request dependencies: the runtime, a database session, and the authenticated caller."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlmodel import Session
+
+from hub.api.auth import Permission, Principal, Role, TokenStore
+from hub.api.errors import ApiError
+from hub.runtime import HubRuntime
+
+__all__ = [
+    "CLIENT_CERT_EXTENSION",
+    "CurrentPrincipal",
+    "RuntimeDep",
+    "SessionDep",
+    "authenticate",
+    "require",
+]
+
+#: Where hub.api.tls puts the verified client certificate's subject CN in the ASGI scope.
+CLIENT_CERT_EXTENSION = "hub.client_cert"
+
+
+def get_runtime(request: Request) -> HubRuntime:
+    return request.app.state.runtime
+
+
+RuntimeDep = Annotated[HubRuntime, Depends(get_runtime)]
+
+
+def get_session(runtime: RuntimeDep) -> Iterator[Session]:
+    """A session per request; endpoints that write commit explicitly, anything else rolls back."""
+    with Session(runtime.engine, expire_on_commit=False) as session:
+        try:
+            yield session
+        finally:
+            session.rollback()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def authenticate(request: Request, *, bearer: str | None) -> Principal | None:
+    """The caller named by a bearer token or a verified client certificate, or None."""
+    tokens: TokenStore = request.app.state.tokens
+    if bearer is not None:
+        principal = tokens.principal(bearer)
+        if principal is None:
+            raise ApiError(401, "invalid_token", "the bearer token is not known to this hub")
+        return principal
+    cn = (request.scope.get("extensions") or {}).get(CLIENT_CERT_EXTENSION, {}).get("cn")
+    if cn:
+        registry = request.app.state.runtime.registry
+        if cn not in registry:
+            raise ApiError(403, "unknown_certificate", f"the client certificate names {cn!r}, which is no agency here")
+        return Principal(name=cn, role=Role.REGULATOR, agency=cn, via="certificate")
+    return None
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise ApiError(401, "unauthenticated", "use 'Authorization: Bearer <token>'")
+    return value.strip()
+
+
+def current_principal(request: Request) -> Principal:
+    principal = authenticate(request, bearer=_bearer(request))
+    if principal is None:
+        raise ApiError(401, "unauthenticated", "this endpoint needs a bearer token or a client certificate")
+    request.state.principal = principal
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def require(permission: Permission):
+    """A dependency admitting only callers whose role grants ``permission`` (deny by default)."""
+
+    def check(principal: CurrentPrincipal) -> Principal:
+        if not principal.can(permission):
+            raise ApiError(403, "forbidden", f"a {principal.role.value} may not do this ({permission.value})")
+        return principal
+
+    return Depends(check)

@@ -1,0 +1,90 @@
+"""Reviewer endpoints: search companies, read a history, run the pre-approval check.
+
+Every lookup is appended to the audit log: who asked, about which company, for which case.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel
+
+from hub import audit
+from hub.api.auth import Permission, Principal
+from hub.api.deps import RuntimeDep, SessionDep, require
+from hub.api.errors import ApiError
+from hub.companies import find_companies
+from hub.compliance import CheckResult, run_check
+from hub.history import CompanyHistory, HistoryFilter, company_history, find_company
+from hub.models import Company
+
+router = APIRouter(prefix="/api/v1/companies", tags=["reviewers"])
+Reviewer = Annotated[Principal, require(Permission.READ_COMPANIES)]
+CaseId = Annotated[str, Query(min_length=1, max_length=200, description="the approval case this lookup is for")]
+
+
+class CompanyPublic(BaseModel):
+    """A search hit."""
+
+    uscc: str | None
+    name: str
+    category: str
+    org_code: str | None
+    reg_no: str | None
+
+
+def _company(session, key: str) -> Company:
+    company = find_company(session, key)
+    if company is None:
+        raise ApiError(404, "company_not_found",
+                       f"no single company has the USCC, organisation code or registration number {key!r}")  # fmt: skip
+    return company
+
+
+@router.get("", response_model=list[CompanyPublic], summary="Find companies by USCC, legacy id or part of the name")
+def search(session: SessionDep, who: Reviewer,
+           q: Annotated[str, Query(min_length=1, max_length=200)],
+           limit: Annotated[int, Query(ge=1, le=100)] = 20) -> list[CompanyPublic]:  # fmt: skip
+    found = find_companies(session, q, limit=limit)
+    audit.append(session, actor=who.actor, action="review.search", subject=f"query:{q[:200]}",
+                 detail={"hits": [c.uscc or c.id for c in found]})  # fmt: skip
+    session.commit()
+    return [CompanyPublic.model_validate(c, from_attributes=True) for c in found]
+
+
+@router.get("/{key}/history", response_model=CompanyHistory, summary="A company's licences and violations")
+def history(
+    session: SessionDep,
+    who: Reviewer,
+    key: str,
+    case: Annotated[str | None, Query(max_length=200, description="the approval case, for the audit log")] = None,
+    agency: Annotated[str | None, Query(max_length=16)] = None,
+    severity: Annotated[str | None, Query(pattern="^(minor|ordinary|serious)$")] = None,
+    since: dt.date | None = None,
+    until: dt.date | None = None,
+    include_hidden: Annotated[bool, Query(description="auditors only: repaired and expired records too")] = False,
+) -> CompanyHistory:
+    if include_hidden and not who.can(Permission.READ_HIDDEN):
+        raise ApiError(403, "forbidden", "only an auditor may see repaired or expired records")
+    company = _company(session, key)
+    filters = HistoryFilter(agency=agency.upper() if agency else None, severity=severity, since=since,
+                            until=until, include_hidden=include_hidden)  # fmt: skip
+    result = company_history(session, company, filters)
+    audit.append(session, actor=who.actor, action="review.history", subject=f"company:{company.uscc or company.id}",
+                 detail={"case": case, "filters": filters.__dict__})  # fmt: skip
+    session.commit()
+    return result
+
+
+@router.get("/{key}/check", response_model=CheckResult, summary="Pre-approval verdict for an approval case")
+def check(session: SessionDep, runtime: RuntimeDep, request: Request, who: Reviewer, key: str, case: CaseId,
+          item: Annotated[str | None, Query(max_length=100, description="approval item applied for")] = None,
+          ) -> CheckResult:  # fmt: skip
+    company = _company(session, key)
+    result = run_check(session, company=company, case_id=case, actor=who.actor, rules=request.app.state.rules,
+                       agencies=runtime.registry, freshness_hours=runtime.settings.freshness_hours,
+                       approval_item=item)  # fmt: skip
+    session.commit()
+    return result

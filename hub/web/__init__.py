@@ -1,0 +1,1 @@
+"""Server-rendered reviewer pages (Jinja templates, no JavaScript build step)."""
