@@ -191,7 +191,9 @@ class RestAdapter:
             session.headers["Authorization"] = f"Bearer {config.token}"
         if config.ca_file:
             session.verify = config.ca_file
-        if config.auth == "mtls":
+        if config.client_cert and config.client_key:
+            # a [tls] table with our certificate is enough to present it, whatever the auth
+            # (mtls, or a bearer token on top of mutual TLS)
             session.cert = (config.client_cert, config.client_key)
         self._session = session
 

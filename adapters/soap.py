@@ -174,6 +174,8 @@ def _build_client(cfg: SoapConfig) -> tuple[zeep.Client, Any]:
     if not cfg.wsdl_path.is_file():
         raise ConfigurationError(f"agency {cfg.code}: WSDL {cfg.wsdl} not found in contracts/wsdl/")
     session = requests.Session()
+    # never let REQUESTS_CA_BUNDLE or proxy variables replace the agency's CA or route around it
+    session.trust_env = False
     if cfg.ca_file:
         session.verify = str(cfg.ca_file)
     if cfg.client_cert:
