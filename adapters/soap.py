@@ -13,7 +13,7 @@ Every zeep / requests / lxml error is translated in one place, :func:`_translate
     HTTP 408, 429, 5xx (Retry-After honoured), 500 sans fault -> TransientError
     other HTTP 4xx                                            -> FatalError
     connection refused / reset / dropped, timeouts            -> TransientError
-    TLS verification failure                                  -> FatalError
+    TLS handshake refused (either side's certificate)         -> ConfigurationError
     DTD, entities, external refs, not-XML, bad WS-Security    -> RefusedInput on fetch, FatalError on deliver
     response that breaks the WSDL (zeep parse / validation)   -> FatalError
     request that breaks the WSDL (a wrong field path)         -> ConfigurationError
@@ -251,7 +251,8 @@ def _translated(agency: str, operation: str, *, hostile: type[HubError]) -> Iter
     except TypeError as exc:  # zeep: an element our field paths name is not in the WSDL
         raise ConfigurationError(f"{where}: request does not fit the WSDL: {exc}") from exc
     except requests.exceptions.SSLError as exc:
-        raise FatalError(f"{where}: TLS failure: {exc}") from exc
+        # a certificate refused either way: fixing the TLS files helps, retrying does not (as in REST)
+        raise ConfigurationError(f"{where}: TLS handshake failed (check CA and client certificate): {exc}") from exc
     except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
             requests.exceptions.InvalidSchema) as exc:  # fmt: skip
         raise ConfigurationError(f"{where}: bad endpoint: {exc}") from exc

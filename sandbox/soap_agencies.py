@@ -14,6 +14,8 @@ Run one by hand: ``python -m sandbox.soap_agencies GSJ --port 18201``.
 from __future__ import annotations
 
 import argparse
+import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -225,6 +227,11 @@ class _SoapServer(LoopbackHTTPServer):
     retry_after: int
     endpoint: str
     last_after: int | None = None
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # a client refused at the TLS handshake or hanging up is routine here, not a traceback
+        if not isinstance(sys.exc_info()[1], (ssl.SSLError, ConnectionError)):
+            super().handle_error(request, client_address)
 
     def start(self) -> "_SoapServer":
         # a short poll keeps stop() quick: tests start and stop an agency per case

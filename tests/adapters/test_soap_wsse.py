@@ -20,7 +20,7 @@ from adapters import AdapterContext, TlsFiles, build_adapter
 from adapters.base import Cursor
 from adapters.soap import reset_clients
 from certs.pki import PkiLayout, init_pki
-from hub.errors import ConfigurationError, FatalError, RefusedInput
+from hub.errors import ConfigurationError, FatalError, RefusedInput, TransientError
 from sandbox.core import LoopbackHTTPServer
 from sandbox.soap_agencies import default_book, start_soap_agency
 from sandbox.soap_wsse import AgencyWsse
@@ -200,3 +200,44 @@ def test_missing_signing_material_is_a_configuration_error(soap_pki, tmp_path):
         agency_cert=soap_pki.party("DSJ").signing_cert))  # fmt: skip
     with pytest.raises(ConfigurationError, match="credentials"):
         build_adapter(spec, no_secret)
+
+
+# --- mutual TLS ----------------------------------------------------------------------------------
+@pytest.fixture
+def dsj_mtls(soap_pki):
+    from certs.tls import server_ssl_context
+
+    party = soap_pki.party("DSJ")
+    context = server_ssl_context(party.server_cert, party.server_key, client_ca=soap_pki.ca_cert,
+                                 require_client_cert=True)  # fmt: skip
+    agency = start_soap_agency("DSJ", book=default_book("DSJ"), ssl_context=context)
+    yield agency
+    agency.stop()
+
+
+def _mtls_adapter(endpoint: str, tmp_path: Path, *, ca: Path, client: PkiLayout | None):
+    tls = TlsFiles(ca=ca, client_cert=client.hub.client_cert if client else None,
+                   client_key=client.hub.client_key if client else None)  # fmt: skip
+    spec = soap_spec("DSJ", endpoint)
+    return spec, build_adapter(spec, AdapterContext(work_dir=tmp_path, tls=tls, connect_timeout=1.0, read_timeout=2.0))
+
+
+def test_mtls_agency_accepts_the_hub_certificate(dsj_mtls, soap_pki, tmp_path):
+    assert dsj_mtls.endpoint.startswith("https://127.0.0.1:")
+    spec, adapter = _mtls_adapter(dsj_mtls.endpoint, tmp_path, ca=soap_pki.ca_cert, client=soap_pki)
+    [message] = soap_messages(spec, range(1, 2))
+    assert adapter.deliver([message])[0].message_id == message.message_id
+    assert dsj_mtls.book.received[message.message_id].payload == message.payload
+
+
+@pytest.mark.parametrize("case", ["no-client-cert", "client-cert-from-another-ca", "agency-not-trusted"])
+def test_mtls_refusals_record_nothing(case, dsj_mtls, soap_pki, soap_rogue_pki, tmp_path):
+    ca = soap_rogue_pki.ca_cert if case == "agency-not-trusted" else soap_pki.ca_cert
+    client = {"no-client-cert": None, "client-cert-from-another-ca": soap_rogue_pki}.get(case, soap_pki)
+    spec, adapter = _mtls_adapter(dsj_mtls.endpoint, tmp_path, ca=ca, client=client)
+    # a refused handshake is a configuration problem (retrying will not make a certificate good);
+    # under TLS 1.3 the server's refusal of our certificate may reach us as a reset line instead
+    expected = ConfigurationError if case == "agency-not-trusted" else (ConfigurationError, TransientError)
+    with pytest.raises(expected, match="DSJ"):
+        adapter.deliver(soap_messages(spec, range(1, 2)))
+    assert dsj_mtls.book.licences() == []
