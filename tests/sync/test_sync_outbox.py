@@ -1,0 +1,180 @@
+"""Deliveries: backoff with jitter, an agency down for a while, dead letters, a resend after a crash."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+import signal
+import subprocess
+import sys
+
+import pytest
+from sqlmodel import select
+
+from hub.clock import utcnow
+from hub.db import session_scope
+from hub.models import Delivery, DeliveryState
+from hub.outbox import list_dead, retry_dead, sweep_stale
+from hub.sync import MAX_BACKOFF_SECONDS, backoff_delay, push_agency
+from sandbox.core import Fault
+from tests.helpers import REPO
+from tests.sync.support import deliveries, record, states, write_agency_files
+
+T0 = dt.datetime(2026, 6, 1, 8, 0, tzinfo=dt.UTC)
+
+
+class Clock:
+    """A clock the test moves forward (it starts at the real now, when the deliveries were queued)."""
+
+    def __init__(self) -> None:
+        self.now = utcnow() + dt.timedelta(seconds=1)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def to(self, moment: dt.datetime) -> None:
+        self.now = moment + dt.timedelta(seconds=1)
+
+
+@pytest.mark.parametrize(("attempts", "low", "high"), [(1, 15, 30), (2, 30, 60), (3, 60, 120), (6, 480, 960),
+                                                      (30, MAX_BACKOFF_SECONDS / 2, MAX_BACKOFF_SECONDS)])  # fmt: skip
+def test_backoff_doubles_within_its_jitter_band(attempts, low, high):
+    delays = {backoff_delay(attempts, 30.0, rng=random.Random(seed)) for seed in range(50)}
+    assert all(low <= d <= high for d in delays)
+    assert len(delays) > 40  # jittered: workers that failed together do not retry together
+
+
+@pytest.mark.parametrize(("retry_after", "expected_at_least"), [(None, 15), (2.0, 15), (500.0, 500), (7200.0, 7200)])
+def test_backoff_never_retries_before_retry_after(retry_after, expected_at_least):
+    assert backoff_delay(1, 30.0, retry_after=retry_after, rng=random.Random(1)) >= expected_at_least
+
+
+def test_an_agency_down_for_a_while_gets_everything_when_it_returns(engine, make_runtime, start_agency):
+    agency = start_agency("SCJG")
+    runtime = make_runtime(engine.url.render_as_string(hide_password=False), {"SCJG": {"endpoint": agency.endpoint}})
+    spec, adapter, clock = runtime.agency("SCJG"), runtime.adapter_for("SCJG"), Clock()
+    record(runtime.engine, runtime.registry, range(1, 8))
+    agency.book.inject(Fault.ERROR_500, times=2)
+    agency.book.inject(Fault.RATE_LIMIT)  # then a 429 with Retry-After: 2
+    waits = []
+    for _ in range(3):
+        result = push_agency(runtime.engine, spec, adapter, now=clock)
+        assert result.retrying == 7 and result.delivered == 0
+        rows = deliveries(runtime.engine, "SCJG")
+        assert {d.state for d in rows} == {DeliveryState.WAITING_RETRY}
+        due = max(d.next_attempt_at for d in rows)
+        waits.append(due - clock.now)
+        assert push_agency(runtime.engine, spec, adapter, now=clock).delivered == 0  # not due yet: nothing sent
+        clock.to(due)
+    assert waits[0] < waits[1] < waits[2]  # backing off
+    result = push_agency(runtime.engine, spec, adapter, now=clock)
+    adapter.close()
+    assert result.delivered == 7
+    assert states(runtime.engine, "SCJG") == {"delivered": 7}
+    assert {d.attempts for d in deliveries(runtime.engine, "SCJG")} == {4}
+    assert len(agency.book.received) == 7
+
+
+def test_past_the_attempt_limit_deliveries_go_dead_are_listed_and_retry_delivers_them(tmp_path, make_runtime,
+                                                                                      start_agency):  # fmt: skip
+    agency = start_agency("SCJG")
+    db_url = f"sqlite:///{tmp_path / 'hub.sqlite3'}"
+    overrides = {"SCJG": {"endpoint": agency.endpoint, "max_attempts": 3}}
+    runtime = make_runtime(db_url, overrides)
+    spec, adapter, clock = runtime.agency("SCJG"), runtime.adapter_for("SCJG"), Clock()
+    record(runtime.engine, runtime.registry, range(1, 5))
+    agency.book.inject(Fault.DROP, times=3)
+    for _ in range(3):
+        push_agency(runtime.engine, spec, adapter, now=clock)
+        clock.to(max(d.next_attempt_at for d in deliveries(runtime.engine, "SCJG")))
+    assert states(runtime.engine, "SCJG") == {"dead": 4}
+    assert push_agency(runtime.engine, spec, adapter, now=clock).delivered == 0  # dead letters are not retried alone
+
+    env = {"HUB_DATABASE_URL": db_url, "HUB_DATA_DIR": str(tmp_path / "var"),
+           "HUB_AGENCIES_DIR": str(write_agency_files(tmp_path / "agencies", overrides))}  # fmt: skip
+    listed = hub("dead-letters", "list", "--agency", "scjg", env=env)
+    assert listed.exit_code == 0, listed.output
+    assert len(listed.output.strip().splitlines()) == 4 and "3 attempts" in listed.output
+    with session_scope(runtime.engine) as session:
+        dead = list_dead(session, agency="SCJG")
+    assert {d.decision_no for d in dead} == {f"津南审批许字〔2026〕T{n:05d}号" for n in range(1, 5)}
+
+    one = hub("dead-letters", "retry", str(dead[0].id), env=env)
+    assert one.exit_code == 0, one.output
+    assert push_agency(runtime.engine, spec, adapter, now=clock).delivered == 1
+    again = hub("dead-letters", "retry", str(dead[0].id), env=env)
+    assert again.exit_code == 1 and "no dead delivery" in again.output
+    assert hub("dead-letters", "retry", "--agency", "scjg", env=env).exit_code == 0
+    assert push_agency(runtime.engine, spec, adapter, now=clock).delivered == 3
+    adapter.close()
+    assert states(runtime.engine, "SCJG") == {"delivered": 4}
+    assert len(agency.book.received) == 4
+    with session_scope(runtime.engine) as session:
+        assert list_dead(session) == []
+
+
+def hub(*args: str, env: dict[str, str]):
+    """Run the real `hub` command line in this process (typer's runner; quicker than a subprocess)."""
+    from typer.testing import CliRunner
+
+    from hub.cli import app
+
+    return CliRunner().invoke(app, list(args), env=env)
+
+
+def test_a_resend_after_a_crash_is_recognised_by_the_agency(tmp_path, make_runtime, start_agency):
+    agency = start_agency("SCJG")
+    db_url = f"sqlite:///{tmp_path / 'hub.sqlite3'}"
+    overrides = {"SCJG": {"endpoint": agency.endpoint}}
+    runtime = make_runtime(db_url, overrides)
+    record(runtime.engine, runtime.registry, range(1, 4))
+    gate = agency.book.arm("after_receive")  # the agency has recorded the first licence, not yet answered
+    env = {**os.environ, "HUB_DATABASE_URL": db_url, "HUB_DATA_DIR": str(tmp_path / "var"),
+           "HUB_AGENCIES_DIR": str(write_agency_files(tmp_path / "agencies", overrides))}  # fmt: skip
+    sync = subprocess.Popen([sys.executable, "-m", "hub.cli", "sync", "--agency", "SCJG", "--push"], cwd=REPO,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        assert gate.reached.wait(30)
+        sync.send_signal(signal.SIGKILL)
+    finally:
+        sync.wait(10)
+        gate.release.set()
+    assert states(runtime.engine, "SCJG") == {"sending": 3}  # the crash left them mid-flight
+    adapter = runtime.adapter_for("SCJG")
+    result = push_agency(runtime.engine, runtime.agency("SCJG"), adapter)
+    adapter.close()
+    # the killed request had reached the agency, so every message of the resend is a duplicate to it
+    assert (result.delivered, result.duplicates) == (3, 3)
+    book = agency.book
+    assert len(book.received) == 3  # the agency holds each licence once
+    assert [r.times_seen for r in book.received.values()] == [2, 2, 2]  # and recognised the resend
+    rows = deliveries(runtime.engine, "SCJG")
+    assert {d.message_id for d in rows} == set(book.received)
+    assert all(d.ack_id == book.received[d.message_id].ack.ack_id for d in rows)
+
+
+def test_the_sweeper_requeues_deliveries_a_dead_worker_left_in_sending(sqlite_engine, make_runtime):
+    runtime = make_runtime(str(sqlite_engine.url), {})
+    record(runtime.engine, runtime.registry, range(1, 3))
+    with session_scope(runtime.engine) as session:
+        for d in session.exec(select(Delivery)).all():
+            d.state, d.sending_since = DeliveryState.SENDING, T0
+    from hub.leases import acquire
+
+    assert acquire(runtime.engine, "SCJG", "live-worker", seconds=600, now=lambda: T0) is not None
+    later = T0 + dt.timedelta(seconds=300)
+    with session_scope(runtime.engine) as session:
+        moved = sweep_stale(session, older_than=dt.timedelta(seconds=120), now=later)
+    # SCJG's holder is alive and will store its receipts; every other agency's rows go back
+    assert states(runtime.engine, "SCJG") == {"sending": 2}
+    others = [d for d in deliveries(runtime.engine) if d.agency_code != "SCJG"]
+    assert moved == len(others) > 0
+    assert {d.state for d in others} == {DeliveryState.WAITING_RETRY}
+    with session_scope(runtime.engine) as session:
+        assert sweep_stale(session, older_than=dt.timedelta(seconds=120), now=later + dt.timedelta(seconds=601)) == 2
+
+
+def test_retry_needs_exactly_one_target(sqlite_engine):
+    with session_scope(sqlite_engine) as session, pytest.raises(ValueError):
+        retry_dead(session)
