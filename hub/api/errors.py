@@ -86,6 +86,8 @@ def install_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         if exc.status_code == 404 and message == "Not Found":
             message = "there is nothing at this address"
+        if exc.status_code == 400 and "parsing the body" in message:
+            code, message = "invalid_json", "the request body is not valid JSON (UTF-8); nothing was written"
         return _json(exc.status_code, code, message, getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

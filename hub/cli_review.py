@@ -1,0 +1,130 @@
+"""`hub check`, `hub serve` and `hub tokens add`: the reviewer's and the API's commands.
+
+Mounted by hub/cli.py with ``register(app)``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from hub.errors import ConfigurationError, HubError
+
+__all__ = ["register", "render_check"]
+
+tokens_app = typer.Typer(help="API and web access tokens (stored hashed).", no_args_is_help=True)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def render_check(result) -> str:
+    """The verdict as a reviewer reads it in a terminal."""
+    lines = [f"{result.company}  USCC {result.uscc or '-'}",
+             f"case {result.case_id}{'  item ' + result.approval_item if result.approval_item else ''}: "
+             f"{result.verdict}   (check #{result.check_id}, rules {result.rules_version}, as of {result.as_of})"]  # fmt: skip
+    for r in result.reasons:
+        where = " ".join(x for x in (r.agency, r.record) if x)
+        lines.append(f"  {r.verdict:<5} {r.rule:<26} {where}  — {r.text}")
+    if not result.reasons:
+        lines.append("  no counted violation; every agency's data is fresh")
+    lines.append(f"freshness (bound {result.freshness_hours:g} h):")
+    for f in result.freshness:
+        age = "never pulled" if f.last_pull_at is None else f"{f.age_hours:g} h ago"
+        lines.append(f"  {f.code:<6} {'STALE' if f.stale else 'fresh':<6} {age}")
+    return "\n".join(lines)
+
+
+def check(
+    key: Annotated[str, typer.Argument(help="USCC, organisation code or registration number")],
+    case: Annotated[str, typer.Option("--case", help="the approval case this check is for")],
+    item: Annotated[Optional[str], typer.Option("--item", help="approval item applied for")] = None,
+    actor: Annotated[str, typer.Option(help="who is checking (recorded with the check)")] = "cli",
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Pre-approval verdict (GREEN / AMBER / RED) with every reason; stored and audited."""
+    from hub.compliance import load_rules, run_check
+    from hub.db import session_scope
+    from hub.history import find_company
+    from hub.runtime import HubRuntime
+    from hub.settings import Settings
+
+    try:
+        runtime = HubRuntime(Settings())
+        with session_scope(runtime.engine) as session:
+            company = find_company(session, key)
+            if company is None:
+                _fail(f"no company with USCC, organisation code or registration number {key!r}")
+            result = run_check(session, company=company, case_id=case, actor=f"cli:{actor}", rules=load_rules(),
+                               agencies=runtime.registry, freshness_hours=runtime.settings.freshness_hours,
+                               approval_item=item)  # fmt: skip
+    except HubError as exc:
+        _fail(f"{exc} ({type(exc).__name__})")
+    typer.echo(result.model_dump_json(indent=2) if as_json else render_check(result))
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port (0: any free port)")] = 8000,
+    certfile: Annotated[Optional[Path], typer.Option(help="TLS server certificate (enables HTTPS)")] = None,
+    keyfile: Annotated[Optional[Path], typer.Option(help="its private key")] = None,
+    client_ca: Annotated[Optional[Path], typer.Option(help="CA for regulators' client certificates")] = None,
+    require_client_cert: Annotated[bool, typer.Option(help="refuse TLS clients without a certificate")] = False,
+) -> None:
+    """Serve the API (OpenAPI at /docs) and the reviewer pages with uvicorn."""
+    import uvicorn
+
+    from hub.api import create_app
+    from hub.api.tls import ClientCertProtocol
+    from hub.runtime import HubRuntime
+    from hub.settings import Settings
+
+    try:
+        runtime = HubRuntime(Settings())
+        app = create_app(runtime)
+        options: dict = {}
+        if certfile or keyfile:
+            if not (certfile and keyfile):
+                raise ConfigurationError("--certfile and --keyfile go together")
+            from certs.tls import uvicorn_ssl_options
+
+            options = uvicorn_ssl_options(certfile, keyfile, client_ca=client_ca,
+                                          require_client_cert=require_client_cert)  # fmt: skip
+    except HubError as exc:
+        _fail(f"{exc} ({type(exc).__name__})")
+    if not len(app.state.tokens):
+        typer.echo("warning: no API tokens configured (HUB_API_TOKENS_FILE); every request will be refused", err=True)
+    uvicorn.run(app, host=host, port=port, http=ClientCertProtocol, log_level="info", **options)
+
+
+@tokens_app.command("add")
+def tokens_add(
+    name: Annotated[str, typer.Argument(help="who holds the token (shown in the audit log)")],
+    role: Annotated[str, typer.Option(help="reviewer, auditor, admin, intake or regulator")],
+    agency: Annotated[Optional[str], typer.Option(help="the agency a regulator token acts as")] = None,
+    file: Annotated[Optional[Path], typer.Option(help="token file (default: HUB_API_TOKENS_FILE)")] = None,
+) -> None:
+    """Create a token: it is printed once, only its SHA-256 is stored."""
+    from hub.api.auth import Role, add_token
+    from hub.settings import Settings
+
+    path = file or Settings().api_tokens_file
+    if path is None:
+        _fail("no token file: pass --file or set HUB_API_TOKENS_FILE")
+    try:
+        token = add_token(path, name=name, role=Role(role), agency=agency.upper() if agency else None)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps({"name": name, "role": role, "agency": agency, "token": token}))
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the `hub` application."""
+    app.command("check")(check)
+    app.command("serve")(serve)
+    app.add_typer(tokens_app, name="tokens")

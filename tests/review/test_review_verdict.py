@@ -1,0 +1,156 @@
+"""The pre-approval verdict: credit repair, publication windows, freshness, per-item rules, evidence."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlmodel import Session, select
+
+from hub.compliance import load_rules, run_check
+from hub.db import session_scope
+from hub.history import HistoryFilter, company_history, find_company
+from hub.models import AuditEntry, ComplianceCheck
+from hub.publication import add_months, publication_end
+
+from review_seed import TODAY
+
+
+def _check(hub, uscc, case="CASE-2026-001", item=None):
+    with session_scope(hub.engine) as session:
+        return run_check(session, company=find_company(session, uscc), case_id=case, actor="reviewer:wang",
+                         rules=load_rules(), agencies=hub.runtime.registry,
+                         freshness_hours=hub.runtime.settings.freshness_hours, approval_item=item)  # fmt: skip
+
+
+def test_clean_company_with_fresh_data_is_green(hub, uscc):
+    hub.grant(1, XK_XDR_SHXYM=uscc)
+    hub.pulled()
+    result = _check(hub, uscc)
+    assert (result.verdict, result.reasons, result.stale_agencies) == ("GREEN", [], [])
+
+
+def test_repaired_violation_does_not_change_the_verdict_but_the_same_unrepaired_does(hub, uscc):
+    hub.grant(1, XK_XDR_SHXYM=uscc)
+    hub.pulled()
+    hub.violation(uscc, "SCJG", "P-1", severity="serious", repair_status="repaired",
+                  repair_date=(TODAY - dt.timedelta(days=3)).isoformat())  # fmt: skip
+    assert _check(hub, uscc).verdict == "GREEN"
+
+    hub.violation(uscc, "SCJG", "P-1", severity="serious")  # the agency withdraws the repair
+    result = _check(hub, uscc)
+    assert result.verdict == "RED"
+    assert {(r.rule, r.agency) for r in result.reasons} == {("serious-violation", "SCJG")}
+    assert "P-1" in result.reasons[0].record
+
+
+@pytest.mark.parametrize(
+    ("severity", "age_days", "counts"),
+    [
+        ("minor", 80, True), ("minor", 100, False),  # 3 months
+        ("ordinary", 300, True), ("ordinary", 400, False),  # 1 year
+        ("serious", 1000, True), ("serious", 1120, False),  # 3 years
+    ],
+)  # fmt: skip
+def test_a_record_past_its_maximum_publication_period_is_not_counted(hub, uscc, severity, age_days, counts):
+    hub.grant(1, XK_XDR_SHXYM=uscc)
+    hub.pulled()
+    hub.violation(uscc, "GSJ", "P-9", severity=severity, decided=TODAY - dt.timedelta(days=age_days))
+    verdict = {"minor": "GREEN", "ordinary": "AMBER", "serious": "RED"}[severity]
+    result = _check(hub, uscc)
+    assert result.verdict == (verdict if counts else "GREEN")
+    assert any(r.rule == f"{severity}-violation" for r in result.reasons) is counts
+
+
+def test_the_agency_stated_publication_end_replaces_the_default(hub, uscc):
+    hub.grant(1, XK_XDR_SHXYM=uscc)
+    hub.pulled()
+    # Serious, decided 2 months ago (3-year default) — but the agency ended publication yesterday.
+    hub.violation(uscc, "GSJ", "P-5", severity="serious", decided=TODAY - dt.timedelta(days=60),
+                  CF_GSJZQ=(TODAY - dt.timedelta(days=1)).isoformat())  # fmt: skip
+    assert _check(hub, uscc).verdict == "GREEN"
+
+
+def test_hidden_records_stay_stored_and_an_auditor_can_list_them(hub, uscc):
+    hub.grant(1, XK_XDR_SHXYM=uscc)
+    hub.violation(uscc, "SCJG", "R-1", repair_status="repaired", repair_date=TODAY.isoformat())
+    hub.violation(uscc, "GSJ", "E-1", severity="minor", decided=TODAY - dt.timedelta(days=200))
+    hub.violation(uscc, "XFZD", "C-1")
+    with Session(hub.engine) as session:
+        company = find_company(session, uscc)
+        default = company_history(session, company)
+        everything = company_history(session, company, HistoryFilter(include_hidden=True))
+    assert [v.agency_record_id for v in default.violations] == ["C-1"] and default.hidden == 2
+    assert {v.agency_record_id: v.standing for v in everything.violations} == {
+        "R-1": "repaired", "E-1": "expired", "C-1": "counts"}  # fmt: skip
+
+
+def test_an_agency_whose_last_pull_is_older_than_the_bound_is_named_stale(hub, uscc):
+    hub.grant(1, XK_XDR_SHXYM=uscc)
+    hub.pulled(hours_ago=1)
+    hub.pulled(hours_ago=30, only=["XFZD"])  # bound is 24 h
+    result = _check(hub, uscc)
+    assert result.stale_agencies == ["XFZD"]
+    assert result.verdict == "AMBER"  # no record against it, but missing data is not a clean record
+    (reason,) = result.reasons
+    assert (reason.rule, reason.agency) == ("stale-data", "XFZD") and "30 h" in reason.text
+
+
+def test_a_never_pulled_agency_is_stale_too(hub, uscc):
+    hub.grant(1, XK_XDR_SHXYM=uscc)
+    hub.pulled(never=("GAFJ",))
+    result = _check(hub, uscc)
+    assert result.stale_agencies == ["GAFJ"]
+    assert "never been pulled" in result.reasons[0].text
+
+
+def test_a_revocation_is_red(hub, uscc):
+    hub.grant(1, XK_XDR_SHXYM=uscc)
+    hub.pulled()
+    hub.violation(uscc, "SCJG", "V-1", severity="ordinary", penalties=("吊销许可证件",))
+    assert {r.rule for r in _check(hub, uscc).reasons} >= {"licence-revoked-penalty"}
+    assert _check(hub, uscc).verdict == "RED"
+
+
+def test_the_bureaus_own_revoked_licence_is_red(hub, uscc):
+    hub.grant(1, XK_XDR_SHXYM=uscc)
+    hub.grant(1, XK_XDR_SHXYM=uscc, lifecycle="revoked", lifecycle_date=TODAY.isoformat(), lifecycle_reason="违规")
+    hub.pulled()
+    result = _check(hub, uscc)
+    assert result.verdict == "RED" and result.reasons[0].rule == "own-licence-revoked"
+
+
+def test_rules_per_approval_item(hub, uscc):
+    hub.grant(1, XK_XDR_SHXYM=uscc)
+    hub.pulled()
+    hub.violation(uscc, "SCJG", "F-1", severity="ordinary")
+    assert _check(hub, uscc, item="NK-JS-002").verdict == "AMBER"
+    assert _check(hub, uscc, item="NK-SC-001").verdict == "RED"  # food licence: market-supervision record blocks
+
+
+def test_each_check_is_stored_with_its_inputs_and_audited_with_its_case(hub, uscc):
+    hub.grant(1, XK_XDR_SHXYM=uscc)
+    hub.pulled()
+    hub.violation(uscc, "SCJG", "P-1")
+    result = _check(hub, uscc, case="SP-2026-0815")
+    with Session(hub.engine) as session:
+        stored = session.get(ComplianceCheck, result.check_id)
+        entry = session.exec(select(AuditEntry).where(AuditEntry.action == "review.check")).one()
+    assert (stored.case_id, stored.verdict, stored.checked_by) == ("SP-2026-0815", "AMBER", "reviewer:wang")
+    assert stored.inputs["violations"][0]["record"] == "P-1" and stored.inputs["rules_digest"]
+    assert {f["code"] for f in stored.inputs["freshness"]} == set(hub.runtime.registry)
+    assert (entry.actor, entry.detail["case"], entry.subject) == ("reviewer:wang", "SP-2026-0815", f"company:{uscc}")
+
+
+@pytest.mark.parametrize(
+    ("severity", "decided", "stated", "end"),
+    [
+        ("minor", dt.date(2026, 1, 31), None, dt.date(2026, 4, 30)),
+        ("ordinary", dt.date(2024, 2, 29), None, dt.date(2025, 2, 28)),
+        ("serious", dt.date(2026, 3, 1), None, dt.date(2029, 3, 1)),
+        ("serious", dt.date(2026, 3, 1), dt.date(2027, 3, 1), dt.date(2027, 3, 1)),
+    ],
+)  # fmt: skip
+def test_publication_end_table(severity, decided, stated, end):
+    assert publication_end(severity, decided, stated) == end
+    assert add_months(dt.date(2026, 12, 31), 2) == dt.date(2027, 2, 28)
