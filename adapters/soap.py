@@ -33,83 +33,23 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 import zeep
 import zeep.exceptions as zx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import ValidationError
 from zeep.helpers import serialize_object
 
 from adapters.base import Cursor, Health, InboundRecord, OutboundMessage, Page, Receipt, Rejected
+from adapters.soap_config import AckPaths, SoapConfig, WsseConfig
 from hub.errors import ConfigurationError, FatalError, HubError, RefusedInput, TransientError
 
+if TYPE_CHECKING:
+    from adapters import AdapterContext
+    from contracts.registry import AgencySpec
+
 __all__ = ["AckPaths", "SoapAdapter", "SoapConfig", "WsseConfig", "from_spec", "reset_clients"]
-
-WSDL_DIR = Path(__file__).resolve().parent.parent / "contracts" / "wsdl"
-
-
-class AckPaths(BaseModel):
-    """Where the acknowledgement's parts are in the push response (paths from the response element)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    ack_id: str
-    received_at: str
-    digest: str
-    duplicate: str
-
-
-class WsseConfig(BaseModel):
-    """WS-Security the agency demands: UsernameToken and an X.509 signature (SHA-256) over Body and Timestamp."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    username: str | None = None  # the password is the agency's credentials reference
-    sign: bool = True
-    verify_response: bool = True  # against the agency's certificate, never ours
-    timestamp_ttl: int = Field(300, ge=10)
-
-
-class SoapConfig(BaseModel):
-    """One agency's SOAP dialect: the ``[soap]`` table, plus what ``from_spec`` resolves at run time."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    wsdl: str = Field(pattern=r"^[A-Za-z0-9_.-]+\.wsdl$")  # a file name under contracts/wsdl/
-    binding: str  # "{namespace}Name" or the binding's local name
-    push_operation: str
-    pull_operation: str
-    message_id_field: str  # request element carrying our message id
-    licence_element: str  # request element holding the licence; native names are paths under it
-    push_paths: dict[str, str] = Field(default_factory=dict)  # native name -> path, when they differ
-    ack: AckPaths
-    after_field: str
-    limit_field: str
-    items_path: str  # the list of penalty items in the pull response
-    has_more_path: str
-    seq_field: str  # path inside an item
-    record_id_field: str
-    item_paths: dict[str, str] = Field(default_factory=dict)  # native name -> path in an item; default: every leaf
-    page_size: int = Field(100, ge=1, le=1000)
-    wsse: WsseConfig | None = None
-    # Resolved by from_spec from the agency spec and the AdapterContext:
-    code: str = "SOAP"
-    endpoint: str = ""
-    connect_timeout: float = Field(5.0, gt=0)
-    read_timeout: float = Field(30.0, gt=0)
-    ca_file: Path | None = None
-    client_cert: Path | None = None
-    client_key: Path | None = None
-    signing_cert: Path | None = None
-    signing_key: Path | None = None
-    agency_cert: Path | None = None
-    password: SecretStr | None = None
-
-    @property
-    def wsdl_path(self) -> Path:
-        return WSDL_DIR / self.wsdl
 
 
 # --- one zeep client per process per (wsdl, endpoint, transport settings) --------------------
@@ -396,7 +336,7 @@ class SoapAdapter:
         """Nothing per adapter: the zeep client is shared per process (see :func:`reset_clients`)."""
 
 
-def from_spec(spec: Any, context: Any) -> SoapAdapter:
+def from_spec(spec: AgencySpec, context: AdapterContext) -> SoapAdapter:
     """Build the adapter from an ``AgencySpec`` (its ``[soap]`` table) and an ``AdapterContext``."""
     tls = context.tls
     data = dict(spec.transport)

@@ -31,7 +31,7 @@ from zeep.wsse.username import UsernameToken
 from hub.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from adapters.soap import SoapConfig
+    from adapters.soap_config import SoapConfig
 
 __all__ = ["HubWsse", "build_wsse", "verify_signed_envelope"]
 
