@@ -241,3 +241,17 @@ def test_mtls_refusals_record_nothing(case, dsj_mtls, soap_pki, soap_rogue_pki, 
     with pytest.raises(expected, match="DSJ"):
         adapter.deliver(soap_messages(spec, range(1, 2)))
     assert dsj_mtls.book.licences() == []
+
+
+def test_a_captured_signed_request_cannot_be_replayed(dsj, soap_pki, tmp_path):
+    proxy = _ProxyServer(dsj.endpoint, _unchanged, _unchanged).start()
+    try:
+        spec, adapter = _adapter(proxy.url + "/dsj/services/JiaoHuanFuWu", tmp_path, hub=soap_pki,
+                                 trusted_agency=soap_pki)  # fmt: skip
+        adapter.deliver(soap_messages(spec, range(1, 2)))
+    finally:
+        proxy.stop()
+    replay = requests.post(dsj.endpoint, data=proxy.seen[0], timeout=5,
+                           headers={"Content-Type": "text/xml; charset=utf-8"})  # fmt: skip
+    assert replay.status_code == 500 and b"nonce replayed" in replay.content
+    assert [r.times_seen for r in dsj.book.received.values()] == [1]
