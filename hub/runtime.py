@@ -65,8 +65,11 @@ class HubRuntime:
             def path(ref: str | None) -> Path | None:
                 return None if ref is None else (Path(ref) if Path(ref).is_absolute() else pki / ref)
 
+            # The hub signs (WS-Security, drop manifests) with its own signing pair from the PKI.
             tls = TlsFiles(ca=path(spec.tls.ca), client_cert=path(spec.tls.client_cert),
-                           client_key=path(spec.tls.client_key), agency_cert=path(spec.tls.agency_cert))  # fmt: skip
+                           client_key=path(spec.tls.client_key), agency_cert=path(spec.tls.agency_cert),
+                           hub_signing_cert=pki / "hub" / "signing.pem",
+                           hub_signing_key=pki / "hub" / "signing.key")  # fmt: skip
         work_dir = self.settings.data_dir / "agencies" / spec.code
         work_dir.mkdir(parents=True, exist_ok=True)
         context = AdapterContext(work_dir=work_dir, secret=resolve_secret(spec.credentials), tls=tls)
