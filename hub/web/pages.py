@@ -134,7 +134,7 @@ def status(request: Request) -> Response:
     with _session(request) as session:
         result = collect_status(session, runtime.registry.values(), pki_dir=runtime.settings.resolved_pki_dir,
                                 freshness_hours=runtime.settings.freshness_hours)  # fmt: skip
-    return _page(request, "status.html", status=result, bound=runtime.settings.freshness_hours)
+    return _page(request, "status.html", hub_status=result, bound=runtime.settings.freshness_hours)
 
 
 def mount(app: FastAPI) -> None:

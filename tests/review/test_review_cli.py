@@ -1,0 +1,43 @@
+"""`hub check` and `hub tokens add` as a user runs them (real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from tests.helpers import run_hub
+
+
+def _env(hub) -> dict:
+    s = hub.runtime.settings
+    return {**os.environ, "HUB_DATA_DIR": str(s.data_dir), "HUB_DATABASE_URL": s.resolved_database_url,
+            "HUB_API_TOKENS_FILE": str(s.api_tokens_file), "HUB_FRESHNESS_HOURS": "24"}  # fmt: skip
+
+
+def test_hub_check_prints_the_verdict_names_the_stale_agency_and_stores_the_check(hub, uscc):
+    hub.grant(1, XK_XDR_SHXYM=uscc)
+    hub.pulled(never=("JJZD",))
+    hub.violation(uscc, "GSJ", "G-1", severity="ordinary")
+    text = run_hub("check", uscc, "--case", "SP-9", env=_env(hub))
+    assert text.returncode == 0, text.stderr
+    assert "case SP-9: AMBER" in text.stdout and "JJZD   STALE" in text.stdout and "ordinary-violation" in text.stdout
+    as_json = json.loads(run_hub("check", uscc, "--case", "SP-10", "--json", env=_env(hub)).stdout)
+    assert (as_json["verdict"], as_json["stale_agencies"], as_json["case_id"]) == ("AMBER", ["JJZD"], "SP-10")
+    assert as_json["check_id"] == 2  # both checks were stored
+
+
+def test_hub_check_needs_a_case_and_a_known_company(hub, uscc):
+    assert run_hub("check", uscc, env=_env(hub)).returncode != 0
+    missing = run_hub("check", uscc, "--case", "SP-1", env=_env(hub))
+    assert missing.returncode == 1 and "no company" in missing.stderr
+
+
+def test_hub_tokens_add_prints_the_token_once_and_stores_its_hash(hub, tmp_path):
+    out = run_hub("tokens", "add", "li.ming", "--role", "regulator", "--agency", "xfzd",
+                  "--file", str(tmp_path / "t.json"), env=_env(hub))  # fmt: skip
+    token = json.loads(out.stdout)["token"]
+    stored = (tmp_path / "t.json").read_text()
+    assert token not in stored and '"agency": "XFZD"' in stored
+    refused = run_hub("tokens", "add", "x", "--role", "reviewer", "--agency", "SCJG", "--file",
+                      str(tmp_path / "t.json"), env=_env(hub))  # fmt: skip
+    assert refused.returncode == 1 and "regulator" in refused.stderr
