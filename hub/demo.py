@@ -3,6 +3,8 @@
 Starts the seven simulated agencies, imports the sample grants, pushes every routed delivery,
 pulls violations back from all seven, prints two companies' histories (one clean, one with
 violations from agencies reached over REST, SOAP and a file drop), then stops all it started.
+A development PKI is made in the demo's directory: JJZD (REST) and GSJ (SOAP) are reached over
+mutual TLS with it, as their data files demand.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from contracts.registry import AGENCIES_DIR
+from certs.pki import init_pki
+from contracts.registry import AGENCIES_DIR, load_registry
 from hub.cli import render_history
 from hub.db import session_scope
 from hub.history import company_history, find_company
@@ -34,13 +37,17 @@ def run_demo(*, keep: bool = False, out=print) -> int:
     saved_env = {k: os.environ.get(k) for k in ("HUB_SCJG_TOKEN", "HUB_XFZD_SFTP_KEY")}
     runtime = None
     try:
-        sandbox = start_sandbox(workdir / "sandbox", clean_companies={CLEAN_COMPANY})
+        parties = [(spec.code, spec.name_zh) for spec in load_registry().values()]
+        pki = init_pki(workdir / "pki", parties=parties)  # both sides trust this one CA
+        sandbox = start_sandbox(workdir / "sandbox", clean_companies={CLEAN_COMPANY}, pki_dir=pki.root)
         try:
             os.environ.update(sandbox.env)  # credentials references resolve from the environment
-            settings = Settings(data_dir=workdir / "hub", database_url=None, broker_url=None)
+            settings = Settings(data_dir=workdir / "hub", database_url=None, broker_url=None, pki_dir=pki.root)
             runtime = HubRuntime(settings, overrides=sandbox.overrides)
             runtime.init_database()
-            out(f"sandbox: {len(sandbox.agencies)} agencies on 127.0.0.1; hub data in {workdir / 'hub'}")
+            mtls = ", ".join(code for code in sandbox.agencies if sandbox.overrides[code]["endpoint"].startswith("https"))
+            out(f"sandbox: {len(sandbox.agencies)} agencies on 127.0.0.1 (mutual TLS: {mtls or 'none'}); "
+                f"hub data in {workdir / 'hub'}")
             records = read_licence_file(SAMPLES)
             with session_scope(runtime.engine) as session:
                 result = import_licences(session, records, runtime.registry, actor="demo")

@@ -2,6 +2,11 @@
 
 REST: 市场监管局 SCJG (cursor pages), 公安分局 GAFJ (offset), 交警支队 JJZD (page numbers).
 SOAP: 国税局 GSJ, 地税局 DSJ. File drops: 消防支队 XFZD (GBK CSV over SFTP), 规划分局 GHFJ (XML on a share).
+
+JJZD and GSJ demand mutual TLS (their data files have a ``[tls]`` table and https endpoints).
+Given a PKI directory they serve HTTPS with the PKI's agency server certificate and refuse any
+client without a certificate from the PKI's CA; without one they speak plain HTTP and the
+hub is told (through the overrides) not to present certificates to them.
 """
 
 from __future__ import annotations
@@ -22,12 +27,14 @@ from sandbox.rest_agencies import REST_DIALECTS, start_rest_agency
 from sandbox.soap_agencies import DIALECTS as SOAP_DIALECTS
 from sandbox.soap_agencies import start_soap_agency
 
-__all__ = ["ALL_AGENCIES", "Sandbox", "start_sandbox"]
+__all__ = ["ALL_AGENCIES", "MTLS_CODES", "Sandbox", "start_sandbox"]
 
 REST_CODES = ("SCJG", "GAFJ", "JJZD")
 SOAP_CODES = ("GSJ", "DSJ")
 DROP_CODES = ("XFZD", "GHFJ")
 ALL_AGENCIES = REST_CODES + SOAP_CODES + DROP_CODES
+MTLS_CODES = ("JJZD", "GSJ")  # their data files demand mutual TLS
+_TRANSPORT_TLS_KEYS = ("ca", "client_cert", "client_key")
 ABBREVIATIONS = {"SCJG": "市监", "GAFJ": "公", "JJZD": "公交", "GSJ": "国税", "DSJ": "地税", "XFZD": "消", "GHFJ": "规"}
 
 
@@ -63,7 +70,7 @@ def _book(code: str, name: str, uscc: str, subject_fields, *, seed: int, clean: 
 
 def start_sandbox(root: Path, *, codes: Iterable[str] = ALL_AGENCIES, seed: int = 7,
                   clean_companies: Iterable[str] = (), malformed_every: int = 7,
-                  ports: dict[str, int] | None = None) -> Sandbox:  # fmt: skip
+                  ports: dict[str, int] | None = None, pki_dir: Path | None = None) -> Sandbox:  # fmt: skip
     """Start the chosen agencies; file drops live under ``root``.
 
     Args:
@@ -73,6 +80,12 @@ def start_sandbox(root: Path, *, codes: Iterable[str] = ALL_AGENCIES, seed: int 
         clean_companies: USCCs no agency ever penalises (e.g. the demo's clean company).
         malformed_every: every n-th invented penalty is malformed (0: none).
         ports: fixed ports by code (0 or missing: ephemeral).
+        pki_dir: a PKI made by ``certs.pki.init_pki`` with the agencies as parties. When given,
+            the mTLS agencies (MTLS_CODES) serve HTTPS with their server certificate and
+            require a client certificate from its CA; when None they speak plain HTTP.
+
+    Raises:
+        ConfigurationError: ``pki_dir`` lacks an mTLS agency's server certificate or the CA.
     """
     clean = frozenset(clean_companies)
     ports = ports or {}
@@ -83,16 +96,18 @@ def start_sandbox(root: Path, *, codes: Iterable[str] = ALL_AGENCIES, seed: int 
                 d = REST_DIALECTS[code]
                 book = _book(code, d.name, d.uscc, d.licence_subject, seed=seed, clean=clean,
                              malformed_every=malformed_every)  # fmt: skip
-                agency = start_rest_agency(code, book=book, port=ports.get(code, 0))
-                sandbox.overrides[code] = {"endpoint": agency.endpoint}
+                agency = start_rest_agency(code, book=book, port=ports.get(code, 0),
+                                           ssl_context=_server_context(code, pki_dir))  # fmt: skip
+                sandbox.overrides[code] = {"endpoint": agency.endpoint, **_tls_override(code, pki_dir)}
                 if agency.token:
                     sandbox.env[f"HUB_{code}_TOKEN"] = agency.token
             elif code in SOAP_CODES:
                 d = SOAP_DIALECTS[code]
                 book = _book(code, d.name, d.uscc, d.subject_fields, seed=seed, clean=clean,
                              malformed_every=malformed_every)  # fmt: skip
-                agency = start_soap_agency(code, book=book, port=ports.get(code, 0))
-                sandbox.overrides[code] = {"endpoint": agency.endpoint}
+                agency = start_soap_agency(code, book=book, port=ports.get(code, 0),
+                                           ssl_context=_server_context(code, pki_dir))  # fmt: skip
+                sandbox.overrides[code] = {"endpoint": agency.endpoint, **_tls_override(code, pki_dir)}
             elif code in DROP_CODES:
                 d = DROP_DIALECTS[code]
                 book = _book(code, d.name, d.uscc, d.subject_fields, seed=seed, clean=clean,
@@ -113,20 +128,50 @@ def start_sandbox(root: Path, *, codes: Iterable[str] = ALL_AGENCIES, seed: int 
     return sandbox
 
 
-def _transport_table(code: str) -> dict[str, Any]:
-    """The [filedrop] table of the agency's data file, so overrides add keys instead of replacing it."""
+def _server_context(code: str, pki_dir: Path | None):
+    """The agency's mTLS server context, or None (plain HTTP) without a PKI or for other agencies."""
+    if pki_dir is None or code not in MTLS_CODES:
+        return None
+    from certs.pki import PkiLayout
+    from certs.tls import server_ssl_context
+
+    layout = PkiLayout(Path(pki_dir))
+    files = layout.party(code)
+    return server_ssl_context(files.server_cert, files.server_key, client_ca=layout.ca_cert,
+                              require_client_cert=True)  # fmt: skip
+
+
+def _tls_override(code: str, pki_dir: Path | None) -> dict[str, Any]:
+    """Without a PKI, the hub must not present certificates to a plain-HTTP mTLS agency.
+
+    Only the transport references are dropped; others in the table (e.g. the agency's signing
+    certificate for WS-Security) are kept.
+    """
+    if pki_dir is not None or code not in MTLS_CODES:
+        return {}
+    table = {k: v for k, v in _agency_table(code, "tls").items() if k not in _TRANSPORT_TLS_KEYS}
+    return {"tls": table or None}
+
+
+def _agency_table(code: str, name: str) -> dict[str, Any]:
     from contracts.registry import AGENCIES_DIR
     import tomllib
 
     data = tomllib.loads((AGENCIES_DIR / f"{code.lower()}.toml").read_text(encoding="utf-8"))
-    return dict(data.get("filedrop", {}))
+    return dict(data.get(name, {}))
+
+
+def _transport_table(code: str) -> dict[str, Any]:
+    """The [filedrop] table of the agency's data file, so overrides add keys instead of replacing it."""
+    return _agency_table(code, "filedrop")
 
 
 def main() -> None:  # pragma: no cover - manual use: `python -m sandbox.cluster /tmp/sandbox`
     parser = argparse.ArgumentParser(description="Run the seven sandbox agencies on 127.0.0.1")
     parser.add_argument("root", type=Path)
+    parser.add_argument("--pki", type=Path, default=None, help="PKI dir (hub certs init): JJZD/GSJ speak mTLS")
     args = parser.parse_args()
-    with start_sandbox(args.root) as sandbox:
+    with start_sandbox(args.root, pki_dir=args.pki) as sandbox:
         print(json.dumps({"overrides": sandbox.overrides, "env": sandbox.env}, ensure_ascii=False, indent=2))
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
