@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from hub.cli_audit import audit_app
 from hub.cli_certs import certs_app
 from hub.errors import ContractViolation, HubError
 from hub.runtime import HubRuntime
@@ -21,6 +22,7 @@ contracts_app = typer.Typer(help="The canonical record contracts.", no_args_is_h
 app.add_typer(licences_app, name="licences")
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(certs_app, name="certs")
+app.add_typer(audit_app, name="audit")
 
 
 def _runtime() -> HubRuntime:

@@ -1,0 +1,248 @@
+"""Verify a Shenguan Hub evidence bundle offline: ``python -m hub.evidence_verify DIR [--ca CA.pem]``.
+
+Stand-alone on purpose: it needs the Python standard library and ``cryptography`` only and
+imports nothing from the hub, so this one file can be copied to the machine of whoever checks
+the evidence. The procedure it follows is written out in docs/evidence.md:
+
+1. the manifest signature (compact JWS, ES256, signer certificate in ``x5c``) is valid, the signer
+   certificate was issued by the trusted CA (``--ca``, else the bundle's own certificates/ca.pem,
+   which only proves internal consistency) and may sign documents;
+2. every file the manifest lists has its SHA-256, and no other file is present;
+3. every audit entry's hash is recomputed from its content and its predecessor's hash;
+4. every entry sits in the chain list with the same hashes, and the chain links from the
+   genesis hash to the head named in the manifest, each entry's prev_hash the hash before it;
+5. every stored payload (licence and violation revisions) hashes to its recorded digest, and
+   every licence revision's digest is the payload digest of a chained licence entry.
+
+Exit status: 0 when everything holds, 1 when something does not (each problem is printed),
+2 when the bundle cannot be read at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+GENESIS = "0" * 64
+FORMAT = "shenguan-evidence/1"
+SIGNATURE_FILES = {"manifest.json", "manifest.jws"}
+
+
+# --- the hash of one audit entry (the same canonical JSON as the hub's log) -------------------
+def entry_hash(entry: dict[str, Any], prev_hash: str) -> str:
+    """SHA-256 over the previous hash and the entry's content, as canonical JSON."""
+    body = json.dumps(
+        {"prev": prev_hash, "at": entry["at"], "actor": entry["actor"], "action": entry["action"],
+         "subject": entry["subject"], "detail": entry["detail"], "payload_digest": entry["payload_digest"]},
+        sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str,
+    )  # fmt: skip
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+def payload_digest(payload: Any) -> str:
+    """SHA-256 of a stored payload in canonical JSON (keys sorted, compact, UTF-8 unescaped)."""
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _b64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _jsonl(path: Path, problems: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    if not path.is_file():
+        return rows
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            problems.append(f"{path.name} line {number}: not valid JSON ({exc.msg})")
+    return rows
+
+
+# --- 1. signature --------------------------------------------------------------------------
+def check_signature(bundle: Path, manifest_bytes: bytes, ca_path: Path | None, problems: list[str]) -> str:
+    """Check manifest.jws; return a line saying who signed (or that nobody did)."""
+    jws_path = bundle / "manifest.jws"
+    if not jws_path.is_file():
+        return "UNSIGNED: the hub had no signing key when it exported this bundle"
+    try:
+        header_b64, payload_b64, signature_b64 = jws_path.read_text(encoding="ascii").strip().split(".")
+        header = json.loads(_b64url(header_b64))
+        signer = x509.load_der_x509_certificate(base64.b64decode(header["x5c"][0]))
+        signature = _b64url(signature_b64)
+    except (ValueError, KeyError, IndexError, TypeError, UnicodeDecodeError) as exc:
+        problems.append(f"manifest.jws: malformed ({type(exc).__name__}: {exc})")
+        return "signature unreadable"
+    if header.get("alg") != "ES256" or len(signature) != 64:
+        problems.append(f"manifest.jws: algorithm {header.get('alg')!r} is not ES256")
+        return "signature refused"
+    thumbprint = base64.urlsafe_b64encode(signer.fingerprint(hashes.SHA256())).rstrip(b"=").decode()
+    if header.get("x5t#S256") not in (None, thumbprint):
+        problems.append("manifest.jws: x5t#S256 does not match the certificate in x5c")
+    der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
+    try:
+        public_key = signer.public_key()
+        if not isinstance(public_key, ec.EllipticCurvePublicKey):
+            raise InvalidSignature("not an EC key")
+        public_key.verify(der, f"{header_b64}.{payload_b64}".encode("ascii"), ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        problems.append("manifest.jws: the signature does not verify")
+    if _b64url(payload_b64) != manifest_bytes:
+        problems.append("manifest.json: differs from the manifest that was signed")
+    ca_file = ca_path or bundle / "certificates" / "ca.pem"
+    trust = "the CA given with --ca" if ca_path else "the bundle's own CA (pass --ca to check against yours)"
+    try:
+        ca = x509.load_pem_x509_certificate(ca_file.read_bytes())
+        signer.verify_directly_issued_by(ca)
+    except FileNotFoundError:
+        problems.append(f"{ca_file}: no CA to check the signer against")
+    except (ValueError, TypeError, InvalidSignature):
+        problems.append(f"manifest.jws: the signer was not issued by {trust}")
+    try:
+        usage = signer.extensions.get_extension_for_class(x509.KeyUsage).value
+        if not (usage.digital_signature or usage.content_commitment):
+            problems.append("manifest.jws: the signer's certificate may not sign documents")
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        exported = dt.datetime.fromisoformat(json.loads(manifest_bytes)["exported_at"])
+        if not signer.not_valid_before_utc <= exported <= signer.not_valid_after_utc:
+            problems.append("manifest.jws: the signer's certificate was not valid when the bundle was exported")
+    except (ValueError, KeyError, TypeError):
+        problems.append("manifest.json: exported_at is missing or not a timestamp")
+    cn = signer.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
+    who = cn[0].value if cn else signer.subject.rfc4514_string()
+    return f"signed by {who} (certificate serial {signer.serial_number:x}), checked against {trust}"
+
+
+# --- 2. files ------------------------------------------------------------------------------
+def check_files(bundle: Path, manifest: dict[str, Any], problems: list[str]) -> int:
+    listed = manifest.get("files") or {}
+    for name, expected in sorted(listed.items()):
+        path = bundle / name
+        if ".." in Path(name).parts or Path(name).is_absolute():
+            problems.append(f"{name}: a manifest path outside the bundle")
+        elif not path.is_file():
+            problems.append(f"{name}: listed in the manifest but missing")
+        elif _sha256_file(path) != expected:
+            problems.append(f"{name}: its SHA-256 differs from the manifest (the file was changed)")
+    present = {str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file()}
+    for name in sorted(present - set(listed) - SIGNATURE_FILES):
+        problems.append(f"{name}: present but not in the manifest")
+    return len(listed)
+
+
+# --- 3.-4. entries and chain ------------------------------------------------------------------
+def check_chain(bundle: Path, manifest: dict[str, Any], problems: list[str]) -> tuple[int, int]:
+    links = _jsonl(bundle / "chain.jsonl", problems)
+    by_id: dict[int, dict[str, Any]] = {}
+    prev, last_id = GENESIS, 0
+    for link in links:
+        if link.get("prev_hash") != prev:
+            problems.append(f"chain: entry {link.get('id')} does not link to the entry before it")
+        if not isinstance(link.get("id"), int) or link["id"] <= last_id:
+            problems.append(f"chain: entry ids out of order at {link.get('id')!r}")
+        prev, last_id = link.get("entry_hash"), link.get("id") if isinstance(link.get("id"), int) else last_id
+        by_id[link.get("id")] = link
+    head = manifest.get("chain") or {}
+    if head.get("head_hash") != prev or head.get("head_id", 0) != last_id:
+        problems.append(f"chain: ends at entry {last_id}, the manifest names head {head.get('head_id')}")
+    entries = _jsonl(bundle / "entries.jsonl", problems)
+    for entry in entries:
+        number = entry.get("id")
+        try:
+            recomputed = entry_hash(entry, entry["prev_hash"])
+        except KeyError as exc:
+            problems.append(f"entry {number}: field {exc} missing")
+            continue
+        if recomputed != entry.get("entry_hash"):
+            problems.append(f"entry {number}: its content does not match its hash (altered: "
+                            f"{entry.get('action')} {entry.get('subject')})")  # fmt: skip
+        link = by_id.get(number)
+        if link is None:
+            problems.append(f"entry {number}: not in the chain")
+        elif (link["prev_hash"], link["entry_hash"]) != (entry.get("prev_hash"), entry.get("entry_hash")):
+            problems.append(f"entry {number}: its hashes differ from the chain's")
+    if len(entries) != manifest.get("entries"):
+        problems.append(f"entries.jsonl: {len(entries)} entries, the manifest says {manifest.get('entries')}")
+    return len(entries), len(links)
+
+
+# --- 5. payloads ---------------------------------------------------------------------------------
+def check_payloads(bundle: Path, problems: list[str]) -> int:
+    chained = {e.get("payload_digest") for e in _jsonl(bundle / "entries.jsonl", [])
+               if str(e.get("action", "")).startswith("licence.")}  # fmt: skip
+    count = 0
+    for name, label in (("licence-revisions.jsonl", "decision_no"), ("violation-revisions.jsonl", "agency_record_id")):
+        for row in _jsonl(bundle / name, problems):
+            count += 1
+            what = f"{name}: {row.get(label)} version {row.get('version')}"
+            if payload_digest(row.get("payload")) != row.get("digest"):
+                problems.append(f"{what}: the payload does not match its digest (altered)")
+            elif name.startswith("licence") and row.get("digest") not in chained:
+                problems.append(f"{what}: no licence entry in the chain carries its digest")
+    return count
+
+
+def verify(bundle: Path, ca: Path | None = None) -> tuple[list[str], list[str]]:
+    """Check a bundle; return (lines of what held, problems). Raises OSError/ValueError if unreadable."""
+    manifest_bytes = (bundle / "manifest.json").read_bytes()
+    manifest = json.loads(manifest_bytes)
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"not a {FORMAT} bundle (format {manifest.get('format')!r})")
+    problems: list[str] = []
+    signed = check_signature(bundle, manifest_bytes, ca, problems)
+    files = check_files(bundle, manifest, problems)
+    entries, links = check_chain(bundle, manifest, problems)
+    payloads = check_payloads(bundle, problems)
+    facts = [f"bundle for {json.dumps(manifest.get('subject'), ensure_ascii=False)}, exported {manifest.get('exported_at')}",
+             signed, f"{files} files listed", f"{entries} entries recomputed, {links} chain links checked",
+             f"{payloads} stored payloads checked"]  # fmt: skip
+    return facts, problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hub.evidence_verify", description=__doc__.splitlines()[0])
+    parser.add_argument("bundle", type=Path, help="the evidence bundle directory")
+    parser.add_argument("--ca", type=Path, default=None, help="the CA you trust (obtained independently)")
+    parser.add_argument("--require-signature", action="store_true", help="an unsigned bundle fails")
+    args = parser.parse_args(argv)
+    try:
+        facts, problems = verify(args.bundle, args.ca)
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read the bundle: {exc}", file=sys.stderr)
+        return 2
+    if args.require_signature and not (args.bundle / "manifest.jws").is_file():
+        problems.append("manifest.jws: missing, and a signature was required")
+    for line in facts:
+        print(line)
+    for problem in problems:
+        print(f"FAILED: {problem}")
+    print("evidence intact" if not problems else f"evidence NOT intact: {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
