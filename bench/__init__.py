@@ -1,0 +1,1 @@
+"""Benchmarks of the hub against plain baselines, measured side by side in one run (`python -m bench`)."""

@@ -1,0 +1,183 @@
+"""`python -m bench [--scale full|small|tiny]`: every scenario, the hub and its baseline side by side.
+
+Writes docs/benchmarks.md and bench/results/latest.json (or into --out). Scenario numbers
+follow issue 7: 1 REST pull, 2 file-drop ingest, 3 push, 4 reviewer queries, 5 memory,
+6 scale-out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+from bench.dbs import database, pg_available
+from bench.measure import Measurement, run_child
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: issue sizes (full) and what fits a session on a shared 2-core machine (small) or a test (tiny)
+SCALES: dict[str, dict[str, int]] = {
+    "full": {"pull": 1_000_000, "drop": 1_000_000, "push": 100_000, "companies": 1_000_000, "queries": 1000,
+             "mem": 100_000},
+    "small": {"pull": 5_000, "drop": 5_000, "push": 300, "companies": 20_000, "queries": 300, "mem": 1_000},
+    "tiny": {"pull": 200, "drop": 200, "push": 10, "companies": 200, "queries": 20, "mem": 100},
+}  # fmt: skip
+
+
+def _row(scenario: str, title: str, db: str, hub: Measurement, base: Measurement | None, *, target: str,
+         ratio: float | None, met: bool | None) -> dict[str, Any]:  # fmt: skip
+    return {"scenario": scenario, "title": title, "db": db, "hub": hub.as_dict(),
+            "baseline": base.as_dict() if base else None, "ratio": ratio, "target": target, "met": met}  # fmt: skip
+
+
+def _rate_ratio(hub: Measurement, base: Measurement) -> float | None:
+    return None if not hub.rate or not base.rate else hub.rate / base.rate
+
+
+def scenario_pull(size: dict[str, int], dbs: list[str], work: Path, rows: list, notes: list) -> None:
+    from bench.pull import bare_pull, dlt_pull, hub_pull, start_pull_agency
+
+    try:
+        import dlt  # noqa: F401
+    except ImportError:
+        dlt_ok = False
+        notes.append("1: dlt is not installed (pip install '.[bench]'); the bare requests+executemany baseline stands in")
+    else:
+        dlt_ok = True
+    agency = start_pull_agency(size["pull"])
+    try:
+        for db in dbs:
+            with database(db, work, "pull_hub") as url:
+                hub = hub_pull(url, agency, work)
+            with database(db, work, "pull_bare") as url:
+                bare = bare_pull(url, agency)
+            rows.append(_row("1", "REST pull (bare loop reference)", db, hub, bare, target="(reference)",
+                             ratio=_rate_ratio(hub, bare), met=None))  # fmt: skip
+            if dlt_ok:
+                with database(db, work, "pull_dlt") as url:
+                    base = dlt_pull(url, agency, work)
+                ratio = _rate_ratio(hub, base)
+                rows.append(_row("1", "REST pull vs dlt", db, hub, base, target="≥ 3× dlt", ratio=ratio,
+                                 met=ratio is not None and ratio >= 3))  # fmt: skip
+    finally:
+        agency.stop()
+
+
+def scenario_drop(size, dbs, work, rows, notes) -> None:
+    from bench.filedrop import hub_ingest, raw_load, write_drop
+
+    for db in dbs:
+        root = work / f"drop-{db}"
+        csv_file = write_drop(root, size["drop"])
+        with database(db, work, "drop") as url:
+            base = raw_load(url, csv_file)
+            hub = hub_ingest(url, root, work)
+        ratio = _rate_ratio(hub, base)
+        rows.append(_row("2", "file-drop ingest (GBK CSV + manifest)", db, hub, base, target="≥ 0.5× raw",
+                         ratio=ratio, met=ratio is not None and ratio >= 0.5))  # fmt: skip
+    notes.append("2: the drop's manifest carries SHA-256 digests and is checked; JOSE signing (sealed = true) is "
+                 "not part of this measurement")  # fmt: skip
+
+
+def scenario_push(size, dbs, work, rows, notes) -> None:
+    from bench.push import run_push
+
+    db = dbs[-1]
+    with database(db, work, "push") as url:
+        for hub, base in run_push(url, size["push"], work / "push"):
+            ratio = _rate_ratio(hub, base)
+            rows.append(_row("3", f"push {hub.name.split()[-1]}", db, hub, base, target="≥ 0.5× ceiling",
+                             ratio=ratio, met=ratio is not None and ratio >= 0.5))  # fmt: skip
+    notes.append("3: three of the seven agencies (SCJG REST batches, GSJ SOAP, GHFJ file drop) — one per protocol")
+
+
+def scenario_review(size, dbs, work, rows, notes) -> None:
+    from bench.review import build_dataset, run_queries
+    from hub.db import create_db_engine, migrate
+
+    for db in dbs:
+        with database(db, work, "review") as url:
+            engine = create_db_engine(url)
+            migrate(engine)
+            build_dataset(engine, size["companies"])
+            bare, history, check = run_queries(engine, size["companies"], size["queries"])
+            engine.dispose()
+        for hub in (history, check):
+            ratio = None if not bare.p99_ms else hub.p99_ms / bare.p99_ms
+            met = hub.p99_ms <= 10 and ratio is not None and ratio <= 2
+            rows.append(_row("4", f"reviewer {hub.name.split()[1]}", db, hub, bare,
+                             target="p99 ≤ 10 ms, ≤ 2× bare SQL p99", ratio=ratio, met=met))  # fmt: skip
+    notes.append("4: over HTTP (hub.api create_app) not measured in this run; in-process only. The ratio column "
+                 "here is hub p99 ÷ bare-SQL p99")  # fmt: skip
+
+
+def scenario_memory(size, dbs, work, rows, notes) -> None:
+    n = size["mem"]
+    small = run_child("bench.memprobe", [str(n), str(work / "mem")])
+    large = run_child("bench.memprobe", [str(10 * n), str(work / "mem")])
+    a = Measurement(f"pull of {n:,}", records=small["records"], seconds=small["seconds"], peak_mb=small["peak_mb"])
+    b = Measurement(f"pull of {10 * n:,}", records=large["records"], seconds=large["seconds"],
+                    peak_mb=large["peak_mb"])  # fmt: skip
+    ratio = b.peak_mb / a.peak_mb
+    rows.append(_row("5", "peak RSS, 10×N vs N (ratio = peak ratio)", "sqlite", b, a, target="flat (≤ 1.25×)",
+                     ratio=ratio, met=ratio <= 1.25))  # fmt: skip
+
+
+SCENARIOS = {"pull": scenario_pull, "drop": scenario_drop, "push": scenario_push, "review": scenario_review,
+             "memory": scenario_memory}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", choices=sorted(SCALES), default="small")
+    parser.add_argument("--only", action="append", choices=sorted(SCENARIOS), help="run only these (repeatable)")
+    parser.add_argument("--db", action="append", choices=["sqlite", "postgres"], help="databases (default: both)")
+    parser.add_argument("--out", type=Path, help="write benchmarks.md and latest.json here instead of docs/ and bench/results/")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+    size = SCALES[args.scale]
+    dbs = args.db or ["sqlite", "postgres"]
+    not_run: list[str] = []
+    if "postgres" in dbs and not pg_available():
+        dbs = [d for d in dbs if d != "postgres"]
+        not_run.append("PostgreSQL rows: no server at HUB_BENCH_PG_URL / 127.0.0.1:5432")
+    run: dict[str, Any] = {"scale": args.scale, "sizes": size, "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                           "machine": f"{platform.machine()}, {os.cpu_count()} cpu, Python {platform.python_version()}",
+                           "sizes_note": ", ".join(f"{k}={v:,}" for k, v in size.items()), "rows": [], "notes": []}  # fmt: skip
+    work = Path(tempfile.mkdtemp(prefix="hub-bench-"))
+    failed = False
+    try:
+        for name, fn in SCENARIOS.items():
+            if args.only and name not in args.only:
+                continue
+            print(f"[bench] {name} …", file=sys.stderr, flush=True)
+            try:
+                fn(size, dbs, work, run["rows"], run["notes"])
+            except Exception as exc:  # noqa: BLE001 - one broken scenario must not hide the others' numbers
+                failed = True
+                traceback.print_exc()
+                not_run.append(f"{name}: failed: {type(exc).__name__}: {exc}"[:500])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    not_run.append("6 scale-out (one vs two Celery workers on Redis + PostgreSQL): not run — harness not written yet")
+    run["not_run"] = not_run + run.pop("notes")
+    out_md = (args.out / "benchmarks.md") if args.out else REPO / "docs" / "benchmarks.md"
+    out_json = (args.out / "latest.json") if args.out else REPO / "bench" / "results" / "latest.json"
+    analysis = REPO / "bench" / "analysis.md"
+    from bench.report import write_report
+
+    write_report(run, out_md, out_json, preface=analysis.read_text(encoding="utf-8") if analysis.exists() else "")
+    print(out_md.read_text(encoding="utf-8"))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

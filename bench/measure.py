@@ -1,0 +1,73 @@
+"""Timing, percentiles and peak memory, the same way for the hub and for every baseline."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Measurement", "percentile", "peak_rss_mb", "run_child", "timed"]
+
+
+@dataclass
+class Measurement:
+    """One side of one comparison (the hub, or its baseline)."""
+
+    name: str
+    records: int = 0
+    seconds: float = 0.0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    peak_mb: float | None = None
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float | None:
+        return self.records / self.seconds if self.seconds > 0 and self.records else None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["records_per_s"] = None if self.rate is None else round(self.rate, 1)
+        return out
+
+
+def percentile(samples: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100) of the samples, in their unit."""
+    if not samples:
+        return None
+    ordered = sorted(samples)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+class timed:
+    """``with timed() as t: ...`` then ``t.seconds``."""
+
+    def __enter__(self) -> "timed":
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_child(module: str, args: list[str], *, timeout: float = 3600) -> dict[str, Any]:
+    """Run ``python -m module args`` in a fresh interpreter; it prints one JSON object last."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout,
+                          env=env, check=False)  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"{module} failed ({done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -1,0 +1,123 @@
+"""Scenario 1 (REST pull) and the pieces scenario 5 (memory) reuses.
+
+The hub pulls a synthetic SCJG (cursor pages of 1,000) through the real REST adapter and
+hub.sync.pull_agency: mapping, validation, dedupe, quarantine, audit, cursor committed per
+page. Baselines read the very same endpoint: dlt's rest_api source into the same database
+server, and a bare requests loop with executemany of the raw fields.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from bench.measure import Measurement, peak_rss_mb, timed
+from bench.synthetic import synthetic_book
+from contracts.registry import AGENCIES_DIR, load_registry
+from sandbox.rest_agencies import RunningAgency, start_rest_agency
+from sandbox.rest_dialects import REST_DIALECTS
+
+__all__ = ["bare_pull", "dlt_pull", "hub_pull", "pull_spec", "start_pull_agency"]
+
+PAGE = 1000
+
+
+def start_pull_agency(count: int) -> RunningAgency:
+    """SCJG on loopback serving ``count`` lazily rendered penalties."""
+    d = REST_DIALECTS["SCJG"]
+    return start_rest_agency("SCJG", book=synthetic_book("SCJG", d.name, d.uscc, count, subject_fields=d.licence_subject))
+
+
+def pull_spec(agency: RunningAgency):
+    table = tomllib.loads((AGENCIES_DIR / "scjg.toml").read_text(encoding="utf-8"))["rest"]
+    table["page_size"] = PAGE
+    return load_registry(overrides={"SCJG": {"endpoint": agency.endpoint, "transport": table}})["SCJG"]
+
+
+def hub_pull(url: str, agency: RunningAgency, work: Path, *, label: str = "hub") -> Measurement:
+    """hub.sync.pull_agency from an empty, migrated database until the agency has no more."""
+    from adapters import AdapterContext, build_adapter
+    from hub.db import create_db_engine, migrate, session_scope
+    from hub.licences import ensure_agencies
+    from hub.sync import pull_agency
+
+    engine = create_db_engine(url)
+    migrate(engine)
+    spec = pull_spec(agency)
+    with session_scope(engine) as session:
+        ensure_agencies(session, [spec])
+    (work / "scjg").mkdir(exist_ok=True)
+    adapter = build_adapter(spec, AdapterContext(work_dir=work / "scjg", secret=agency.token))
+    with timed() as t:
+        result = pull_agency(engine, spec, adapter)
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT count(*) FROM violations")).scalar_one()
+    engine.dispose()
+    close = getattr(adapter, "close", None)
+    if close:
+        close()
+    return Measurement(label, records=stored, seconds=t.seconds, peak_mb=peak_rss_mb(),
+                       extra={"pages": result.pages, "created": result.created, "quarantined": result.quarantined})  # fmt: skip
+
+
+def dlt_pull(url: str, agency: RunningAgency, work: Path) -> Measurement:
+    """dlt's rest_api source, cursor paginator, into the same kind of database (dlt's sqlalchemy destination)."""
+    os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+    os.environ["DLT_DATA_DIR"] = str(work / "dlt-data")
+    import dlt
+    from dlt.sources.rest_api import rest_api_source
+
+    source = rest_api_source({
+        "client": {"base_url": agency.endpoint, "auth": {"type": "bearer", "token": agency.token},
+                   "paginator": {"type": "cursor", "cursor_path": "nextCursor", "cursor_param": "cursor",
+                                 "has_more_path": "hasMore"}},
+        "resources": [{"name": "penalties", "endpoint": {"path": "/api/v2/penalties", "data_selector": "data",
+                                                           "params": {"limit": PAGE}},
+                       "primary_key": "penaltyId", "write_disposition": "merge"}],
+    })  # fmt: skip
+    pipeline = dlt.pipeline(pipeline_name=f"bench_{os.getpid()}", destination=dlt.destinations.sqlalchemy(url),
+                            dataset_name="dlt_bench", pipelines_dir=str(work / "dlt-pipelines"))  # fmt: skip
+    with timed() as t:
+        pipeline.run(source)
+    with pipeline.sql_client() as client:
+        rows = client.execute_sql(f"SELECT count(*) FROM {client.make_qualified_table_name('penalties')}")[0][0]
+    return Measurement("dlt rest_api", records=rows, seconds=t.seconds, peak_mb=peak_rss_mb(),
+                       note="dlt rest_api source, cursor paginator, merge on penaltyId, sqlalchemy destination")  # fmt: skip
+
+
+_BARE_COLUMNS = ("penaltyId", "entName", "uniscid", "penDecNo", "penType", "penAm", "penDecIssDate", "penValidTo")
+
+
+def bare_pull(url: str, agency: RunningAgency) -> Measurement:
+    """A bare requests loop over the cursor pages and executemany of the raw fields (no mapping or checks)."""
+    import requests
+
+    engine = sa.create_engine(url)
+    cols = ", ".join(f'"{c}" TEXT' for c in _BARE_COLUMNS)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE TABLE bare_penalties ({cols}, PRIMARY KEY (\"penaltyId\"))"))
+    insert = sa.text(f"INSERT INTO bare_penalties VALUES ({', '.join(':c%d' % i for i in range(len(_BARE_COLUMNS)))})")
+    http = requests.Session()
+    http.headers["Authorization"] = f"Bearer {agency.token}"
+    cursor: str | None = None
+    total = 0
+    with timed() as t:
+        while True:
+            params: dict[str, Any] = {"limit": PAGE, **({"cursor": cursor} if cursor else {})}
+            answer = http.get(f"{agency.endpoint}/api/v2/penalties", params=params, timeout=(5, 60)).json()
+            rows = [{f"c{i}": None if r.get(c) is None else str(r.get(c)) for i, c in enumerate(_BARE_COLUMNS)}
+                    for r in answer["data"]]  # fmt: skip
+            if rows:
+                with engine.begin() as conn:
+                    conn.execute(insert, rows)
+                total += len(rows)
+            cursor = answer["nextCursor"]
+            if not answer["hasMore"]:
+                break
+    engine.dispose()
+    return Measurement("bare requests + executemany", records=total, seconds=t.seconds,
+                       note="same endpoint and pages, raw fields only, one transaction per page")  # fmt: skip

@@ -1,0 +1,18 @@
+"""The benchmark harness runs end to end at its tiny scale and writes its report (no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+
+from bench.__main__ import main
+
+
+def test_tiny_run_writes_every_scenario_to_json_and_markdown(tmp_path):
+    code = main(["--scale", "tiny", "--db", "sqlite", "--out", str(tmp_path)])
+
+    run = json.loads((tmp_path / "latest.json").read_text(encoding="utf-8"))
+    markdown = (tmp_path / "benchmarks.md").read_text(encoding="utf-8")
+    assert code == 0, run["not_run"]
+    assert {row["scenario"] for row in run["rows"]} == {"1", "2", "3", "4", "5"}
+    assert all(row["hub"]["records"] > 0 for row in run["rows"])
+    assert "| 1 | REST pull" in markdown and "6 scale-out" in markdown
