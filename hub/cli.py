@@ -166,6 +166,10 @@ def demo(
     sys.exit(run_demo(keep=keep))
 
 
+from hub import cli_review  # noqa: E402  (reviewer commands: check, serve, tokens)
+cli_review.register(app)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
