@@ -16,6 +16,14 @@ def hub(tmp_path) -> Hub:
 
 
 @pytest.fixture
+def pg_hub(tmp_path, pg_url) -> Hub:
+    """The same hub on PostgreSQL (127.0.0.1:5432; skipped without it unless HUB_REQUIRE_SERVICES=1)."""
+    h = make_hub(tmp_path, database_url=pg_url)
+    yield h
+    h.runtime.dispose()
+
+
+@pytest.fixture
 def uscc() -> str:
     return make_uscc(4242)
 

@@ -102,9 +102,9 @@ ROLES = {
 }
 
 
-def make_hub(tmp_path: Path, *, migrated: bool = True) -> Hub:
+def make_hub(tmp_path: Path, *, migrated: bool = True, database_url: str | None = None) -> Hub:
     tokens_file = tmp_path / "tokens.json"
-    settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'hub.sqlite3'}",
+    settings = Settings(data_dir=tmp_path, database_url=database_url or f"sqlite:///{tmp_path / 'hub.sqlite3'}",
                         api_tokens_file=tokens_file, pki_dir=tmp_path / "no-pki", freshness_hours=24.0)  # fmt: skip
     runtime = HubRuntime(settings)
     hub = Hub(runtime)

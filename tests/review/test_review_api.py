@@ -262,3 +262,20 @@ def test_openapi_is_published(client):
     assert {"/api/v1/companies", "/api/v1/companies/{key}/history", "/api/v1/companies/{key}/check",
             "/api/v1/licences", "/api/v1/violations", "/api/v1/feeds/licences", "/api/v1/agencies"} <= set(paths)  # fmt: skip
     assert client.get("/docs").status_code == 200
+
+
+@pytest.mark.postgres
+def test_check_history_feed_and_intake_on_postgresql(pg_hub, uscc):
+    hub = pg_hub
+    hub.grant(1, XK_XDR_SHXYM=uscc)
+    hub.grant(1, XK_XDR_SHXYM=uscc, lifecycle="revoked", lifecycle_date=TODAY.isoformat(), lifecycle_reason="撤销")
+    hub.pulled(never=("GHFJ",))
+    with hub.client() as c:
+        posted = c.post("/api/v1/violations", json={"records": [violation(uscc, "SCJG", "PG-1")] * 2},
+                        headers=hub.headers("scjg")).json()  # fmt: skip
+        assert (posted["created"], posted["unchanged"]) == (1, 1)
+        check = c.get(f"/api/v1/companies/{uscc}/check", params={"case": "PG"}, headers=hub.headers("reviewer")).json()
+        assert check["verdict"] == "RED" and check["stale_agencies"] == ["GHFJ"]
+        feed = c.get("/api/v1/feeds/licences", headers=hub.headers("scjg")).json()
+        assert [i["lifecycle"] for i in feed["items"]] == ["granted", "revoked"]
+        assert c.get("/readyz").json()["ready"] is True
