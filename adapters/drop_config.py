@@ -43,6 +43,7 @@ class FileDropConfig(BaseModel):
     poll_interval: float = Field(1.0, gt=0)
     incomplete_grace: float = Field(600.0, ge=0)  # a manifest whose files stay short this long is corrupt
     claim_stale_after: float = Field(900.0, gt=0)  # a claim older than this was left by a dead worker
+    max_file_bytes: int = Field(64 * 1024 * 1024, ge=1)  # a manifest or data file larger than this is refused
     sealed: bool = False  # JWS-signed manifests and JWE files (certs.sealer), keys from the agency's [tls]
     # SFTP only
     host_key: str | None = None  # "ecdsa-sha2-nistp256 AAAA…" (or a file holding that line)

@@ -237,6 +237,10 @@ class FileDropAdapter:
         manifest_entry = self.transport.stat(f"{folder}/{MANIFEST_NAME}")
         if manifest_entry is None:
             return None
+        limit = self.config.max_file_bytes
+        if manifest_entry.size > limit:
+            return _Candidate(-1, name, folder, problem=f"{folder}/{MANIFEST_NAME}: {manifest_entry.size} bytes "
+                                                        f"is over the {limit} byte limit")  # fmt: skip
         try:
             manifest = Manifest.from_bytes(self.transport.read(f"{folder}/{MANIFEST_NAME}"), where=folder)
         except RefusedInput as exc:
@@ -245,6 +249,9 @@ class FileDropAdapter:
             return None
         overdue = now - manifest_entry.mtime > self.config.incomplete_grace
         for item in manifest.files:
+            if item.size > limit:  # refused before anything of it is read, and without waiting for it
+                return _Candidate(manifest.sequence, name, folder,
+                                  problem=f"{folder}/{item.name}: {item.size} bytes is over the {limit} byte limit")  # fmt: skip
             stored = self.transport.stat(f"{folder}/{item.name}")
             if stored is None or stored.size < item.size:
                 if not overdue:

@@ -77,12 +77,27 @@ def _jsonl_records(text: str, name: str) -> Iterator[RawRecord]:
         yield RawRecord(number, data, line)
 
 
-def read_licence_file(path: Path, *, encoding: str | None = None, fmt: str | None = None) -> list[RawRecord]:
-    """Parse a JSON-lines or CSV file (by ``fmt`` or its suffix) into numbered raw records."""
+def read_licence_file(path: Path, *, encoding: str | None = None, fmt: str | None = None,
+                      max_bytes: int = MAX_FILE_BYTES) -> list[RawRecord]:  # fmt: skip
+    """Parse a JSON-lines or CSV file (by ``fmt`` or its suffix) into numbered raw records.
+
+    Args:
+        path: the file.
+        encoding: utf-8 or gbk; detected when None.
+        fmt: csv or jsonl; from the suffix when None.
+        max_bytes: a larger file is refused before any of it is read.
+
+    Raises:
+        RefusedInput: too large, malformed bytes (file and byte offset named), or unreadable records.
+    """
     size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise RefusedInput(f"{path.name}: {size} bytes is over the {MAX_FILE_BYTES} byte limit")
-    text = decode(path.read_bytes(), name=path.name, encoding=encoding)
+    if size > max_bytes:
+        raise RefusedInput(f"{path.name}: {size} bytes is over the {max_bytes} byte limit")
+    with path.open("rb") as handle:
+        data = handle.read(max_bytes + 1)  # the file may have grown since stat
+    if len(data) > max_bytes:
+        raise RefusedInput(f"{path.name}: over the {max_bytes} byte limit")
+    text = decode(data, name=path.name, encoding=encoding)
     kind = fmt or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
     if kind == "csv":
         return list(_csv_records(text))
