@@ -1,0 +1,97 @@
+"""Pulls: a repeated page changes nothing, memory stays flat however many pages, status tells the story."""
+
+from __future__ import annotations
+
+import gc
+import json
+import tracemalloc
+
+import pytest
+
+from adapters.base import Cursor
+from hub.db import session_scope
+from hub.jobs import pull_job, push_job
+from hub.status import collect_status, render_text
+from hub.sync import pull_agency
+from sandbox.core import Fault
+from tests.helpers import make_uscc
+from tests.sync.support import agency_table, pulled, record
+
+
+def scripted_penalties(book, count: int) -> None:
+    for n in range(count):
+        book.add_penalty(subject_name=f"天津测试{n}号有限公司", uscc=make_uscc(10_000 + n))
+
+
+def test_a_repeated_page_duplicates_nothing(engine, make_runtime, start_agency):
+    agency = start_agency("SCJG")
+    transport = {**agency_table("SCJG")["rest"], "page_size": 5}
+    runtime = make_runtime(engine.url.render_as_string(hide_password=False),
+                           {"SCJG": {"endpoint": agency.endpoint, "transport": transport}})  # fmt: skip
+    scripted_penalties(agency.book, 12)
+    agency.book.inject(Fault.REPEAT, times=1)  # the agency serves page 1 twice in a row
+    first = pull_job(runtime, "SCJG")
+    agency.book.inject(Fault.REPEAT, times=2)  # and later serves its last pages again
+    second = pull_job(runtime, "SCJG")
+    ids, refs, cursor = pulled(runtime.engine, "SCJG")
+    assert sorted(ids) == sorted(p.record_id for p in agency.book.penalties)
+    assert len(ids) == len(set(ids)) == 12 and refs == []
+    assert cursor == 12
+    assert first["created"] == 12 and second["created"] == 0
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_however_many_pages(sqlite_engine, make_runtime, start_agency):
+    """A pull holds one page at a time: its working set is the same for 10 pages or 50.
+
+    What a pull leaves behind is measured apart: bounded caches of the libraries (pydantic's
+    string cache, SQLAlchemy's statement caches) keep a few small strings per new record until
+    they are full, far less than a record — a pull that kept its records would show here.
+    """
+    agency = start_agency("SCJG", malformed_every=0)
+    transport = {**agency_table("SCJG")["rest"], "page_size": 10}
+    runtime = make_runtime(str(sqlite_engine.url), {"SCJG": {"endpoint": agency.endpoint, "transport": transport}})
+    spec = runtime.agency("SCJG")
+    scripted_penalties(agency.book, 10 * 62)
+    working, kept = [], []
+    adapter = runtime.adapter_for("SCJG")
+    try:
+        pull_agency(runtime.engine, spec, adapter, max_pages=2)  # warm up (SQL compilation, imports)
+        for pages in (10, 50):
+            gc.collect()
+            tracemalloc.start()
+            result = pull_agency(runtime.engine, spec, adapter, max_pages=pages)
+            gc.collect()
+            current, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            assert result.pages == pages
+            working.append(peak - current)
+            kept.append(current / (pages * 10))
+        tracemalloc.start()
+        held = adapter.fetch(Cursor())  # what one page of records weighs while it is held
+        record_size = tracemalloc.get_traced_memory()[0] / len(held.records)
+        tracemalloc.stop()
+    finally:
+        adapter.close()
+    # five times the pages: a pull that accumulated pages would need about five times the memory
+    assert working[1] < working[0] * 2, f"working set for 50 pages {working[1]} vs 10 pages {working[0]}"
+    assert max(kept) < record_size / 3, f"{max(kept):.0f} bytes kept per record; a record weighs {record_size:.0f}"
+
+
+def test_status_shows_deliveries_pulls_and_quarantine(engine, make_runtime, start_agency):
+    agency = start_agency("SCJG", malformed_every=3)
+    runtime = make_runtime(engine.url.render_as_string(hide_password=False), {"SCJG": {"endpoint": agency.endpoint}})
+    record(runtime.engine, runtime.registry, range(1, 5))
+    push_job(runtime, "SCJG")
+    pull_job(runtime, "SCJG")
+    with session_scope(runtime.engine) as session:
+        status = collect_status(session, runtime.registry.values())
+    by_code = {a.code: a for a in status.agencies}
+    scjg, gsj = by_code["SCJG"], by_code["GSJ"]
+    malformed = sum(1 for p in agency.book.penalties if p.malformation)
+    assert (scjg.delivered, scjg.pending, scjg.dead, scjg.quarantined) == (4, 0, 0, malformed)
+    assert scjg.last_push_at and scjg.last_pull_at and scjg.fresh and scjg.lease_holder is None
+    assert gsj.pending == 4 and gsj.last_pull_at is None and not gsj.fresh  # never reached
+    text = render_text(status)
+    assert "4 delivered" in text and f"{malformed} quarantined" in text and "pull never" in text
+    assert json.loads(status.model_dump_json())["agencies"][0]["code"] == "DSJ"
