@@ -59,8 +59,18 @@ class timed:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size in MiB (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident set size in MiB.
+
+    VmHWM belongs to the address space, which exec replaces; ru_maxrss would also count the
+    parent's memory when the child was forked from a large process.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def run_child(module: str, args: list[str], *, timeout: float = 3600) -> dict[str, Any]:

@@ -42,7 +42,7 @@ def write_report(run: dict[str, Any], markdown: Path, json_file: Path, *, prefac
             f"| {row['target']} | {met} |"
         )
     if run.get("not_run"):
-        lines += ["", "## Not run", ""] + [f"- {item}" for item in run["not_run"]]
+        lines += ["", "## Not run, and notes", ""] + [f"- {item}" for item in run["not_run"]]
     notes = [f"- {row['title']} ({row.get('db', '')}): {row['baseline']['note']}" for row in run["rows"]
              if row.get("baseline") and row["baseline"].get("note")]  # fmt: skip
     if notes:
