@@ -37,7 +37,9 @@ def verify_command() -> None:
     except HubError as exc:
         _fail(f"{exc} ({type(exc).__name__})")
     except Exception as exc:  # noqa: BLE001 - e.g. no database yet: say so, never a traceback
-        _fail(f"cannot read the audit log: {type(exc).__name__}: {exc}")
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        _fail(f"cannot read the audit log in {runtime.settings.resolved_database_url} ({first_line}); "
+              "has `hub init` been run?")
     finally:
         runtime.dispose()
     if broken is not None:
