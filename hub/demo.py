@@ -17,6 +17,8 @@ from pathlib import Path
 from certs.pki import init_pki
 from contracts.registry import AGENCIES_DIR, load_registry
 from hub.cli import render_history
+from hub.cli_review import render_check
+from hub.compliance import load_rules, run_check
 from hub.db import session_scope
 from hub.history import company_history, find_company
 from hub.intake import import_licences, read_licence_file
@@ -67,6 +69,11 @@ def run_demo(*, keep: bool = False, out=print) -> int:
                     company = find_company(session, uscc)
                     out("")
                     out(render_history(company_history(session, company)))
+                    verdict = run_check(session, company=company, case_id=f"DEMO-{uscc[-6:]}", actor="demo",
+                                        rules=load_rules(), agencies=runtime.registry,
+                                        freshness_hours=settings.freshness_hours)  # fmt: skip
+                    out("  pre-approval check:")
+                    out("\n".join("    " + line for line in render_check(verdict).splitlines()[1:]))
             return 0 if ok else 1
         finally:
             sandbox.stop()

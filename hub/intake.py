@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,8 +132,11 @@ def import_licences(
     actor: str,
     skip_invalid: bool = False,
     source: str = "intake",
+    progress: Callable[[int], None] | None = None,
 ) -> IntakeResult:
     """Validate every record, then record them all in the caller's transaction.
+
+    ``progress`` is called with 1 after each grant is recorded (for a progress bar).
 
     Raises:
         ContractViolation: some records are invalid and ``skip_invalid`` is off; nothing was written.
@@ -141,8 +144,17 @@ def import_licences(
     valid, invalid = validate_grants(records)
     if invalid and not skip_invalid:
         raise ContractViolation.of([p for _, problems in invalid for p in problems])
-    result = record_grants(session, (grant for _, grant in valid), agencies, actor=actor)
+    grants = (grant for _, grant in valid)
+    if progress is not None:
+        grants = _reporting(grants, progress)
+    result = record_grants(session, grants, agencies, actor=actor)
     for rec, problems in invalid:
         quarantine(session, source=source, record_ref=f"record {rec.number}", problems=problems, raw=rec.raw)
     result.quarantined = len(invalid)
     return result
+
+
+def _reporting(grants: Iterable[LicenceGrant], progress: Callable[[int], None]) -> Iterator[LicenceGrant]:
+    for grant in grants:
+        yield grant
+        progress(1)

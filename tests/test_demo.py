@@ -40,4 +40,5 @@ def test_demo_runs_the_whole_loop_and_cleans_up(tmp_path):
     # REST (SCJG/GAFJ), SOAP (GSJ/DSJ) and a file drop (XFZD) all reported penalties for this company
     assert agencies & {"SCJG", "GAFJ"} and agencies & {"GSJ", "DSJ"} and "XFZD" in agencies
     assert "quarantined" in out
+    assert ": GREEN" in clean and (": AMBER" in penalised or ": RED" in penalised)
     assert _processes_with(marker) == []  # no sandbox or worker process outlives the demo
