@@ -7,17 +7,22 @@ nothing is forgotten.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 
-from sqlmodel import Session, select
+from sqlalchemy import insert
+from sqlmodel import Session, col, select
 
 from adapters.base import payload_digest
 from contracts.records import ViolationRecord
 from hub.clock import utcnow
+from contracts.uscc import PLACEHOLDER, org_code_of
 from hub.companies import resolve_identity
-from hub.models import Violation, ViolationRevision
+from hub.models import Company, IdentityStatus, Violation, ViolationRevision
 
-__all__ = ["StoreOutcome", "store_violation"]
+__all__ = ["StoreOutcome", "store_violation", "store_violations"]
+
+_CHUNK = 500  # ids per IN (...) list: far below SQLite's and PostgreSQL's parameter limits
 
 
 class StoreOutcome(StrEnum):
@@ -67,3 +72,96 @@ def store_violation(session: Session, record: ViolationRecord) -> tuple[StoreOut
     session.flush()
     session.add(ViolationRevision(violation_id=row.id, version=row.version, digest=digest, payload=canonical))
     return outcome, row
+
+
+def _existing_digests(session: Session, keys: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    by_agency: dict[str, list[str]] = {}
+    for agency, record_id in keys:
+        by_agency.setdefault(agency, []).append(record_id)
+    found: dict[tuple[str, str], str] = {}
+    for agency, ids in by_agency.items():
+        for start in range(0, len(ids), _CHUNK):
+            rows = session.exec(
+                select(Violation.agency_record_id, Violation.digest).where(
+                    Violation.source_agency == agency, col(Violation.agency_record_id).in_(ids[start : start + _CHUNK])
+                )
+            ).all()
+            found.update({(agency, rid): digest for rid, digest in rows})
+    return found
+
+
+def _companies_by_uscc(session: Session, records: list[ViolationRecord]) -> dict[str, int]:
+    """Company ids for the records' USCCs, creating the missing companies as resolve_identity would."""
+    wanted = {r.uscc: r for r in records if r.uscc and r.uscc != PLACEHOLDER}
+    codes = list(wanted)
+    ids: dict[str, int] = {}
+    for start in range(0, len(codes), _CHUNK):
+        rows = session.exec(select(Company.uscc, Company.id).where(col(Company.uscc).in_(codes[start : start + _CHUNK])))
+        ids.update(dict(rows.all()))
+    missing = [wanted[c] for c in codes if c not in ids]
+    if missing:
+        created = [Company(uscc=r.uscc, name=r.subject_name, category=r.subject_category.value,
+                           org_code=org_code_of(r.uscc), reg_no=r.reg_no) for r in missing]  # fmt: skip
+        session.add_all(created)
+        session.flush()  # one batched INSERT … RETURNING for all of them
+        ids.update({c.uscc: c.id for c in created})
+    return ids
+
+
+def store_violations(session: Session, records: Sequence[ViolationRecord]) -> list[StoreOutcome]:
+    """Store a page of records in the caller's transaction; same outcomes as store_violation, one by one.
+
+    Row-at-a-time ORM work dominated pulls (see docs/benchmarks.md), so new records are found
+    with one IN query, their companies resolved with another, and inserted with one executemany
+    each for violations and revisions. Changed records, a record id repeated within the page and
+    records identified only by a legacy id take store_violation's path, in page order after the
+    new ones, so the result is what calling store_violation for each record in turn gives.
+    """
+    prepared = []
+    for record in records:
+        canonical = record.model_dump(mode="json", by_alias=True, exclude_none=True)
+        prepared.append((record, canonical, payload_digest(canonical)))
+    existing = _existing_digests(session, {(r.source_agency, r.agency_record_id) for r, _, _ in prepared})
+    outcomes: list[StoreOutcome | None] = [None] * len(prepared)
+    fresh, slow, seen = [], [], set()
+    for index, (record, canonical, digest) in enumerate(prepared):
+        key = (record.source_agency, record.agency_record_id)
+        by_uscc = bool(record.uscc and record.uscc != PLACEHOLDER)
+        if key in seen or (key not in existing and not by_uscc):
+            slow.append(index)
+        elif key in existing:
+            if existing[key] == digest:
+                outcomes[index] = StoreOutcome.UNCHANGED
+            else:
+                slow.append(index)
+        else:
+            fresh.append(index)
+        seen.add(key)
+    if fresh:
+        companies = _companies_by_uscc(session, [prepared[i][0] for i in fresh])
+        now = utcnow()
+        rows = []
+        for i in fresh:
+            record, canonical, digest = prepared[i]
+            rows.append({
+                "source_agency": record.source_agency, "agency_record_id": record.agency_record_id,
+                "company_id": companies[record.uscc], "identity_status": IdentityStatus.LINKED.value,
+                "identity_note": None, "subject_name": record.subject_name, "uscc": record.uscc,
+                "decision_no": record.decision_no, "decision_date": record.decision_date,
+                "severity": record.severity.value, "penalty_types": [p.value for p in record.penalty_types],
+                "fine": record.fine, "confiscated": record.confiscated, "validity_end": record.validity_end,
+                "publication_end": record.publication_end, "repair_status": record.repair_status.value,
+                "repair_date": record.repair_date, "version": 1, "digest": digest, "payload": canonical,
+                "created_at": now, "updated_at": now,
+            })  # fmt: skip
+        table = Violation.__table__
+        new_ids = session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars().all()
+        session.execute(insert(ViolationRevision.__table__), [
+            {"violation_id": vid, "version": 1, "digest": row["digest"], "payload": row["payload"], "recorded_at": now}
+            for vid, row in zip(new_ids, rows, strict=True)
+        ])  # fmt: skip
+        for i in fresh:
+            outcomes[i] = StoreOutcome.CREATED
+    for i in slow:
+        outcomes[i], _ = store_violation(session, prepared[i][0])
+    return outcomes  # type: ignore[return-value]
