@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import email.utils
 import hashlib
 import time
 from collections.abc import Iterator, Sequence
@@ -27,6 +26,7 @@ from requests.adapters import HTTPAdapter
 
 from adapters import AdapterContext
 from adapters.rest_json import JsonShapeError, split_items
+from adapters.http_headers import retry_after_seconds
 from adapters.base import Cursor, Health, InboundRecord, OutboundMessage, Page, Receipt
 from contracts.registry import AgencySpec
 from hub.errors import ConfigurationError, FatalError, HubError, TransientError
@@ -108,24 +108,6 @@ class RestConfig(BaseModel):
         if not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url {self.base_url!r} must start with http:// or https://")
         return self
-
-
-def retry_after_seconds(value: str | None, *, now: dt.datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date; None if absent or bad."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, (when - (now or dt.datetime.now(dt.UTC))).total_seconds())
 
 
 @contextlib.contextmanager

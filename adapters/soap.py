@@ -27,7 +27,6 @@ is ``FatalError`` (the ack inside cannot be trusted; a resend later is deduplica
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import json
 import threading
 import time
@@ -41,6 +40,7 @@ import zeep.exceptions as zx
 from pydantic import ValidationError
 from zeep.helpers import serialize_object
 
+from adapters.http_headers import retry_after_seconds
 from adapters.base import Cursor, Health, InboundRecord, OutboundMessage, Page, Receipt, Rejected
 from adapters.soap_config import AckPaths, SoapConfig, WsseConfig
 from hub.errors import ConfigurationError, FatalError, HubError, RefusedInput, TransientError
@@ -64,25 +64,11 @@ class _HttpStatus(zx.TransportError):
         self.retry_after = retry_after
 
 
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
-
-
 class _Transport(zeep.Transport):
     def post(self, address: str, message: bytes, headers: dict[str, str]) -> requests.Response:
         response = super().post(address, message, headers)
         if response.status_code not in (200, 500):
-            raise _HttpStatus(response.status_code, _retry_after(response.headers.get("Retry-After")))
+            raise _HttpStatus(response.status_code, retry_after_seconds(response.headers.get("Retry-After")))
         return response
 
 

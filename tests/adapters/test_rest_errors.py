@@ -22,7 +22,8 @@ from cryptography.x509.oid import NameOID
 
 from adapters import AdapterContext, build_adapter
 from adapters.base import Cursor, OutboundMessage
-from adapters.rest import RestAdapter, retry_after_seconds
+from adapters.http_headers import retry_after_seconds
+from adapters.rest import RestAdapter
 from contracts.registry import load_registry
 from hub.errors import ConfigurationError, FatalError, HubError, TransientError
 from sandbox.core import Fault
