@@ -48,7 +48,7 @@ def worker(
     from sync_jobs.celery_app import QUEUE, app as celery
 
     argv = ["worker", f"--loglevel={loglevel}", f"--concurrency={concurrency}", "-Q", QUEUE,
-            f"--hostname=hub{os.getpid()}@%h"]  # fmt: skip
+            f"--hostname=hub{os.getpid()}@%h", "--without-mingle", "--without-gossip"]  # fmt: skip
     if beat:
         argv.append("--beat")
     celery.worker_main(argv)

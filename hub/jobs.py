@@ -19,13 +19,13 @@ from sqlmodel import select
 from hub.clock import utcnow
 from hub.db import session_scope
 from hub.errors import ConfigurationError, HubError, LeaseLost, TransientError
-from hub.leases import holder_name, lease_for
+from hub.leases import LeaseFence, holder_name, lease_for
 from hub.models import Agency, Delivery, DeliveryState
 from hub.outbox import sweep_stale
 from hub.runtime import HubRuntime
 from hub.sync import pull_agency, push_agency
 
-__all__ = ["check_certificates_job", "pull_job", "push_job", "sweep_job"]
+__all__ = ["check_certificates_job", "pull_job", "push_job", "sweep_job", "sync_job"]
 
 log = logging.getLogger(__name__)
 
@@ -50,33 +50,73 @@ def _note_error(runtime: HubRuntime, code: str, what: str, exc: HubError) -> Non
             session.add(agency)
 
 
+def _push(runtime: HubRuntime, code: str, fence: LeaseFence) -> dict[str, Any]:
+    spec = runtime.agency(code)
+    adapter = runtime.adapter_for(spec.code)
+    try:
+        result = push_agency(runtime.engine, spec, adapter, fence=fence)
+    finally:
+        adapter.close()
+    report = {"delivered": result.delivered, "duplicates": result.duplicates, "retrying": result.retrying,
+              "dead": result.dead, "error": result.error}  # fmt: skip
+    if result.error and result.retrying:
+        raise TransientError(f"push {spec.code}: {result.error}", retry_after=_next_due_in(runtime, spec.code),
+                             report=report)  # fmt: skip
+    return report
+
+
+def _pull(runtime: HubRuntime, code: str, fence: LeaseFence) -> dict[str, Any]:
+    spec = runtime.agency(code)
+    adapter = runtime.adapter_for(spec.code)
+    try:
+        result = pull_agency(runtime.engine, spec, adapter, fence=fence)
+    except LeaseLost:
+        raise
+    except HubError as exc:
+        _note_error(runtime, spec.code, "pull", exc)
+        raise
+    finally:
+        adapter.close()
+    return {"pages": result.pages, "created": result.created, "updated": result.updated,
+            "unchanged": result.unchanged, "quarantined": result.quarantined, "cursor": result.cursor}  # fmt: skip
+
+
+def _leased(runtime: HubRuntime, code: str, holder: str | None, steps) -> dict[str, Any]:
+    """Run ``steps`` (push and/or pull) under the agency's lease; the first transient failure is raised last."""
+    code = runtime.agency(code).code
+    report: dict[str, Any] = {"agency": code}
+    postponed: TransientError | None = None
+    with lease_for(runtime.engine, code, seconds=runtime.settings.lease_seconds,
+                   holder=holder or holder_name("sync")) as fence:  # fmt: skip
+        if fence is None:
+            return {**report, "skipped": "another worker holds the lease"}
+        for name, step in steps:
+            try:
+                report[name] = step(runtime, code, fence)
+            except LeaseLost as exc:
+                log.warning("%s %s stopped: %s", name, code, exc)
+                return {**report, "lease_lost": str(exc)}
+            except TransientError as exc:
+                # a push that failed must not hold back the pull (and the other way round)
+                report[name] = {"error": str(exc)}
+                postponed = postponed or exc
+    if postponed is not None:
+        raise postponed
+    return report
+
+
 def push_job(runtime: HubRuntime, code: str, *, holder: str | None = None) -> dict[str, Any]:
     """Push every due delivery for one agency under its lease.
+
+    Returns ``{"agency": code, "push": {...counts}}``, or ``{"agency": code, "skipped": ...}`` when
+    another worker holds the agency.
 
     Raises:
         TransientError: the agency failed transiently; ``retry_after`` is when the earliest
             delivery is due again (the deliveries' own attempts are already counted in the DB).
         FatalError, ConfigurationError: as hub.sync.push_agency.
     """
-    spec = runtime.agency(code)
-    holder = holder or holder_name("push")
-    with lease_for(runtime.engine, spec.code, seconds=runtime.settings.lease_seconds, holder=holder) as fence:
-        if fence is None:
-            return {"agency": spec.code, "skipped": "another worker holds the lease"}
-        adapter = runtime.adapter_for(spec.code)
-        try:
-            result = push_agency(runtime.engine, spec, adapter, fence=fence)
-        except LeaseLost as exc:
-            log.warning("push %s stopped: %s", spec.code, exc)
-            return {"agency": spec.code, "lease_lost": str(exc)}
-        finally:
-            adapter.close()
-    report = {"agency": spec.code, "delivered": result.delivered, "duplicates": result.duplicates,
-              "retrying": result.retrying, "dead": result.dead, "error": result.error}  # fmt: skip
-    if result.error and result.retrying:
-        raise TransientError(f"push {spec.code}: {result.error}", retry_after=_next_due_in(runtime, spec.code),
-                             report=report)  # fmt: skip
-    return report
+    return _leased(runtime, code, holder, [("push", _push)])
 
 
 def pull_job(runtime: HubRuntime, code: str, *, holder: str | None = None) -> dict[str, Any]:
@@ -86,24 +126,16 @@ def pull_job(runtime: HubRuntime, code: str, *, holder: str | None = None) -> di
         TransientError: the agency failed transiently (pages already committed stay committed).
         FatalError, ConfigurationError: as hub.sync.pull_agency.
     """
-    spec = runtime.agency(code)
-    holder = holder or holder_name("pull")
-    with lease_for(runtime.engine, spec.code, seconds=runtime.settings.lease_seconds, holder=holder) as fence:
-        if fence is None:
-            return {"agency": spec.code, "skipped": "another worker holds the lease"}
-        adapter = runtime.adapter_for(spec.code)
-        try:
-            result = pull_agency(runtime.engine, spec, adapter, fence=fence)
-        except LeaseLost as exc:
-            log.warning("pull %s stopped: %s", spec.code, exc)
-            return {"agency": spec.code, "lease_lost": str(exc)}
-        except HubError as exc:
-            _note_error(runtime, spec.code, "pull", exc)
-            raise
-        finally:
-            adapter.close()
-    return {"agency": spec.code, "pages": result.pages, "created": result.created, "updated": result.updated,
-            "unchanged": result.unchanged, "quarantined": result.quarantined, "cursor": result.cursor}  # fmt: skip
+    return _leased(runtime, code, holder, [("pull", _pull)])
+
+
+def sync_job(runtime: HubRuntime, code: str, *, holder: str | None = None) -> dict[str, Any]:
+    """Push, then pull, for one agency under one lease: what the beat runs at the agency's interval.
+
+    One job per agency (rather than a push job and a pull job racing for the same lease) means
+    neither waits a whole interval because the other held the agency.
+    """
+    return _leased(runtime, code, holder, [("push", _push), ("pull", _pull)])
 
 
 def sweep_job(runtime: HubRuntime, *, older_than: dt.timedelta | None = None) -> dict[str, Any]:

@@ -57,17 +57,17 @@ def broker_options(url: str) -> dict[str, Any]:
 
 
 def beat_schedule(registry: Iterable[AgencySpec], *, sweep_seconds: float) -> dict[str, dict[str, Any]]:
-    """One push and one pull entry per agency at its own interval, plus the sweeper and the certificate check.
+    """One entry per agency at its own interval, plus the sweeper and the certificate check.
 
-    Entries expire after their interval, so a backlog of ticks piled up while no worker ran is
-    dropped rather than replayed (the next tick does the same work).
+    The agency entry pushes then pulls under the agency's one lease (separate push and pull
+    entries would race for it, and the loser would wait a whole interval). Entries expire after
+    their interval, so ticks piled up while no worker ran are dropped, not replayed: the next
+    tick does the same work.
     """
     schedule: dict[str, dict[str, Any]] = {}
     for spec in registry:
         every = float(spec.schedule_seconds)
-        schedule[f"push-{spec.code}"] = {"task": "hub.push_agency", "schedule": timedelta(seconds=every),
-                                         "args": (spec.code,), "options": {"expires": every}}  # fmt: skip
-        schedule[f"pull-{spec.code}"] = {"task": "hub.pull_agency", "schedule": timedelta(seconds=every),
+        schedule[f"sync-{spec.code}"] = {"task": "hub.sync_agency", "schedule": timedelta(seconds=every),
                                          "args": (spec.code,), "options": {"expires": every}}  # fmt: skip
     schedule["sweep"] = {"task": "hub.sweep", "schedule": timedelta(seconds=sweep_seconds),
                          "options": {"expires": sweep_seconds}}  # fmt: skip
@@ -82,8 +82,7 @@ def create_app(settings: Settings | None = None, *, registry: Iterable[AgencySpe
     settings = settings or Settings()
     specs = list(registry) if registry is not None else list(load_registry(settings.agencies_dir).values())
     broker = settings.resolved_broker_url
-    if broker.startswith("sqla+sqlite"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # the beat's schedule file (and the embedded broker)
     celery = Celery("shenguan_hub", broker=broker, include=["sync_jobs.tasks"])
     celery.conf.update(
         task_acks_late=True,

@@ -16,12 +16,12 @@ from typing import Any
 from celery import Task
 
 from hub.errors import TransientError
-from hub.jobs import check_certificates_job, pull_job, push_job, sweep_job
+from hub.jobs import check_certificates_job, pull_job, push_job, sweep_job, sync_job
 from hub.runtime import HubRuntime
 from hub.sync import backoff_delay
 from sync_jobs.celery_app import MAX_RETRY_DELAY, app
 
-__all__ = ["check_certificates_task", "pull_agency_task", "push_agency_task", "sweep_task"]
+__all__ = ["check_certificates_task", "pull_agency_task", "push_agency_task", "sweep_task", "sync_agency_task"]
 
 _runtime: HubRuntime | None = None
 
@@ -50,7 +50,8 @@ class HubTask(Task):
         except self.retry_for as exc:
             delay = backoff_delay(self.request.retries + 1, self.retry_base_seconds,
                                   retry_after=getattr(exc, "retry_after", None))  # fmt: skip
-            raise self.retry(exc=exc, countdown=min(delay, self.retry_max_delay)) from exc
+            # expires=None: a beat entry's expiry is for its tick, not for the retry it led to
+            raise self.retry(exc=exc, countdown=min(delay, self.retry_max_delay), expires=None) from exc
 
 
 @app.task(bind=True, base=HubTask, name="hub.push_agency")
@@ -63,6 +64,12 @@ def push_agency_task(self: HubTask, code: str) -> dict[str, Any]:
 def pull_agency_task(self: HubTask, code: str) -> dict[str, Any]:
     """Pull new violation records from agency ``code``."""
     return self.run_job(pull_job, code)
+
+
+@app.task(bind=True, base=HubTask, name="hub.sync_agency")
+def sync_agency_task(self: HubTask, code: str) -> dict[str, Any]:
+    """Push, then pull, for agency ``code`` (the beat's entry for each agency)."""
+    return self.run_job(sync_job, code)
 
 
 @app.task(bind=True, base=HubTask, name="hub.sweep", max_retries=0)

@@ -102,8 +102,17 @@ def write_agency_files(directory: Path, overrides: dict[str, dict[str, Any]], **
         protocol = data["protocol"]
         for key, value in {**override, **fields}.items():
             data[protocol if key == "transport" else key] = value
-        (directory / f"{code.lower()}.toml").write_text(tomli_w.dumps(data), encoding="utf-8")
+        (directory / f"{code.lower()}.toml").write_text(tomli_w.dumps(_without_none(data)), encoding="utf-8")
     return directory
+
+
+def _without_none(value: Any) -> Any:
+    """TOML has no null: a None override means "the default", so the key is left out."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
 
 
 def record(engine, registry, numbers) -> None:

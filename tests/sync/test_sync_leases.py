@@ -90,7 +90,7 @@ def test_two_workers_racing_for_one_agency_only_one_pushes(sqlite_engine, make_r
     gate.release.set()
     first.join(20)
     assert results["second"] == {"agency": "SCJG", "skipped": "another worker holds the lease"}
-    assert results["first"]["delivered"] == 5
+    assert results["first"]["push"]["delivered"] == 5
     assert len(agency.book.received) == 5
     assert all(r.times_seen == 1 for r in agency.book.received.values())
     assert states(runtime.engine, "SCJG") == {"delivered": 5}

@@ -10,7 +10,7 @@ import pytest
 
 from adapters.base import Cursor
 from hub.db import session_scope
-from hub.jobs import pull_job, push_job
+from hub.jobs import pull_job, sync_job
 from hub.status import collect_status, render_text
 from hub.sync import pull_agency
 from sandbox.core import Fault
@@ -37,7 +37,7 @@ def test_a_repeated_page_duplicates_nothing(engine, make_runtime, start_agency):
     assert sorted(ids) == sorted(p.record_id for p in agency.book.penalties)
     assert len(ids) == len(set(ids)) == 12 and refs == []
     assert cursor == 12
-    assert first["created"] == 12 and second["created"] == 0
+    assert first["pull"]["created"] == 12 and second["pull"]["created"] == 0
 
 
 @pytest.mark.slow
@@ -82,8 +82,7 @@ def test_status_shows_deliveries_pulls_and_quarantine(engine, make_runtime, star
     agency = start_agency("SCJG", malformed_every=3)
     runtime = make_runtime(engine.url.render_as_string(hide_password=False), {"SCJG": {"endpoint": agency.endpoint}})
     record(runtime.engine, runtime.registry, range(1, 5))
-    push_job(runtime, "SCJG")
-    pull_job(runtime, "SCJG")
+    assert sync_job(runtime, "SCJG")["push"]["delivered"] == 4
     with session_scope(runtime.engine) as session:
         status = collect_status(session, runtime.registry.values())
     by_code = {a.code: a for a in status.agencies}
