@@ -169,6 +169,9 @@ def demo(
 from hub import cli_review  # noqa: E402  (reviewer commands: check, serve, tokens)
 cli_review.register(app)
 
+from hub import cli_ops  # noqa: E402  (operations: worker, status, dead-letters)
+cli_ops.register(app)
+
 
 def main() -> None:  # pragma: no cover - console entry point
     app()
