@@ -77,9 +77,11 @@ def licences_import(
     runtime = _runtime()
     runtime.init_database()
     records = read_licence_file(file, encoding=encoding, fmt=fmt)
-    with session_scope(runtime.engine) as session:
+    with session_scope(runtime.engine) as session, typer.progressbar(
+        length=len(records), label=f"recording {file.name}", file=sys.stderr
+    ) as bar:
         result = import_licences(session, records, runtime.registry, actor=f"cli:{file.name}",
-                                 skip_invalid=skip_invalid)  # fmt: skip
+                                 skip_invalid=skip_invalid, progress=bar.update)  # fmt: skip
     typer.echo(f"{file.name}: {len(records)} records: {result.created} new, {result.changed} changed, "
                f"{result.unchanged} unchanged, {result.quarantined} quarantined; "
                f"{result.deliveries} deliveries queued")  # fmt: skip
@@ -148,9 +150,11 @@ def sync(
     runtime.init_database()
     codes = [runtime.agency(agency).code] if agency else list(runtime.registry)
     failed = False
-    for line, ok in sync_agencies(runtime, codes, push=push or not pull, pull=pull or not push):
-        typer.echo(line)
-        failed |= not ok
+    steps = sync_agencies(runtime, codes, push=push or not pull, pull=pull or not push)
+    with typer.progressbar(steps, label="syncing", file=sys.stderr, show_pos=True) as progress:
+        for line, ok in progress:
+            typer.echo(line)
+            failed |= not ok
     if failed:
         raise typer.Exit(1)
 

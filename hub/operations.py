@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from hub.errors import HubError
+from hub.errors import HubError, LeaseLost
+from hub.leases import holder_name, lease_for
 from hub.runtime import HubRuntime
 from hub.sync import pull_agency, push_agency
 
@@ -13,32 +14,47 @@ __all__ = ["sync_agencies"]
 
 def sync_agencies(runtime: HubRuntime, codes: Iterable[str], *, push: bool = True,
                   pull: bool = True) -> Iterator[tuple[str, bool]]:  # fmt: skip
-    """Push then pull each agency in turn; yield a line of outcome per step and whether it succeeded.
+    """Push then pull each agency in turn, under its lease; yield a line of outcome and whether it succeeded.
 
-    One agency failing does not stop the others: its error is reported and the loop goes on.
+    The lease is the same one the Celery workers take, so `hub sync` never races a worker for an
+    agency. One agency failing does not stop the others: its error is reported and the loop goes on.
     """
+    holder = holder_name("cli-")
     for code in codes:
         spec = runtime.agency(code)
-        try:
-            adapter = runtime.adapter_for(code)
-        except HubError as exc:
-            yield f"{code}: cannot build adapter: {exc}", False
-            continue
-        try:
-            if push:
-                try:
-                    r = push_agency(runtime.engine, spec, adapter)
-                    ok = r.error is None
-                    yield (f"{code}: pushed {r.delivered} ({r.duplicates} already held), {r.retrying} to retry, "
-                           f"{r.dead} dead" + (f" — {r.error}" if r.error else "")), ok  # fmt: skip
-                except HubError as exc:
-                    yield f"{code}: push stopped: {exc} ({type(exc).__name__})", False
-            if pull:
-                try:
-                    p = pull_agency(runtime.engine, spec, adapter)
-                    yield (f"{code}: pulled {p.pages} page(s): {p.created} new, {p.updated} updated, "
-                           f"{p.unchanged} unchanged, {p.quarantined} quarantined; cursor {p.cursor}"), True  # fmt: skip
-                except HubError as exc:
-                    yield f"{code}: pull stopped: {exc} ({type(exc).__name__})", False
-        finally:
-            adapter.close()
+        with lease_for(runtime.engine, spec.code, seconds=runtime.settings.lease_seconds, holder=holder) as fence:
+            if fence is None:
+                yield f"{code}: skipped — another worker is syncing this agency now", True
+                continue
+            try:
+                adapter = runtime.adapter_for(code)
+            except HubError as exc:
+                yield f"{code}: cannot build adapter: {exc}", False
+                continue
+            try:
+                if push:
+                    yield _push(runtime, spec, adapter, fence)
+                if pull:
+                    yield _pull(runtime, spec, adapter, fence)
+            finally:
+                adapter.close()
+
+
+def _push(runtime, spec, adapter, fence) -> tuple[str, bool]:
+    try:
+        r = push_agency(runtime.engine, spec, adapter, fence=fence)
+    except LeaseLost as exc:
+        return f"{spec.code}: push stopped, lease lost: {exc}", False
+    except HubError as exc:
+        return f"{spec.code}: push stopped: {exc} ({type(exc).__name__})", False
+    line = f"{spec.code}: pushed {r.delivered} ({r.duplicates} already held), {r.retrying} to retry, {r.dead} dead"
+    return line + (f" — {r.error}" if r.error else ""), r.error is None
+
+
+def _pull(runtime, spec, adapter, fence) -> tuple[str, bool]:
+    try:
+        p = pull_agency(runtime.engine, spec, adapter, fence=fence)
+    except HubError as exc:
+        return f"{spec.code}: pull stopped: {exc} ({type(exc).__name__})", False
+    return (f"{spec.code}: pulled {p.pages} page(s): {p.created} new, {p.updated} updated, "
+            f"{p.unchanged} unchanged, {p.quarantined} quarantined; cursor {p.cursor}"), True  # fmt: skip
