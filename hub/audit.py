@@ -22,7 +22,7 @@ from hub.models import AuditEntry
 GENESIS = "0" * 64
 _ADVISORY_KEY = 0x5348_4755  # 'SHGU'
 
-__all__ = ["GENESIS", "ChainBreak", "append", "entry_hash", "verify_chain"]
+__all__ = ["GENESIS", "ChainBreak", "append", "append_many", "entry_hash", "verify_chain"]
 
 
 def entry_hash(prev_hash: str, *, at: str, actor: str, action: str, subject: str,
@@ -42,17 +42,43 @@ def _stamp(entry: AuditEntry) -> str:
 def append(session: Session, *, actor: str, action: str, subject: str,
            detail: dict[str, Any] | None = None, payload_digest: str | None = None) -> AuditEntry:  # fmt: skip
     """Append one entry in the caller's transaction (it commits with the change it records)."""
+    return append_many(session, [{"actor": actor, "action": action, "subject": subject, "detail": detail,
+                                  "payload_digest": payload_digest}])[0]  # fmt: skip
+
+
+def append_many(session: Session, entries: list[dict[str, Any]]) -> list[AuditEntry]:
+    """Append several entries, chained in order, in the caller's transaction.
+
+    The last hash is read once, under the writers' lock, for all of them: the same chain as
+    that many ``append`` calls, without a round trip per entry.
+
+    Args:
+        session: the caller's session; the entries commit with the change they record.
+        entries: dicts with the keyword arguments of ``append`` (actor, action, subject, and
+            optionally detail and payload_digest).
+
+    Returns:
+        The entries as written (flushed, so their ids are set).
+    """
+    if not entries:
+        return []
     if session.get_bind().dialect.name == "postgresql":
         session.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_KEY})
-    last = session.exec(select(AuditEntry.entry_hash).order_by(AuditEntry.id.desc()).limit(1)).first()
-    detail = json.loads(json.dumps(detail or {}, ensure_ascii=False, default=str))
-    entry = AuditEntry(actor=actor, action=action, subject=subject, detail=detail,
-                       payload_digest=payload_digest, prev_hash=last or GENESIS, entry_hash="")  # fmt: skip
-    entry.entry_hash = entry_hash(entry.prev_hash, at=_stamp(entry), actor=actor, action=action,
-                                  subject=subject, detail=detail, payload_digest=payload_digest)  # fmt: skip
-    session.add(entry)
+    prev = session.exec(select(AuditEntry.entry_hash).order_by(AuditEntry.id.desc()).limit(1)).first() or GENESIS
+    written = []
+    for item in entries:
+        actor, action, subject = item["actor"], item["action"], item["subject"]
+        digest = item.get("payload_digest")
+        detail = json.loads(json.dumps(item.get("detail") or {}, ensure_ascii=False, default=str))
+        entry = AuditEntry(actor=actor, action=action, subject=subject, detail=detail,
+                           payload_digest=digest, prev_hash=prev, entry_hash="")  # fmt: skip
+        entry.entry_hash = entry_hash(prev, at=_stamp(entry), actor=actor, action=action,
+                                      subject=subject, detail=detail, payload_digest=digest)  # fmt: skip
+        session.add(entry)
+        written.append(entry)
+        prev = entry.entry_hash
     session.flush()
-    return entry
+    return written
 
 
 @dataclass(frozen=True)

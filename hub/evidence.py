@@ -136,6 +136,10 @@ def _deliveries(session: Session, licences: list[Licence]) -> list[Delivery]:
 def _relevant(entry: AuditEntry, chosen: _Selection) -> bool:
     if entry.subject in chosen.subjects:
         return True
+    if entry.action == "delivery.receipt":  # one entry per pushed batch, listing each receipt
+        receipts = (entry.detail or {}).get("receipts") or []
+        return any(f"licence:{r.get('licence')}" in chosen.subjects or f"delivery:{r.get('message_id')}" in chosen.subjects
+                   for r in receipts)  # fmt: skip
     if entry.action in _CARRIERS and chosen.carried:
         agency = entry.subject.removeprefix("agency:")
         refs = set((entry.detail or {}).get("refs") or [])
