@@ -61,6 +61,27 @@ def default_severity(penalties: tuple[PenaltyType, ...]) -> Severity:
     return Severity.ORDINARY
 
 
+def _fixed_layout(fmt: str) -> tuple[int, tuple[int, int, int], tuple[tuple[int, str], ...]] | None:
+    """(length, (year, month, day) offsets, literal characters) of a %Y/%m/%d-only format."""
+    pos, offsets, literals, i = 0, {}, [], 0
+    while i < len(fmt):
+        if fmt[i] == "%":
+            directive = fmt[i + 1 : i + 2]
+            if directive not in ("Y", "m", "d") or directive in offsets:
+                return None
+            offsets[directive] = pos
+            pos, i = pos + (4 if directive == "Y" else 2), i + 2
+        else:
+            literals.append((pos, fmt[i]))
+            pos, i = pos + 1, i + 1
+    if set(offsets) != {"Y", "m", "d"} or any(ch.isdigit() or ch.isspace() for _, ch in literals):
+        return None
+    return pos, (offsets["Y"], offsets["m"], offsets["d"]), tuple(literals)
+
+
+_FIXED_LAYOUTS = {f: _fixed_layout(f) for f in ("%Y-%m-%d", "%Y%m%d", "%Y年%m月%d日", "%Y/%m/%d", "%Y.%m.%d")}
+
+
 def _parse_date(value: Any, formats: list[str]) -> dt.date:
     if isinstance(value, dt.datetime):
         return value.date()
@@ -68,6 +89,18 @@ def _parse_date(value: Any, formats: list[str]) -> dt.date:
         return value
     text = str(value).strip()
     for fmt in formats:
+        layout = _FIXED_LAYOUTS.get(fmt)
+        if layout is not None and len(text) == layout[0]:
+            # fixed-width layout: slicing is ~10x faster than strptime and, for text of this
+            # exact shape, gives the same date (anything else falls through to strptime)
+            size, (ys, ms, ds), literals = layout
+            if all(text[i] == ch for i, ch in literals):
+                y, m, d = text[ys:ys + 4], text[ms:ms + 2], text[ds:ds + 2]
+                if (y + m + d).isascii() and y.isdigit() and m.isdigit() and d.isdigit():
+                    try:
+                        return dt.date(int(y), int(m), int(d))
+                    except ValueError:
+                        pass
         try:
             return dt.datetime.strptime(text, fmt).date()
         except ValueError:
@@ -146,8 +179,25 @@ def native_to_violation(
     return parse_record(ViolationRecord, data, record=record)
 
 
+_INVERSES: dict[int, tuple[FieldMapping, dict[str, dict[str, str]]]] = {}
+
+
+def _inverse(code: str, mapping: FieldMapping) -> dict[str, str]:
+    # built once per mapping (frozen), not once per field of every record pushed
+    cached = _INVERSES.get(id(mapping))
+    if cached is None or cached[0] is not mapping:
+        if len(_INVERSES) > 256:
+            _INVERSES.clear()
+        cached = _INVERSES[id(mapping)] = (mapping, {})
+    inverse = cached[1].get(code)
+    if inverse is None:
+        inverse = {canon: native for native, canon in reversed(list(mapping.values.get(code, {}).items()))}
+        cached[1][code] = inverse
+    return inverse
+
+
 def _format(code: str, value: Any, mapping: FieldMapping) -> str:
-    inverse = {canon: native for native, canon in reversed(list(mapping.values.get(code, {}).items()))}
+    inverse = _inverse(code, mapping)
     if isinstance(value, dt.date):
         return value.strftime(mapping.date_formats[0])
     if isinstance(value, (list, tuple)):

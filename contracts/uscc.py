@@ -8,6 +8,7 @@ Letter-initial codes (A…, N…, Y…) are valid; a well-known library rejects 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 __all__ = [
     "CHARSET",
@@ -89,6 +90,11 @@ def validate_uscc(code: str, *, reg_no: str | None = None) -> str:
         raise InvalidIdentifier(
             "placeholder 00000000000000000X is accepted only with a 15-digit business registration number"
         )
+    return _check_code(code)
+
+
+@lru_cache(maxsize=1 << 16)  # a company's code recurs on every record of it; only valid codes are cached
+def _check_code(code: str) -> str:
     if len(code) != 18:
         raise InvalidIdentifier(f"must be 18 characters, got {len(code)}")
     bad = sorted({c for c in code if c not in _VALUE})
