@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
+import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlmodel import Session, select
 
@@ -97,38 +98,49 @@ class HistoryFilter:
 def find_company(session: Session, key: str) -> Company | None:
     """A company by USCC, organisation code or registration number (exact, and only if unambiguous)."""
     key = key.strip()
-    for column, value in ((Company.uscc, key.upper()), (Company.org_code, key.upper()), (Company.reg_no, key)):
-        rows = session.exec(select(Company).where(column == value).limit(2)).all()
+    for query, value in zip(_FIND, (key.upper(), key.upper(), key), strict=True):
+        rows = session.exec(query, params={"v": value}).all()
         if len(rows) == 1:
             return rows[0]
     return None
+
+
+_FIND = tuple(select(Company).where(column == sa.bindparam("v")).limit(2)
+              for column in (Company.uscc, Company.org_code, Company.reg_no))  # built once, not per lookup  # fmt: skip
 
 
 def _in_period(day: dt.date, f: HistoryFilter) -> bool:
     return (f.since is None or day >= f.since) and (f.until is None or day <= f.until)
 
 
+# Core statements over the tables, built once: reviewer lookups read rows, not ORM entities
+# (identity map and instrumentation were most of a history's time; see docs/benchmarks.md)
+_D, _R, _L, _V = Delivery.__table__, LicenceRevision.__table__, Licence.__table__, Violation.__table__
+_DELIVERIES = (
+    sa.select(_D.c.licence_id, _D.c.agency_code, _D.c.state, _D.c.attempts, _D.c.ack_id, _D.c.acked_at,
+              _D.c.last_error, _R.c.version)  # fmt: skip
+    .join(_R, _R.c.id == _D.c.revision_id)
+    .where(_D.c.licence_id.in_(sa.bindparam("ids", expanding=True)), _D.c.state != "superseded")
+    .order_by(_D.c.agency_code, _D.c.id)
+)
+_LICENCES = sa.select(_L).where(_L.c.company_id == sa.bindparam("cid")).order_by(_L.c.decision_date, _L.c.id)
+_VIOLATIONS = sa.select(_V).where(_V.c.company_id == sa.bindparam("cid"))
+
+
 def _deliveries(session: Session, licence_ids: list[int], agency: str | None) -> dict[int, list[DeliveryView]]:
     if not licence_ids:
         return {}
-    query = (
-        select(Delivery, LicenceRevision.version)
-        .join(LicenceRevision, LicenceRevision.id == Delivery.revision_id)
-        .where(Delivery.licence_id.in_(licence_ids), Delivery.state != "superseded")
-        .order_by(Delivery.agency_code, Delivery.id)
-    )
-    if agency:
-        query = query.where(Delivery.agency_code == agency)
+    query = _DELIVERIES.where(_D.c.agency_code == agency) if agency else _DELIVERIES
     out: dict[int, list[DeliveryView]] = {}
-    for d, version in session.exec(query).all():
+    for d in session.execute(query, {"ids": licence_ids}).all():
         out.setdefault(d.licence_id, []).append(
-            DeliveryView(agency=d.agency_code, state=d.state, attempts=d.attempts, version=version,
+            DeliveryView(agency=d.agency_code, state=d.state, attempts=d.attempts, version=d.version,
                          ack_id=d.ack_id, acked_at=d.acked_at, last_error=d.last_error)  # fmt: skip
         )
     return out
 
 
-def _violation_view(v: Violation, today: dt.date, months: Mapping[str, int]) -> ViolationView:
+def _violation_view(v: Violation | sa.Row, today: dt.date, months: Mapping[str, int]) -> ViolationView:
     return ViolationView(
         id=v.id, agency=v.source_agency, agency_record_id=v.agency_record_id, decision_no=v.decision_no,
         decision_date=v.decision_date, violation_type=v.payload.get("CF_WFXW"), severity=v.severity,
@@ -155,21 +167,19 @@ def company_history(session: Session, company: Company, filters: HistoryFilter |
     f = filters or HistoryFilter()
     today = today or today_in_china()
     licences = [
-        lic for lic in session.exec(
-            select(Licence).where(Licence.company_id == company.id).order_by(Licence.decision_date, Licence.id)
-        ).all() if _in_period(lic.decision_date, f)
+        lic for lic in session.execute(_LICENCES, {"cid": company.id}).all() if _in_period(lic.decision_date, f)
     ]  # fmt: skip
     deliveries = _deliveries(session, [lic.id for lic in licences], f.agency)
     if f.agency:  # a licence belongs to an agency's view only if it was routed there
         licences = [lic for lic in licences if lic.id in deliveries]
-    query = select(Violation).where(Violation.company_id == company.id)
+    query = _VIOLATIONS
     if f.agency:
-        query = query.where(Violation.source_agency == f.agency)
+        query = query.where(_V.c.source_agency == f.agency)
     if f.severity:
-        query = query.where(Violation.severity == f.severity)
+        query = query.where(_V.c.severity == f.severity)
     views = [
         _violation_view(v, today, months)
-        for v in session.exec(query.order_by(Violation.decision_date, Violation.id)).all()
+        for v in session.execute(query.order_by(_V.c.decision_date, _V.c.id), {"cid": company.id}).all()
         if _in_period(v.decision_date, f)
     ]
     shown = views if f.include_hidden else [v for v in views if v.standing == Standing.COUNTS]

@@ -100,11 +100,14 @@ def _companies_by_uscc(session: Session, records: list[ViolationRecord]) -> dict
         ids.update(dict(rows.all()))
     missing = [wanted[c] for c in codes if c not in ids]
     if missing:
-        created = [Company(uscc=r.uscc, name=r.subject_name, category=r.subject_category.value,
-                           org_code=org_code_of(r.uscc), reg_no=r.reg_no) for r in missing]  # fmt: skip
-        session.add_all(created)
-        session.flush()  # one batched INSERT … RETURNING for all of them
-        ids.update({c.uscc: c.id for c in created})
+        # one executemany INSERT … RETURNING; Core rows, since building a SQLModel object per new
+        # company cost as much as the insert itself
+        now, table = utcnow(), Company.__table__
+        rows = [{"uscc": r.uscc, "name": r.subject_name, "category": r.subject_category.value,
+                 "org_code": org_code_of(r.uscc), "reg_no": r.reg_no, "legal_rep": None,
+                 "created_at": now, "updated_at": now} for r in missing]  # fmt: skip
+        new_ids = session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars().all()
+        ids.update({row["uscc"]: cid for row, cid in zip(rows, new_ids, strict=True)})
     return ids
 
 
