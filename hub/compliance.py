@@ -17,8 +17,9 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Literal
 
+import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from contracts.registry import AgencySpec
 from hub import audit
@@ -154,12 +155,15 @@ def agency_freshness(session: Session, agencies: Mapping[str, AgencySpec], *, bo
                      kinds: list[str] | None = None, now: dt.datetime | None = None) -> list[AgencyFreshness]:  # fmt: skip
     """Age of each expected agency's last successful pull; stale when older than the bound or never."""
     now = now or utcnow()
-    rows = {a.code: a for a in session.exec(select(Agency)).all()}
+    if session.autoflush:
+        session.flush()  # read on the connection below; see the caller's pending changes as the ORM would
+    table = Agency.__table__
+    last_pulls = dict(session.connection().execute(sa.select(table.c.code, table.c.last_pull_at)).all())
     out = []
     for spec in agencies.values():
         if kinds is not None and spec.kind not in kinds:
             continue
-        last = rows[spec.code].last_pull_at if spec.code in rows else None
+        last = last_pulls.get(spec.code)
         age = None if last is None else (now - last).total_seconds() / 3600
         out.append(AgencyFreshness(code=spec.code, name=spec.name_zh, last_pull_at=last,
                                    age_hours=None if age is None else round(age, 2),
@@ -242,15 +246,17 @@ def run_check(session: Session, *, company: Company, case_id: str, actor: str, r
         "licences": [{"decision_no": lic.decision_no, "lifecycle": lic.lifecycle} for lic in history.licences],
         "freshness": [f.model_dump(mode="json") for f in fresh],
     }  # fmt: skip
-    row = ComplianceCheck(case_id=case_id.strip(), company_id=company.id, approval_item=approval_item,
-                          verdict=verdict, reasons=[r.model_dump(mode="json") for r in reasons], inputs=inputs,
-                          checked_by=actor, checked_at=now)  # fmt: skip
-    session.add(row)
-    session.flush()
+    table = ComplianceCheck.__table__
+    case = case_id.strip()
+    check_id = session.connection().execute(sa.insert(table).returning(table.c.id), {
+        "case_id": case, "company_id": company.id, "approval_item": approval_item, "verdict": verdict,
+        "reasons": [r.model_dump(mode="json") for r in reasons], "inputs": inputs, "checked_by": actor,
+        "checked_at": now,
+    }).scalar_one()  # fmt: skip
     audit.append(session, actor=actor, action="review.check", subject=f"company:{company.uscc or company.id}",
-                 detail={"case": row.case_id, "check_id": row.id, "verdict": verdict,
+                 detail={"case": case, "check_id": check_id, "verdict": verdict,
                          "approval_item": approval_item, "stale": [f.code for f in stale]})  # fmt: skip
-    return CheckResult(check_id=row.id, case_id=row.case_id, uscc=company.uscc, company=company.name,
+    return CheckResult(check_id=check_id, case_id=case, uscc=company.uscc, company=company.name,
                        approval_item=approval_item, verdict=verdict, reasons=reasons, freshness=fresh,
                        stale_agencies=[f.code for f in stale], freshness_hours=freshness_hours,
                        rules_version=rules.version, as_of=today, checked_by=actor, checked_at=now)  # fmt: skip
