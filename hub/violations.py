@@ -7,9 +7,12 @@ nothing is forgotten.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from enum import StrEnum
 
+import sqlalchemy as sa
 from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
@@ -29,6 +32,24 @@ class StoreOutcome(StrEnum):
     CREATED = "created"
     UPDATED = "updated"
     UNCHANGED = "unchanged"
+
+
+def canonical_json(payload: dict) -> str:
+    """The canonical JSON text adapters.base.payload_digest hashes (sorted keys, no spaces, UTF-8)."""
+    return json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+class _JSONText(sa.types.TypeDecorator):
+    """A JSON column's value given as its JSON text already: bound as is, not serialised again."""
+
+    impl = sa.JSON
+    cache_ok = True
+
+    def bind_processor(self, dialect):  # noqa: ARG002 - the text is already JSON
+        return None
+
+
+_PAYLOAD_TEXT = sa.bindparam("payload_text", type_=_JSONText())
 
 
 def _apply(row: Violation, record: ViolationRecord, canonical: dict, digest: str) -> None:
@@ -120,10 +141,12 @@ def store_violations(session: Session, records: Sequence[ViolationRecord]) -> li
     records identified only by a legacy id take store_violation's path, in page order after the
     new ones, so the result is what calling store_violation for each record in turn gives.
     """
-    prepared = []
+    prepared, texts = [], []
     for record in records:
         canonical = record.model_dump(mode="json", by_alias=True, exclude_none=True)
-        prepared.append((record, canonical, payload_digest(canonical)))
+        text = canonical_json(canonical)  # serialised once: for the digest and for both payload columns
+        prepared.append((record, canonical, hashlib.sha256(text.encode("utf-8")).hexdigest()))
+        texts.append(text)
     existing = _existing_digests(session, {(r.source_agency, r.agency_record_id) for r, _, _ in prepared})
     outcomes: list[StoreOutcome | None] = [None] * len(prepared)
     fresh, slow, seen = [], [], set()
@@ -154,13 +177,16 @@ def store_violations(session: Session, records: Sequence[ViolationRecord]) -> li
                 "severity": record.severity.value, "penalty_types": [p.value for p in record.penalty_types],
                 "fine": record.fine, "confiscated": record.confiscated, "validity_end": record.validity_end,
                 "publication_end": record.publication_end, "repair_status": record.repair_status.value,
-                "repair_date": record.repair_date, "version": 1, "digest": digest, "payload": canonical,
+                "repair_date": record.repair_date, "version": 1, "digest": digest, "payload_text": texts[i],
                 "created_at": now, "updated_at": now,
             })  # fmt: skip
         table = Violation.__table__
-        new_ids = session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars().all()
-        session.execute(insert(ViolationRevision.__table__), [
-            {"violation_id": vid, "version": 1, "digest": row["digest"], "payload": row["payload"], "recorded_at": now}
+        new_ids = session.execute(
+            insert(table).values(payload=_PAYLOAD_TEXT).returning(table.c.id, sort_by_parameter_order=True), rows
+        ).scalars().all()
+        session.execute(insert(ViolationRevision.__table__).values(payload=_PAYLOAD_TEXT), [
+            {"violation_id": vid, "version": 1, "digest": row["digest"], "payload_text": row["payload_text"],
+             "recorded_at": now}
             for vid, row in zip(new_ids, rows, strict=True)
         ])  # fmt: skip
         for i in fresh:

@@ -47,3 +47,20 @@ def test_a_page_gives_the_same_outcomes_and_rows_as_one_record_at_a_time(engine)
     assert all(r[6] for r in rows.values())  # every current version has its revision
     with session_scope(engine) as s:
         assert store_violations(s, page[1:3]) == [StoreOutcome.UNCHANGED, StoreOutcome.UNCHANGED]
+
+
+def test_a_page_stores_each_payload_as_a_json_object_equal_to_the_record(engine):
+    page = [violation("P-1"), violation("P-2", CF_NR_FK="1.5")]
+    with session_scope(engine) as s:
+        store_violations(s, page)
+    json_type = "json_typeof" if engine.dialect.name == "postgresql" else "json_type"
+    with Session(engine) as s:
+        stored = {v.agency_record_id: v for v in s.exec(select(Violation)).all()}
+        for record in page:
+            row = stored[record.agency_record_id]
+            assert row.payload == record.model_dump(mode="json", by_alias=True, exclude_none=True)
+            revision = s.exec(select(ViolationRevision).where(ViolationRevision.violation_id == row.id)).one()
+            assert revision.payload == row.payload
+        for table in ("violations", "violation_revisions"):
+            kinds = s.connection().exec_driver_sql(f"SELECT DISTINCT {json_type}(payload) FROM {table}").scalars().all()
+            assert kinds == ["object"]
