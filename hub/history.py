@@ -116,6 +116,17 @@ def _in_period(day: dt.date, f: HistoryFilter) -> bool:
 # Core statements over the tables, built once: reviewer lookups read rows, not ORM entities
 # (identity map and instrumentation were most of a history's time; see docs/benchmarks.md)
 _D, _R, _L, _V = Delivery.__table__, LicenceRevision.__table__, Licence.__table__, Violation.__table__
+# only what the views show: two items of a payload are extracted in SQL rather than decoding it all
+_LICENCE_COLUMNS = (
+    _L.c.id, _L.c.decision_no, _L.c.licence_no, _L.c.approval_item, _L.c.category, _L.c.lifecycle,
+    _L.c.decision_date, _L.c.valid_from, _L.c.valid_to,
+    _L.c.payload["lifecycle_date"].as_string().label("lifecycle_date"), _L.c.payload["XK_NR"].as_string().label("content"),
+)  # fmt: skip
+_VIOLATION_COLUMNS = (
+    _V.c.id, _V.c.source_agency, _V.c.agency_record_id, _V.c.decision_no, _V.c.decision_date, _V.c.severity,
+    _V.c.penalty_types, _V.c.fine, _V.c.publication_end, _V.c.repair_status, _V.c.repair_date, _V.c.identity_status,
+    _V.c.payload["CF_WFXW"].as_string().label("violation_type"),
+)  # fmt: skip
 _DELIVERY_COLUMNS = (_D.c.id, _D.c.agency_code, _D.c.state, _D.c.attempts, _D.c.ack_id, _D.c.acked_at, _D.c.last_error)
 
 
@@ -125,7 +136,8 @@ def _licences_query(agency: str | None) -> sa.Select:
     if agency:
         on = sa.and_(on, _D.c.agency_code == agency)
     return (
-        sa.select(_L, *(c.label(f"d_{c.name}") for c in _DELIVERY_COLUMNS), _R.c.version.label("d_version"))
+        sa.select(*_LICENCE_COLUMNS, *(c.label(f"d_{c.name}") for c in _DELIVERY_COLUMNS),
+                  _R.c.version.label("d_version"))  # fmt: skip
         .select_from(_L.outerjoin(_D, on).outerjoin(_R, _R.c.id == _D.c.revision_id))
         .where(_L.c.company_id == sa.bindparam("cid"))
         .order_by(_L.c.decision_date, _L.c.id, _D.c.agency_code, _D.c.id)
@@ -133,7 +145,7 @@ def _licences_query(agency: str | None) -> sa.Select:
 
 
 _LICENCES = _licences_query(None)  # one query for licences and deliveries: a round trip fewer per lookup
-_VIOLATIONS = sa.select(_V).where(_V.c.company_id == sa.bindparam("cid"))
+_VIOLATIONS = sa.select(*_VIOLATION_COLUMNS).where(_V.c.company_id == sa.bindparam("cid"))
 
 
 def _licences(session: Session, company_id: int, f: HistoryFilter) -> list[tuple[sa.Row, list[DeliveryView]]]:
@@ -152,10 +164,10 @@ def _licences(session: Session, company_id: int, f: HistoryFilter) -> list[tuple
     return list(out.values())
 
 
-def _violation_view(v: Violation | sa.Row, today: dt.date, months: Mapping[str, int]) -> ViolationView:
+def _violation_view(v: sa.Row, today: dt.date, months: Mapping[str, int]) -> ViolationView:
     return ViolationView(
         id=v.id, agency=v.source_agency, agency_record_id=v.agency_record_id, decision_no=v.decision_no,
-        decision_date=v.decision_date, violation_type=v.payload.get("CF_WFXW"), severity=v.severity,
+        decision_date=v.decision_date, violation_type=v.violation_type, severity=v.severity,
         penalty_types=list(v.penalty_types), fine_wanyuan=v.fine, publication_end=v.publication_end,
         published_until=publication_end(v.severity, v.decision_date, v.publication_end, months),
         repair_status=v.repair_status, repair_date=v.repair_date, identity_status=v.identity_status,
@@ -198,8 +210,8 @@ def company_history(session: Session, company: Company, filters: HistoryFilter |
         licences=[
             LicenceView(decision_no=lic.decision_no, licence_no=lic.licence_no, approval_item=lic.approval_item,
                         category=lic.category, lifecycle=lic.lifecycle,
-                        lifecycle_date=lic.payload.get("lifecycle_date"), decision_date=lic.decision_date,
-                        valid_from=lic.valid_from, valid_to=lic.valid_to, content=lic.payload.get("XK_NR"),
+                        lifecycle_date=lic.lifecycle_date, decision_date=lic.decision_date,
+                        valid_from=lic.valid_from, valid_to=lic.valid_to, content=lic.content,
                         deliveries=deliveries)
             for lic, deliveries in licences
         ],
