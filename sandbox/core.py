@@ -183,7 +183,9 @@ class AgencyBook:
         for _ in range(rng.choice(self.penalties_per_company)):
             malformed = None
             if self.malformed_every and (len(self.penalties) + 1) % self.malformed_every == 0:
-                malformed = list(Malformation)[(len(self.penalties) // self.malformed_every) % len(Malformation)]
+                # each agency starts at a different kind, so a handful of agencies show every kind
+                offset = sum(map(ord, self.code))
+                malformed = list(Malformation)[(len(self.penalties) // self.malformed_every + offset) % len(Malformation)]
             self.penalties.append(self._draft(rng, company, uscc, malformed))
 
     def _draft(self, rng: random.Random, company: str, uscc: str, malformed: Malformation | None) -> PenaltyDraft:
