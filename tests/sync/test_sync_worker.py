@@ -51,7 +51,7 @@ class Worker:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
 
 
-def wait_until(condition, worker: Worker, what: str, timeout: float = 60.0) -> None:
+def wait_until(condition, worker: Worker, what: str, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if worker.proc.poll() is not None:
@@ -137,7 +137,7 @@ def test_worker_on_redis_and_postgres_syncs_all_seven_agencies(tmp_path, pg_url,
             return all(a.last_pull_at for a in session.exec(select(Agency)).all())
 
     try:
-        wait_until(all_synced, worker, "a push and a pull for all seven agencies", timeout=90)
+        wait_until(all_synced, worker, "a push and a pull for all seven agencies", timeout=240)
         for code, book in sandbox.books.items():
             wait_until(lambda: everything_pulled(runtime.engine, code, book), worker, f"{code}'s violations")
     finally:
