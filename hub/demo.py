@@ -4,7 +4,7 @@ Starts the seven simulated agencies, imports the sample grants, pushes every rou
 pulls violations back from all seven, prints two companies' histories (one clean, one with
 violations from agencies reached over REST, SOAP and a file drop), then stops all it started.
 A development PKI is made in the demo's directory: JJZD (REST) and GSJ (SOAP) are reached over
-mutual TLS with it, as their data files demand.
+mutual TLS with it, and DSJ (SOAP) with WS-Security signed by its keys, as their data files demand.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def run_demo(*, keep: bool = False, out=print) -> int:
     from sandbox.cluster import start_sandbox  # the sandbox is demo/test tooling, not part of the hub
 
     workdir = Path(tempfile.mkdtemp(prefix="shenguan-demo-"))
-    saved_env = {k: os.environ.get(k) for k in ("HUB_SCJG_TOKEN", "HUB_XFZD_SFTP_KEY")}
+    saved_env = {k: os.environ.get(k) for k in ("HUB_SCJG_TOKEN", "HUB_XFZD_SFTP_KEY", "HUB_DSJ_WSSE_PASSWORD")}
     runtime = None
     try:
         parties = [(spec.code, spec.name_zh) for spec in load_registry().values()]
@@ -48,7 +48,9 @@ def run_demo(*, keep: bool = False, out=print) -> int:
             runtime = HubRuntime(settings, overrides=sandbox.overrides)
             runtime.init_database()
             mtls = ", ".join(code for code in sandbox.agencies if sandbox.overrides[code]["endpoint"].startswith("https"))
-            out(f"sandbox: {len(sandbox.agencies)} agencies on 127.0.0.1 (mutual TLS: {mtls or 'none'}); "
+            wsse = ", ".join(code for code in sandbox.agencies if f"HUB_{code}_WSSE_PASSWORD" in sandbox.env)
+            out(f"sandbox: {len(sandbox.agencies)} agencies on 127.0.0.1 (mutual TLS: {mtls or 'none'}; "
+                f"WS-Security: {wsse or 'none'}); "
                 f"hub data in {workdir / 'hub'}")
             records = read_licence_file(SAMPLES)
             with session_scope(runtime.engine) as session:

@@ -7,12 +7,19 @@ JJZD and GSJ demand mutual TLS (their data files have a ``[tls]`` table and http
 Given a PKI directory they serve HTTPS with the PKI's agency server certificate and refuse any
 client without a certificate from the PKI's CA; without one they speak plain HTTP and the
 hub is told (through the overrides) not to present certificates to them.
+
+DSJ demands WS-Security (WSSE_CODES: a ``[soap.wsse]`` table, a credentials reference for the
+UsernameToken's password, the agency's signing certificate in ``[tls]``). Given a PKI it
+trusts the PKI's hub signing certificate, signs its answers with its own signing key, and the
+generated password is handed over in ``env``; without one it checks nothing and the hub is
+told (through the overrides) not to sign and to need no password.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import signal
 import threading
 from collections.abc import Iterable
@@ -27,13 +34,15 @@ from sandbox.rest_agencies import REST_DIALECTS, start_rest_agency
 from sandbox.soap_agencies import DIALECTS as SOAP_DIALECTS
 from sandbox.soap_agencies import start_soap_agency
 
-__all__ = ["ALL_AGENCIES", "MTLS_CODES", "Sandbox", "start_sandbox"]
+__all__ = ["ALL_AGENCIES", "MTLS_CODES", "WSSE_CODES", "Sandbox", "start_sandbox"]
 
 REST_CODES = ("SCJG", "GAFJ", "JJZD")
 SOAP_CODES = ("GSJ", "DSJ")
 DROP_CODES = ("XFZD", "GHFJ")
 ALL_AGENCIES = REST_CODES + SOAP_CODES + DROP_CODES
 MTLS_CODES = ("JJZD", "GSJ")  # their data files demand mutual TLS
+WSSE_CODES = ("DSJ",)  # its data file demands WS-Security
+WSSE_USERNAME = "shenguan-hub"  # what dsj.toml's [soap.wsse] names
 _TRANSPORT_TLS_KEYS = ("ca", "client_cert", "client_key")
 ABBREVIATIONS = {"SCJG": "市监", "GAFJ": "公", "JJZD": "公交", "GSJ": "国税", "DSJ": "地税", "XFZD": "消", "GHFJ": "规"}
 
@@ -82,7 +91,9 @@ def start_sandbox(root: Path, *, codes: Iterable[str] = ALL_AGENCIES, seed: int 
         ports: fixed ports by code (0 or missing: ephemeral).
         pki_dir: a PKI made by ``certs.pki.init_pki`` with the agencies as parties. When given,
             the mTLS agencies (MTLS_CODES) serve HTTPS with their server certificate and
-            require a client certificate from its CA; when None they speak plain HTTP.
+            require a client certificate from its CA, and the WS-Security agencies (WSSE_CODES)
+            demand a UsernameToken and the hub's signature (their password goes in ``env``);
+            when None they speak plain HTTP without WS-Security.
 
     Raises:
         ConfigurationError: ``pki_dir`` lacks an mTLS agency's server certificate or the CA.
@@ -105,9 +116,13 @@ def start_sandbox(root: Path, *, codes: Iterable[str] = ALL_AGENCIES, seed: int 
                 d = SOAP_DIALECTS[code]
                 book = _book(code, d.name, d.uscc, d.subject_fields, seed=seed, clean=clean,
                              malformed_every=malformed_every)  # fmt: skip
-                agency = start_soap_agency(code, book=book, port=ports.get(code, 0),
+                security, password = _wsse(code, pki_dir)
+                agency = start_soap_agency(code, book=book, port=ports.get(code, 0), security=security,
                                            ssl_context=_server_context(code, pki_dir))  # fmt: skip
-                sandbox.overrides[code] = {"endpoint": agency.endpoint, **_tls_override(code, pki_dir)}
+                sandbox.overrides[code] = {"endpoint": agency.endpoint, **_tls_override(code, pki_dir),
+                                           **_wsse_override(code, pki_dir)}  # fmt: skip
+                if password:
+                    sandbox.env[f"HUB_{code}_WSSE_PASSWORD"] = password
             elif code in DROP_CODES:
                 d = DROP_DIALECTS[code]
                 book = _book(code, d.name, d.uscc, d.subject_fields, seed=seed, clean=clean,
@@ -151,6 +166,28 @@ def _tls_override(code: str, pki_dir: Path | None) -> dict[str, Any]:
         return {}
     table = {k: v for k, v in _agency_table(code, "tls").items() if k not in _TRANSPORT_TLS_KEYS}
     return {"tls": table or None}
+
+
+def _wsse(code: str, pki_dir: Path | None) -> tuple[Any, str | None]:
+    """The agency's WS-Security policy and the password it expects, or (None, None)."""
+    if pki_dir is None or code not in WSSE_CODES:
+        return None, None
+    from sandbox.soap_wsse import agency_wsse_from_pki
+
+    password = secrets.token_urlsafe(18)  # a fresh one per run: nothing to leak from the repo
+    return agency_wsse_from_pki(Path(pki_dir), code, username=WSSE_USERNAME, password=password), password
+
+
+def _wsse_override(code: str, pki_dir: Path | None) -> dict[str, Any]:
+    """Without a PKI, the hub must neither sign for nor send a password to a plain WS-Security agency.
+
+    Overrides replace whole top-level keys, so the ``[soap]`` table is copied minus ``wsse``; the
+    credentials reference and the ``[tls]`` table (only the agency's signing certificate) go.
+    """
+    if pki_dir is not None or code not in WSSE_CODES:
+        return {}
+    transport = {k: v for k, v in _agency_table(code, "soap").items() if k != "wsse"}
+    return {"transport": transport, "credentials": None, "tls": None}
 
 
 def _agency_table(code: str, name: str) -> dict[str, Any]:

@@ -52,8 +52,17 @@ def soap_grant(n: int) -> LicenceGrant:
 
 
 def soap_spec(code: str, endpoint: str, **transport: object) -> AgencySpec:
+    """The agency's data file at ``endpoint``; WS-Security (DSJ's) only when ``wsse=`` is passed.
+
+    The sandbox agencies here check no WS-Security, so the data file's ``[soap.wsse]`` and the
+    password reference are left out unless asked for (the TLS files come from each test's context).
+    """
     spec = load_registry(overrides={code: {"endpoint": endpoint}})[code]
-    return spec.model_copy(update={"transport": {**spec.transport, **transport}})
+    base = {k: v for k, v in spec.transport.items() if k != "wsse"}
+    update: dict[str, object] = {"transport": {**base, **transport}}
+    if "wsse" not in transport:
+        update["credentials"] = None
+    return spec.model_copy(update=update)
 
 
 def soap_adapter(spec: AgencySpec, tmp_path: Path) -> SoapAdapter:

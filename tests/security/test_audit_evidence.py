@@ -1,8 +1,8 @@
 """`hub audit verify` and `hub audit export`, checked by the stand-alone offline verifier.
 
-The log is the real one: licences imported, delivered over mTLS and violations pulled back
-from sandbox agencies on 127.0.0.1, plus a reviewer's lookup appended the way the reviewer
-pages do. Tampering is done the way an intruder would: straight in the database file, or in
+The log is the real one: licences imported, delivered over mTLS (and WS-Security to DSJ) and
+violations pulled back from sandbox agencies on 127.0.0.1, plus a reviewer's lookup appended the
+way the reviewer pages do. Tampering is done the way an intruder would: straight in the database file, or in
 the exported bundle's bytes.
 """
 
@@ -61,7 +61,10 @@ def hub(tmp_path_factory, pki) -> Hub:
     root = tmp_path_factory.mktemp("evidence")
     road = dict(approval_item="NK-JT-003", approval_item_name="道路货物运输经营许可", industry="道路运输")
     mine, other = grant(41, **road), grant(42, **road)
-    with start_sandbox(root / "sandbox", codes=CODES, pki_dir=pki.root) as sandbox:
+    with start_sandbox(root / "sandbox", codes=CODES, pki_dir=pki.root) as sandbox, \
+            pytest.MonkeyPatch.context() as env:
+        for name, value in sandbox.env.items():  # DSJ's WS-Security password: its credentials reference
+            env.setenv(name, value)
         for book in sandbox.books.values():
             book.add_penalty(subject_name=mine["XK_XDR_MC"], uscc=mine["XK_XDR_SHXYM"])
             book.add_penalty(subject_name=other["XK_XDR_MC"], uscc=other["XK_XDR_SHXYM"])
