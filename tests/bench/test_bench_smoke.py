@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bench.__main__ import main
 
 
@@ -16,3 +18,16 @@ def test_tiny_run_writes_every_scenario_to_json_and_markdown(tmp_path):
     assert {row["scenario"] for row in run["rows"]} == {"1", "2", "3", "4", "5"}
     assert all(row["hub"]["records"] > 0 for row in run["rows"])
     assert "| 1 | REST pull" in markdown and "6 scale-out" in markdown
+
+
+@pytest.mark.slow
+def test_tiny_scaleout_runs_one_and_two_real_workers_on_redis_and_postgres(tmp_path, redis_url, pg_database_url):
+    """Scenario 6 at tiny scale: both runs complete and the report carries the two-to-one ratio."""
+    code = main(["--scale", "tiny", "--only", "scaleout", "--db", "postgres", "--out", str(tmp_path)])
+
+    run = json.loads((tmp_path / "latest.json").read_text(encoding="utf-8"))
+    assert code == 0, run["not_run"]
+    (row,) = [row for row in run["rows"] if row["scenario"] == "6"]
+    assert row["hub"]["name"] == "2 workers" and row["baseline"]["name"] == "1 worker"
+    assert row["hub"]["records"] == row["baseline"]["records"] > 0
+    assert row["ratio"] is not None
