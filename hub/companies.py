@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, or_, select
 
 from contracts.records import LicenceGrant, SubjectCategory, ViolationRecord
@@ -60,13 +62,17 @@ def resolve_identity(session: Session, record: ViolationRecord) -> Identity:
     one company embeds or records it; otherwise it is kept, flagged ambiguous or unknown.
     """
     if record.uscc and record.uscc != PLACEHOLDER:
-        company = session.exec(select(Company).where(Company.uscc == record.uscc)).first()
-        if company is None:
-            company = Company(uscc=record.uscc, name=record.subject_name, category=record.subject_category.value,
-                              org_code=org_code_of(record.uscc), reg_no=record.reg_no)  # fmt: skip
-            session.add(company)
-            session.flush()
-        return Identity(company.id, IdentityStatus.LINKED)
+        company_id = session.exec(select(Company.id).where(Company.uscc == record.uscc)).first()
+        if company_id is None:
+            # ON CONFLICT: another worker may be creating the same company in this very moment
+            now = utcnow()
+            row = {"uscc": record.uscc, "name": record.subject_name, "category": record.subject_category.value,
+                   "org_code": org_code_of(record.uscc), "reg_no": record.reg_no, "created_at": now,
+                   "updated_at": now}  # fmt: skip
+            dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+            session.execute(dialect_insert(Company.__table__).on_conflict_do_nothing(index_elements=["uscc"]), [row])
+            company_id = session.exec(select(Company.id).where(Company.uscc == record.uscc)).one()
+        return Identity(company_id, IdentityStatus.LINKED)
     if record.org_code:
         return _by_legacy(session, Company.org_code, record.org_code, "organisation code")
     if record.reg_no:

@@ -14,6 +14,8 @@ from enum import StrEnum
 
 import sqlalchemy as sa
 from sqlalchemy import insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
 from adapters.base import payload_digest
@@ -129,24 +131,32 @@ def _existing_digests(session: Session, keys: set[tuple[str, str]]) -> dict[tupl
     return found
 
 
-def _companies_by_uscc(session: Session, records: list[ViolationRecord]) -> dict[str, int]:
-    """Company ids for the records' USCCs, creating the missing companies as resolve_identity would."""
-    wanted = {r.uscc: r for r in records if r.uscc and r.uscc != PLACEHOLDER}
-    codes = list(wanted)
+def _select_company_ids(session: Session, codes: list[str]) -> dict[str, int]:
     ids: dict[str, int] = {}
     for start in range(0, len(codes), _CHUNK):
         rows = session.exec(select(Company.uscc, Company.id).where(col(Company.uscc).in_(codes[start : start + _CHUNK])))
         ids.update(dict(rows.all()))
-    missing = [wanted[c] for c in codes if c not in ids]
+    return ids
+
+
+def _companies_by_uscc(session: Session, records: list[ViolationRecord]) -> dict[str, int]:
+    """Company ids for the records' USCCs, creating the missing companies as resolve_identity would.
+
+    Two workers pulling two agencies may meet the same new company at once: the INSERT skips a
+    USCC another transaction has just added (ON CONFLICT DO NOTHING waits for it to commit), and
+    the ids are read back afterwards, so neither pull fails on the unique constraint.
+    """
+    wanted = {r.uscc: r for r in records if r.uscc and r.uscc != PLACEHOLDER}
+    ids = _select_company_ids(session, list(wanted))
+    missing = [wanted[c] for c in wanted if c not in ids]
     if missing:
-        # one executemany INSERT … RETURNING; Core rows, since building a SQLModel object per new
-        # company cost as much as the insert itself
         now, table = utcnow(), Company.__table__
         rows = [{"uscc": r.uscc, "name": r.subject_name, "category": r.subject_category.value,
                  "org_code": org_code_of(r.uscc), "reg_no": r.reg_no, "legal_rep": None,
                  "created_at": now, "updated_at": now} for r in missing]  # fmt: skip
-        new_ids = _insert_returning_ids(session, insert(table), rows)
-        ids.update({row["uscc"]: cid for row, cid in zip(rows, new_ids, strict=True)})
+        dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        session.execute(dialect_insert(table).on_conflict_do_nothing(index_elements=["uscc"]), rows)
+        ids.update(_select_company_ids(session, [r.uscc for r in missing]))
     return ids
 
 
