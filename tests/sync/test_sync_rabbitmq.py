@@ -12,8 +12,7 @@ import socket
 import pytest
 
 from tests.conftest import service_missing
-from tests.sync.support import record, states
-from tests.sync.test_sync_worker import Worker, everything_pulled, runtime_for, wait_until, worker_env
+from tests.sync.test_sync_worker import sync_one_agency_through_a_worker
 
 pytestmark = pytest.mark.slow
 
@@ -47,18 +46,6 @@ def _purge() -> None:
 
 
 def test_worker_on_rabbitmq_pushes_and_pulls(tmp_path, start_agency, amqp_broker):
-    agency = start_agency("SCJG")
-    env = worker_env(tmp_path, db_url=f"sqlite:///{tmp_path / 'hub.sqlite3'}", broker_url=amqp_broker,
-                     overrides={"SCJG": {"endpoint": agency.endpoint}}, env={"HUB_SCJG_TOKEN": agency.token})  # fmt: skip
-    runtime = runtime_for(env)
-    record(runtime.engine, runtime.registry, range(1, 6))
-    worker = Worker(env, tmp_path / "worker.log").start()
-    try:
-        wait_until(lambda: states(runtime.engine, "SCJG") == {"delivered": 5}, worker, "deliveries")
-        wait_until(lambda: everything_pulled(runtime.engine, "SCJG", agency.book), worker, "pulled violations")
-    finally:
-        worker.kill()
-        runtime.dispose()
+    worker = sync_one_agency_through_a_worker(tmp_path, start_agency, amqp_broker)
     assert "Connected to amqp://guest:**@127.0.0.1:5672//" in worker.log.read_text(errors="replace")
     assert not (tmp_path / "var" / "broker.sqlite3").exists()  # the embedded broker was not used
-    assert len(agency.book.received) == 5

@@ -100,10 +100,10 @@ def everything_pulled(engine, code: str, book) -> bool:
     return len(ids) + len(refs) >= len(book.penalties) > 0
 
 
-def test_embedded_worker_needs_no_server(tmp_path, start_agency):
-    """`hub worker` with no HUB_BROKER_URL: the broker is a SQLite file, the database too."""
+def sync_one_agency_through_a_worker(tmp_path, start_agency, broker_url: str | None):
+    """Five grants for SCJG, a real `hub worker` on ``broker_url`` (SQLite database): push and pull complete."""
     agency = start_agency("SCJG")
-    env = worker_env(tmp_path, db_url=f"sqlite:///{tmp_path / 'hub.sqlite3'}", broker_url=None,
+    env = worker_env(tmp_path, db_url=f"sqlite:///{tmp_path / 'hub.sqlite3'}", broker_url=broker_url,
                      overrides={"SCJG": {"endpoint": agency.endpoint}}, env={"HUB_SCJG_TOKEN": agency.token})  # fmt: skip
     runtime = runtime_for(env)
     record(runtime.engine, runtime.registry, range(1, 6))
@@ -114,8 +114,14 @@ def test_embedded_worker_needs_no_server(tmp_path, start_agency):
     finally:
         worker.kill()
         runtime.dispose()
-    assert (tmp_path / "var" / "broker.sqlite3").exists()
     assert len(agency.book.received) == 5
+    return worker
+
+
+def test_embedded_worker_needs_no_server(tmp_path, start_agency):
+    """`hub worker` with no HUB_BROKER_URL: the broker is a SQLite file, the database too."""
+    sync_one_agency_through_a_worker(tmp_path, start_agency, None)
+    assert (tmp_path / "var" / "broker.sqlite3").exists()
 
 
 def test_worker_on_redis_and_postgres_syncs_all_seven_agencies(tmp_path, pg_url, broker, sample_licences):
