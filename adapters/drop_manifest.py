@@ -28,6 +28,7 @@ from typing import Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from adapters.drop_formats import DropFormat
+from contracts.validation import describe_errors
 from hub.errors import RefusedInput
 
 __all__ = [
@@ -117,10 +118,7 @@ class Manifest(BaseModel):
         try:
             return cls.model_validate_json(data)
         except ValidationError as exc:
-            details = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
-            )
-            raise RefusedInput(f"{where}: invalid manifest: {details}") from exc
+            raise RefusedInput(f"{where}: invalid manifest: {describe_errors(exc)}") from exc
 
 
 def file_entry(name: str, data: bytes) -> ManifestFile:

@@ -58,6 +58,7 @@ from adapters.drop_config import FileDropConfig, make_transport
 from adapters.drop_formats import decode_records, encode_records
 from adapters.drop_manifest import MANIFEST_NAME, Manifest, NoSeal, Seal, check_batch_id, file_entry, verify_file
 from adapters.drop_transport import DropConflict, DropFileMissing, DropTransport
+from contracts.validation import describe_errors
 from hub.errors import ConfigurationError, FatalError, HubError, RefusedInput, TransientError
 
 __all__ = ["FileDropAdapter", "FileDropConfig", "from_spec", "TO_AGENCY", "RECEIPTS", "FROM_AGENCY",
@@ -393,8 +394,7 @@ def from_spec(spec, context, *, seal: Seal | None = None, is_loaded: Callable[[s
     try:
         config = FileDropConfig.model_validate(data)
     except ValidationError as exc:
-        details = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False))
-        raise ConfigurationError(f"agency {spec.code}: [filedrop] {details}") from exc
+        raise ConfigurationError(f"agency {spec.code}: [filedrop] {describe_errors(exc)}") from exc
     if seal is None and config.sealed:
         seal = _seal_from_context(config, context)
     return FileDropAdapter(config, make_transport(config, secret=context.secret), seal=seal, is_loaded=is_loaded)

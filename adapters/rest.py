@@ -28,6 +28,7 @@ from adapters import AdapterContext
 from adapters.rest_json import JsonShapeError, split_items
 from adapters.http_headers import retry_after_seconds
 from adapters.base import Cursor, Health, InboundRecord, OutboundMessage, Page, Receipt
+from contracts.validation import describe_errors
 from contracts.registry import AgencySpec
 from hub.errors import ConfigurationError, FatalError, HubError, TransientError
 
@@ -365,8 +366,5 @@ def from_spec(spec: AgencySpec, context: AdapterContext) -> RestAdapter:
     try:
         config = RestConfig.model_validate(data)
     except ValidationError as exc:
-        details = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'rest'}: {e['msg']}" for e in exc.errors(include_url=False)
-        )
-        raise ConfigurationError(f"agency {spec.code}: [rest] {details}") from exc
+        raise ConfigurationError(f"agency {spec.code}: [rest] {describe_errors(exc, root='rest')}") from exc
     return RestAdapter(config, code=spec.code, record_id_field=spec.violation_mapping.record_id)

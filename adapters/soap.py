@@ -43,6 +43,7 @@ from zeep.helpers import serialize_object
 from adapters.http_headers import retry_after_seconds
 from adapters.base import Cursor, Health, InboundRecord, OutboundMessage, Page, Receipt, Rejected
 from adapters.soap_config import AckPaths, SoapConfig, WsseConfig
+from contracts.validation import describe_errors
 from hub.errors import ConfigurationError, FatalError, HubError, RefusedInput, TransientError
 
 if TYPE_CHECKING:
@@ -336,6 +337,5 @@ def from_spec(spec: AgencySpec, context: AdapterContext) -> SoapAdapter:
     try:
         config = SoapConfig.model_validate(data)
     except ValidationError as exc:
-        details = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False))
-        raise ConfigurationError(f"agency {spec.code}: [soap]: {details}") from exc
+        raise ConfigurationError(f"agency {spec.code}: [soap]: {describe_errors(exc)}") from exc
     return SoapAdapter(config)

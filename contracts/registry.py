@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from contracts.validation import describe_errors
 from contracts.mapping import FieldMapping
 from hub.errors import ConfigurationError
 
@@ -91,10 +92,7 @@ def _parse(path: Path, overrides: Mapping[str, Any]) -> AgencySpec:
     try:
         return AgencySpec.model_validate(data)
     except ValidationError as exc:
-        details = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
-        )
-        raise ConfigurationError(f"agency file {path.name}: {details}") from exc
+        raise ConfigurationError(f"agency file {path.name}: {describe_errors(exc)}") from exc
 
 
 def load_registry(

@@ -16,6 +16,13 @@ _REASONS = {
 }
 
 
+def describe_errors(exc: ValidationError, *, root: str = "") -> str:
+    """One line naming each failing location and why, for configuration and envelope errors."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or root}: {e['msg']}" for e in exc.errors(include_url=False)
+    )
+
+
 def problems_of(exc: ValidationError, *, record: str, model: type[BaseModel]) -> list[Problem]:
     """Name each failure by the field's 双公示 code, whichever name the input used."""
     aliases = {name: (info.alias or name) for name, info in model.model_fields.items()}

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlmodel import Session
 
+from contracts.validation import describe_errors
 from contracts.registry import AgencySpec
 from hub import audit
 from hub.clock import utcnow
@@ -111,8 +112,7 @@ def load_rules(path: Path | None = None) -> VerdictRules:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigurationError(f"verdict rules {path}: cannot read: {exc}") from exc
     except ValidationError as exc:
-        details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
-        raise ConfigurationError(f"verdict rules {path.name}: {details}") from exc
+        raise ConfigurationError(f"verdict rules {path.name}: {describe_errors(exc)}") from exc
 
 
 class Reason(BaseModel):

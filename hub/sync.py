@@ -16,7 +16,7 @@ import datetime as dt
 import hashlib
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -60,7 +60,6 @@ class PullResult:
     quarantined: int = 0
     skipped_batches: int = 0
     cursor: int = 0
-    outcomes: dict[str, int] = field(default_factory=dict)
 
 
 def backoff_delay(attempts: int, base: float, *, retry_after: float | None = None, rng=random) -> float:

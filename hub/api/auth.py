@@ -29,6 +29,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from contracts.validation import describe_errors
 from hub.errors import ConfigurationError
 
 __all__ = [
@@ -133,8 +134,7 @@ class TokenStore:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ConfigurationError(f"API token file {path}: cannot read: {exc}") from exc
         except ValidationError as exc:
-            details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
-            raise ConfigurationError(f"API token file {path}: {details}") from exc
+            raise ConfigurationError(f"API token file {path}: {describe_errors(exc)}") from exc
         return cls(parsed.tokens)
 
     def principal(self, token: str) -> Principal | None:
