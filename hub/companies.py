@@ -13,7 +13,9 @@ from contracts.uscc import PLACEHOLDER, org_code_of
 from hub.clock import utcnow
 from hub.models import Company, IdentityStatus
 
-__all__ = ["Identity", "find_companies", "resolve_identity", "upsert_company"]
+__all__ = ["Identity", "company_ids_by_uscc", "find_companies", "resolve_identity", "upsert_company"]
+
+_IN_CHUNK = 500  # USCCs per IN (...) list: far below SQLite's and PostgreSQL's parameter limits
 
 
 def upsert_company(session: Session, grant: LicenceGrant) -> Company:
@@ -55,6 +57,35 @@ def _by_legacy(session: Session, column, value: str, label: str) -> Identity:
     return Identity(None, IdentityStatus.UNKNOWN, f"{label} {value} matches no known company")
 
 
+def _select_company_ids(session: Session, codes: list[str]) -> dict[str, int]:
+    ids: dict[str, int] = {}
+    for start in range(0, len(codes), _IN_CHUNK):
+        rows = session.exec(select(Company.uscc, Company.id).where(col(Company.uscc).in_(codes[start : start + _IN_CHUNK])))
+        ids.update(dict(rows.all()))
+    return ids
+
+
+def company_ids_by_uscc(session: Session, records: list[ViolationRecord]) -> dict[str, int]:
+    """Company ids for the records' USCCs, creating the companies that are missing.
+
+    Two workers pulling two agencies may meet the same new company at once: the INSERT skips a
+    USCC another transaction has just added (ON CONFLICT DO NOTHING waits for it to commit), and
+    the ids are read back afterwards, so neither pull fails on the unique constraint.
+    """
+    wanted = {r.uscc: r for r in records if r.uscc and r.uscc != PLACEHOLDER}
+    ids = _select_company_ids(session, list(wanted))
+    missing = [wanted[c] for c in wanted if c not in ids]
+    if missing:
+        now, table = utcnow(), Company.__table__
+        rows = [{"uscc": r.uscc, "name": r.subject_name, "category": r.subject_category.value,
+                 "org_code": org_code_of(r.uscc), "reg_no": r.reg_no, "legal_rep": None,
+                 "created_at": now, "updated_at": now} for r in missing]  # fmt: skip
+        dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        session.execute(dialect_insert(table).on_conflict_do_nothing(index_elements=["uscc"]), rows)
+        ids.update(_select_company_ids(session, [r.uscc for r in missing]))
+    return ids
+
+
 def resolve_identity(session: Session, record: ViolationRecord) -> Identity:
     """Attach a penalty to a company: by USCC (creating the company), else by a legacy id.
 
@@ -62,17 +93,7 @@ def resolve_identity(session: Session, record: ViolationRecord) -> Identity:
     one company embeds or records it; otherwise it is kept, flagged ambiguous or unknown.
     """
     if record.uscc and record.uscc != PLACEHOLDER:
-        company_id = session.exec(select(Company.id).where(Company.uscc == record.uscc)).first()
-        if company_id is None:
-            # ON CONFLICT: another worker may be creating the same company in this very moment
-            now = utcnow()
-            row = {"uscc": record.uscc, "name": record.subject_name, "category": record.subject_category.value,
-                   "org_code": org_code_of(record.uscc), "reg_no": record.reg_no, "created_at": now,
-                   "updated_at": now}  # fmt: skip
-            dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-            session.execute(dialect_insert(Company.__table__).on_conflict_do_nothing(index_elements=["uscc"]), [row])
-            company_id = session.exec(select(Company.id).where(Company.uscc == record.uscc)).one()
-        return Identity(company_id, IdentityStatus.LINKED)
+        return Identity(company_ids_by_uscc(session, [record])[record.uscc], IdentityStatus.LINKED)
     if record.org_code:
         return _by_legacy(session, Company.org_code, record.org_code, "organisation code")
     if record.reg_no:

@@ -14,15 +14,13 @@ from enum import StrEnum
 
 import sqlalchemy as sa
 from sqlalchemy import insert
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
 from adapters.base import payload_digest
 from contracts.records import ViolationRecord
 from hub.clock import utcnow
-from contracts.uscc import PLACEHOLDER, org_code_of
-from hub.companies import resolve_identity
+from contracts.uscc import PLACEHOLDER
+from hub.companies import company_ids_by_uscc, resolve_identity
 from hub.models import Company, IdentityStatus, Violation, ViolationRevision
 
 __all__ = ["StoreOutcome", "store_violation", "store_violations"]
@@ -131,35 +129,6 @@ def _existing_digests(session: Session, keys: set[tuple[str, str]]) -> dict[tupl
     return found
 
 
-def _select_company_ids(session: Session, codes: list[str]) -> dict[str, int]:
-    ids: dict[str, int] = {}
-    for start in range(0, len(codes), _CHUNK):
-        rows = session.exec(select(Company.uscc, Company.id).where(col(Company.uscc).in_(codes[start : start + _CHUNK])))
-        ids.update(dict(rows.all()))
-    return ids
-
-
-def _companies_by_uscc(session: Session, records: list[ViolationRecord]) -> dict[str, int]:
-    """Company ids for the records' USCCs, creating the missing companies as resolve_identity would.
-
-    Two workers pulling two agencies may meet the same new company at once: the INSERT skips a
-    USCC another transaction has just added (ON CONFLICT DO NOTHING waits for it to commit), and
-    the ids are read back afterwards, so neither pull fails on the unique constraint.
-    """
-    wanted = {r.uscc: r for r in records if r.uscc and r.uscc != PLACEHOLDER}
-    ids = _select_company_ids(session, list(wanted))
-    missing = [wanted[c] for c in wanted if c not in ids]
-    if missing:
-        now, table = utcnow(), Company.__table__
-        rows = [{"uscc": r.uscc, "name": r.subject_name, "category": r.subject_category.value,
-                 "org_code": org_code_of(r.uscc), "reg_no": r.reg_no, "legal_rep": None,
-                 "created_at": now, "updated_at": now} for r in missing]  # fmt: skip
-        dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-        session.execute(dialect_insert(table).on_conflict_do_nothing(index_elements=["uscc"]), rows)
-        ids.update(_select_company_ids(session, [r.uscc for r in missing]))
-    return ids
-
-
 def store_violations(session: Session, records: Sequence[ViolationRecord]) -> list[StoreOutcome]:
     """Store a page of records in the caller's transaction; same outcomes as store_violation, one by one.
 
@@ -192,7 +161,7 @@ def store_violations(session: Session, records: Sequence[ViolationRecord]) -> li
             fresh.append(index)
         seen.add(key)
     if fresh:
-        companies = _companies_by_uscc(session, [prepared[i][0] for i in fresh])
+        companies = company_ids_by_uscc(session, [prepared[i][0] for i in fresh])
         now = utcnow()
         rows = []
         for i in fresh:
