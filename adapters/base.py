@@ -27,19 +27,33 @@ __all__ = [
     "Page",
     "Receipt",
     "Rejected",
+    "canonical_json",
+    "dotted_get",
     "payload_digest",
 ]
+
+
+def canonical_json(payload: Mapping[str, Any]) -> str:
+    """Keys sorted, no insignificant whitespace, UTF-8 without escaping: the text digests are taken of."""
+    return json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 def payload_digest(payload: Mapping[str, Any]) -> str:
     """SHA-256 (hex) of a native payload in canonical JSON.
 
-    Canonical JSON: keys sorted, no insignificant whitespace, UTF-8 without escaping.
     Agencies compute the same over what they received, so a receipt's digest proves
     the agency holds exactly what we sent, whatever the wire format was.
     """
-    text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+
+
+def dotted_get(tree: Any, path: str) -> Any:
+    """``tree["a"]["b"]`` for ``"a.b"``; None as soon as a step is missing or not a mapping."""
+    for part in path.split("."):
+        if not isinstance(tree, dict):
+            return None
+        tree = tree.get(part)
+    return tree
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,6 @@ log = logging.getLogger(__name__)
 
 TO_AGENCY, RECEIPTS, FROM_AGENCY = "to_agency", "receipts", "from_agency"
 PROCESSING, PROCESSED, FAILED = "processing", "processed", "failed"
-_EXT = {"csv": "csv", "xml": "xml", "jsonl": "jsonl"}
 
 
 @dataclass(frozen=True)
@@ -122,7 +121,7 @@ class FileDropAdapter:
         fields = [cfg.message_id_field, *cfg.csv_fields]
         data = encode_records(records, cfg.format, cfg.encoding, fields=fields,
                               xml_root=cfg.xml_root, xml_record=cfg.xml_record)  # fmt: skip
-        stored_name, stored = self.seal.seal_file(f"{cfg.data_file}.{_EXT[cfg.format]}", data)
+        stored_name, stored = self.seal.seal_file(f"{cfg.data_file}.{cfg.format}", data)
         manifest = Manifest(
             batch_id=batch_id, sequence=time.time_ns() // 1000, created=now, kind="licences",
             format=cfg.format, encoding=cfg.encoding, producer="HUB", record_count=len(records),
@@ -185,21 +184,16 @@ class FileDropAdapter:
     def fetch(self, after: Cursor) -> Page:
         """Claim, check and parse the next ready penalty batch (see the module docstring)."""
         self._ensure_dirs()
-        while True:
-            candidates = self._candidates()
-            if not candidates:
-                return Page(records=[], next_cursor=after, more=False)
-            for index, candidate in enumerate(candidates):
-                claimed = self._claim(candidate)
-                if claimed is None:
-                    continue  # another worker was faster
-                more = index + 1 < len(candidates)
-                page = self._load(claimed, candidate, after, more)
-                if page is not None:
-                    return page
-                break  # skipped as already loaded: look again
-            else:
-                return Page(records=[], next_cursor=after, more=False)
+        candidates = self._candidates()
+        for index, candidate in enumerate(candidates):
+            claimed = self._claim(candidate)
+            if claimed is None:
+                continue  # another worker was faster
+            page = self._load(claimed, candidate, after, more=index + 1 < len(candidates))
+            if page is not None:
+                return page
+            # None: already loaded (and now moved to processed/), so go on down the list we have
+        return Page(records=[], next_cursor=after, more=False)
 
     def _ensure_dirs(self) -> None:
         if not self._dirs_ready:

@@ -27,7 +27,7 @@ from requests.adapters import HTTPAdapter
 from adapters import AdapterContext
 from adapters.rest_json import JsonShapeError, split_items
 from adapters.http_headers import retry_after_seconds
-from adapters.base import Cursor, Health, InboundRecord, OutboundMessage, Page, Receipt
+from adapters.base import Cursor, Health, InboundRecord, OutboundMessage, Page, Receipt, dotted_get
 from contracts.validation import describe_errors
 from contracts.registry import AgencySpec
 from hub.errors import ConfigurationError, FatalError, HubError, TransientError
@@ -147,14 +147,6 @@ def _raise_for_status(agency: str, action: str, response: requests.Response) -> 
     raise FatalError(f"{where} {detail}")
 
 
-def _field(obj: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(obj, dict):
-            return None
-        obj = obj.get(part)
-    return obj
-
-
 class RestAdapter:
     """An agency behind a REST/JSON API. One pooled session per adapter; close() releases it."""
 
@@ -206,7 +198,7 @@ class RestAdapter:
         headers = {cfg.idempotency_header: _batch_key(messages)}
         response = self._exchange("POST", cfg.push_path, "deliver", json=body, headers=headers)
         answer = self._json(response, "deliver")
-        items = _field(answer, cfg.receipt.items)
+        items = dotted_get(answer, cfg.receipt.items)
         if not isinstance(items, list):
             raise FatalError(f"agency {self.code}: deliver: no receipt list at {cfg.receipt.items!r}")
         by_id = {}
@@ -290,15 +282,15 @@ class RestAdapter:
     def _next_cursor(self, envelope: dict[str, Any], after: Cursor, position: int) -> Cursor:
         if self.config.pagination != "cursor":
             return Cursor(position=position)
-        token = _field(envelope, self.config.fields.next_cursor)
+        token = dotted_get(envelope, self.config.fields.next_cursor)
         # An agency with nothing new may answer without a token: keep ours to resume from.
         return Cursor(position=position, token=str(token) if token not in (None, "") else after.token)
 
     def _more(self, envelope: dict[str, Any], items: list, position: int) -> bool:
         names = self.config.fields
-        if names.has_more and isinstance(_field(envelope, names.has_more), bool):
-            return bool(_field(envelope, names.has_more))
-        total = _field(envelope, names.total) if names.total else None
+        if names.has_more and isinstance(dotted_get(envelope, names.has_more), bool):
+            return bool(dotted_get(envelope, names.has_more))
+        total = dotted_get(envelope, names.total) if names.total else None
         if isinstance(total, int):
             return position < total
         return len(items) >= self.config.page_size

@@ -41,7 +41,7 @@ from pydantic import ValidationError
 from zeep.helpers import serialize_object
 
 from adapters.http_headers import retry_after_seconds
-from adapters.base import Cursor, Health, InboundRecord, OutboundMessage, Page, Receipt, Rejected
+from adapters.base import Cursor, Health, InboundRecord, OutboundMessage, Page, Receipt, Rejected, dotted_get
 from adapters.soap_config import AckPaths, SoapConfig, WsseConfig
 from contracts.validation import describe_errors
 from hub.errors import ConfigurationError, FatalError, HubError, RefusedInput, TransientError
@@ -203,14 +203,6 @@ def _nest(flat: dict[str, str], paths: dict[str, str]) -> dict[str, Any]:
     return tree
 
 
-def _get(tree: Any, path: str) -> Any:
-    for part in path.split("."):
-        if not isinstance(tree, dict):
-            return None
-        tree = tree.get(part)
-    return tree
-
-
 def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(tree, dict):
         flat: dict[str, Any] = {}
@@ -264,11 +256,11 @@ class SoapAdapter:
 
     def _receipt(self, message: OutboundMessage, data: dict[str, Any]) -> Receipt:
         paths = self.config.ack
-        ack_id, digest, when = _get(data, paths.ack_id), _get(data, paths.digest), _get(data, paths.received_at)
+        ack_id, digest, when = (dotted_get(data, path) for path in (paths.ack_id, paths.digest, paths.received_at))
         if not ack_id or not digest or not isinstance(when, dt.datetime):
             raise FatalError(f"agency {self.code}: acknowledgement of {message.message_id} is incomplete")
         when = when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
-        duplicate = _get(data, paths.duplicate)
+        duplicate = dotted_get(data, paths.duplicate)
         return Receipt(message_id=message.message_id, ack_id=str(ack_id), received_at=when, digest=str(digest),
                        duplicate=duplicate is True or str(duplicate).lower() == "true")  # fmt: skip
 
@@ -277,25 +269,25 @@ class SoapAdapter:
         cfg = self.config
         request = {cfg.after_field: after.position, cfg.limit_field: cfg.page_size}
         data = self._call(cfg.pull_operation, hostile=RefusedInput, **request)
-        items = _get(data, cfg.items_path) or []
+        items = dotted_get(data, cfg.items_path) or []
         items = items if isinstance(items, list) else [items]
         records, rejected, position = [], [], after.position
         for index, item in enumerate(items):
             raw = json.dumps(item, ensure_ascii=False, default=str, sort_keys=False)
             try:
-                seq = int(_get(item, cfg.seq_field))
+                seq = int(dotted_get(item, cfg.seq_field))
             except (TypeError, ValueError):
                 rejected.append(Rejected(ref=f"item {index}", reason=f"{cfg.seq_field} missing or not a number",
                                          raw=raw))  # fmt: skip
                 continue
             if seq <= after.position:
                 continue  # already consumed: an agency repeating a page must not move us backwards
-            native = ({name: _text(_get(item, path)) for name, path in cfg.item_paths.items()}
+            native = ({name: _text(dotted_get(item, path)) for name, path in cfg.item_paths.items()}
                       if cfg.item_paths else _leaves(item))  # fmt: skip
-            ref = _get(item, cfg.record_id_field)
+            ref = dotted_get(item, cfg.record_id_field)
             records.append(InboundRecord(native=native, raw=raw, ref=str(ref) if ref else None))
             position = max(position, seq)
-        more = _get(data, cfg.has_more_path)
+        more = dotted_get(data, cfg.has_more_path)
         if more is None:
             raise FatalError(f"agency {self.code}: {cfg.pull_operation}: response lacks {cfg.has_more_path}")
         return Page(records=records, next_cursor=Cursor(position=position), more=bool(more), rejected=rejected)

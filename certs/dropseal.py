@@ -33,6 +33,7 @@ from joserfc.jwe import JWERegistry
 from joserfc.jwk import ECKey
 from joserfc.jws import JWSRegistry
 
+from certs.pki import _utcnow
 from hub.errors import ConfigurationError, RefusedInput
 
 __all__ = [
@@ -102,11 +103,6 @@ def signer_code(cert: x509.Certificate) -> str:
     """The party code a certificate speaks for: its subject CN (``SCJG``, ``HUB``)."""
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(names[0].value) if names else ""
-
-
-def _utcnow(now: dt.datetime | None) -> dt.datetime:
-    now = now or dt.datetime.now(dt.UTC)
-    return now if now.tzinfo else now.replace(tzinfo=dt.UTC)
 
 
 # --- signing ------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ nothing is forgotten.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from enum import StrEnum
 
@@ -16,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
-from adapters.base import payload_digest
+from adapters.base import canonical_json, payload_digest
 from contracts.records import ViolationRecord
 from hub.clock import utcnow
 from contracts.uscc import PLACEHOLDER
@@ -32,11 +31,6 @@ class StoreOutcome(StrEnum):
     CREATED = "created"
     UPDATED = "updated"
     UNCHANGED = "unchanged"
-
-
-def canonical_json(payload: dict) -> str:
-    """The canonical JSON text adapters.base.payload_digest hashes (sorted keys, no spaces, UTF-8)."""
-    return json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 class _JSONText(sa.types.TypeDecorator):
