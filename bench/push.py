@@ -9,7 +9,6 @@ each adapter (no database, no outbox, no receipts stored) to a fresh sandbox.
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 from bench.measure import Measurement, timed

@@ -36,19 +36,20 @@ def run_demo(*, keep: bool = False, out=print) -> int:
     from sandbox.cluster import start_sandbox  # the sandbox is demo/test tooling, not part of the hub
 
     workdir = Path(tempfile.mkdtemp(prefix="shenguan-demo-"))
-    saved_env = {k: os.environ.get(k) for k in ("HUB_SCJG_TOKEN", "HUB_XFZD_SFTP_KEY", "HUB_DSJ_WSSE_PASSWORD")}
+    saved_env: dict[str, str | None] = {}
     runtime = None
     try:
         parties = [(spec.code, spec.name_zh) for spec in load_registry().values()]
         pki = init_pki(workdir / "pki", parties=parties)  # both sides trust this one CA
         sandbox = start_sandbox(workdir / "sandbox", clean_companies={CLEAN_COMPANY}, pki_dir=pki.root)
         try:
+            saved_env = {key: os.environ.get(key) for key in sandbox.env}
             os.environ.update(sandbox.env)  # credentials references resolve from the environment
             settings = Settings(data_dir=workdir / "hub", database_url=None, broker_url=None, pki_dir=pki.root)
             runtime = HubRuntime(settings, overrides=sandbox.overrides)
             runtime.init_database()
             mtls = ", ".join(code for code in sandbox.agencies if sandbox.overrides[code]["endpoint"].startswith("https"))
-            wsse = ", ".join(code for code in sandbox.agencies if f"HUB_{code}_WSSE_PASSWORD" in sandbox.env)
+            wsse = ", ".join(code for code, spec in runtime.registry.items() if "wsse" in spec.transport)
             out(f"sandbox: {len(sandbox.agencies)} agencies on 127.0.0.1 (mutual TLS: {mtls or 'none'}; "
                 f"WS-Security: {wsse or 'none'}); "
                 f"hub data in {workdir / 'hub'}")

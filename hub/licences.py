@@ -96,7 +96,7 @@ def record_grants(
         agencies: the registry, for routing.
         actor: who recorded them (a CLI user, an API client), for the audit log.
     """
-    result = IntakeResult()
+    result, entries = IntakeResult(), []
     ensure_agencies(session, agencies.values())
     for grant in grants:
         canonical = _canonical(grant)
@@ -132,8 +132,9 @@ def record_grants(
         codes = route(grant, agencies.values())
         result.deliveries += _open_deliveries(session, revision, codes)
         result.licence_ids.append(licence.id)
-        audit.append(session, actor=actor, action=f"licence.{grant.lifecycle.value}",
-                     subject=f"licence:{grant.decision_no}",
-                     detail={"version": licence.version, "company": grant.uscc, "routed_to": codes},
-                     payload_digest=digest)  # fmt: skip
+        entries.append({"actor": actor, "action": f"licence.{grant.lifecycle.value}",
+                        "subject": f"licence:{grant.decision_no}",
+                        "detail": {"version": licence.version, "company": grant.uscc, "routed_to": codes},
+                        "payload_digest": digest})  # fmt: skip
+    audit.append_many(session, entries)  # one read of the chain's head for the whole import
     return result

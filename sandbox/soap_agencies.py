@@ -232,7 +232,7 @@ class _Handler(BaseHTTPRequestHandler):
             after = self.server.last_after  # the previous page, served again
         self.server.last_after = after
         items = self.server.book.penalties_after(after, limit)
-        more = len(self.server.book.penalties_after(after + len(items), 1)) > 0
+        more = after + len(items) < len(self.server.book.penalties)  # sequence numbers are dense
         return d.render_page(items, more)
 
     # --- writing ---------------------------------------------------------------------------
