@@ -22,7 +22,7 @@ from hub.models import AuditEntry
 GENESIS = "0" * 64
 _ADVISORY_KEY = 0x5348_4755  # 'SHGU'
 
-__all__ = ["GENESIS", "ChainBreak", "append", "append_many", "entry_hash", "verify_chain"]
+__all__ = ["GENESIS", "ChainBreak", "append", "append_many", "entry_hash", "stamp_of", "verify_chain"]
 
 
 def entry_hash(prev_hash: str, *, at: str, actor: str, action: str, subject: str,
@@ -36,10 +36,11 @@ def entry_hash(prev_hash: str, *, at: str, actor: str, action: str, subject: str
 
 
 def _stamp(entry: AuditEntry) -> str:
-    return _stamp_of(entry.at)
+    return stamp_of(entry.at)
 
 
-def _stamp_of(at) -> str:
+def stamp_of(at) -> str:
+    """The exact text of an entry's time that its hash covers."""
     return at.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
@@ -80,7 +81,7 @@ def append_many(session: Session, entries: list[dict[str, Any]]) -> list[AuditEn
         detail = json.loads(json.dumps(item.get("detail") or {}, ensure_ascii=False, default=str))
         entry = {"at": at, "actor": actor, "action": action, "subject": subject, "detail": detail,
                  "payload_digest": digest, "prev_hash": prev}  # fmt: skip
-        entry["entry_hash"] = prev = entry_hash(prev, at=_stamp_of(at), actor=actor, action=action, subject=subject,
+        entry["entry_hash"] = prev = entry_hash(prev, at=stamp_of(at), actor=actor, action=action, subject=subject,
                                                 detail=detail, payload_digest=digest)  # fmt: skip
         rows.append(entry)
     # a Core INSERT … RETURNING: the ORM unit of work per entry cost more than the entry's hash

@@ -27,7 +27,7 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from hub.audit import GENESIS, entry_hash, verify_chain
+from hub.audit import GENESIS, entry_hash, stamp_of, verify_chain
 from hub.clock import utcnow
 from hub.errors import ConfigurationError, FatalError, RefusedInput
 from hub.history import find_company
@@ -51,13 +51,8 @@ class ExportResult:
     files: list[str] = field(default_factory=list)
 
 
-def _stamp(entry: AuditEntry) -> str:
-    # the exact text hub.audit hashes; export re-checks every hash, so a drift would be caught
-    return entry.at.isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
 def _entry_json(entry: AuditEntry) -> dict[str, Any]:
-    body = {"id": entry.id, "at": _stamp(entry), "actor": entry.actor, "action": entry.action,
+    body = {"id": entry.id, "at": stamp_of(entry.at), "actor": entry.actor, "action": entry.action,
             "subject": entry.subject, "detail": entry.detail, "payload_digest": entry.payload_digest,
             "prev_hash": entry.prev_hash, "entry_hash": entry.entry_hash}  # fmt: skip
     recomputed = entry_hash(entry.prev_hash, at=body["at"], actor=entry.actor, action=entry.action,

@@ -35,7 +35,7 @@ from hub.db import session_scope
 from hub.errors import LeaseLost
 from hub.models import SyncLease
 
-__all__ = ["Lease", "LeaseFence", "acquire", "holder_name", "lease_for", "release", "renew"]
+__all__ = ["Lease", "LeaseFence", "acquire", "holder_name", "is_live", "lease_for", "release", "renew"]
 
 Clock = Callable[[], dt.datetime]
 
@@ -54,6 +54,11 @@ class Lease:
     holder: str
     token: int
     expires_at: dt.datetime
+
+
+def is_live(row: SyncLease | None, now: dt.datetime) -> bool:
+    """Someone holds this lease row and it has not expired."""
+    return bool(row and row.holder and row.expires_at and row.expires_at > now)
 
 
 def _free_or_mine(code: str, holder: str, now: dt.datetime):

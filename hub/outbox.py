@@ -22,6 +22,7 @@ from sqlmodel import Session, select
 
 from hub import audit
 from hub.clock import utcnow
+from hub.leases import is_live
 from hub.models import Delivery, DeliveryState, Licence, SyncLease
 
 __all__ = ["DeadLetter", "delivery_counts", "list_dead", "retry_dead", "sweep_stale"]
@@ -37,11 +38,6 @@ class DeadLetter(BaseModel):
     attempts: int
     last_error: str | None
     dead_since: dt.datetime
-
-
-def _lease_is_live(session: Session, code: str, now: dt.datetime) -> bool:
-    lease = session.get(SyncLease, code)
-    return bool(lease and lease.holder and lease.expires_at and lease.expires_at > now)
 
 
 def sweep_stale(session: Session, *, older_than: dt.timedelta, now: dt.datetime | None = None) -> int:
@@ -64,7 +60,7 @@ def sweep_stale(session: Session, *, older_than: dt.timedelta, now: dt.datetime 
     for delivery in stale:
         code = delivery.agency_code
         if code not in live:
-            live[code] = _lease_is_live(session, code, now)
+            live[code] = is_live(session.get(SyncLease, code), now)
         if live[code]:
             continue
         delivery.state, delivery.next_attempt_at = DeliveryState.WAITING_RETRY, now

@@ -18,6 +18,7 @@ from sqlmodel import Session, select
 from contracts.registry import AgencySpec
 from hub.clock import utcnow
 from hub.errors import ConfigurationError
+from hub.leases import is_live
 from hub.models import Agency, Delivery, DeliveryState, QuarantinedRecord, SyncLease
 from hub.outbox import delivery_counts
 
@@ -124,7 +125,7 @@ def collect_status(session: Session, registry: Iterable[AgencySpec] | None = Non
         row = rows.get(code) or Agency(code=code, name_zh="", name_en="", kind="", protocol="")
         by_state = counts.get(code, {})
         lease = leases.get(code)
-        live = lease is not None and lease.holder is not None and lease.expires_at is not None and lease.expires_at > now
+        live = is_live(lease, now)
         mine, hub = certs.get(code), certs.get("hub")
         cert = min((c for c in (mine, hub) if c), key=lambda c: c.not_after, default=None)
         agencies.append(AgencyStatus(
