@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import sys
-from functools import wraps
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from hub.cli_errors import fail as _fail, handles_errors
 from hub.cli_audit import audit_app
 from hub.cli_certs import certs_app
-from hub.errors import ContractViolation, HubError
 from hub.runtime import HubRuntime
 from hub.settings import Settings
 
@@ -27,29 +26,6 @@ app.add_typer(audit_app, name="audit")
 
 def _runtime() -> HubRuntime:
     return HubRuntime(Settings())
-
-
-def _fail(message: str, code: int = 1) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def handles_errors(func):
-    """Print hub errors as one clear message (or one line per problem) and exit non-zero."""
-
-    @wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except ContractViolation as exc:
-            typer.echo(f"error: {len(exc.problems)} problem(s); nothing was written:", err=True)
-            for problem in exc.problems:
-                typer.echo(f"  {problem}", err=True)
-            raise typer.Exit(2) from None
-        except HubError as exc:
-            _fail(f"{exc} ({type(exc).__name__})")
-
-    return wrapper
 
 
 @app.command()

@@ -10,17 +10,13 @@ from typing import Annotated, Optional
 
 import typer
 
+from hub.cli_errors import fail as _fail
 from hub.errors import HubError
 from hub.settings import Settings
 
 __all__ = ["audit_app"]
 
 audit_app = typer.Typer(help="The hash-chained exchange and audit log.", no_args_is_help=True)
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
 
 
 @audit_app.command("verify")

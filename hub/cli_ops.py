@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from hub.cli_errors import fail as _fail
 from hub.errors import HubError
 from hub.runtime import HubRuntime
 from hub.settings import Settings
@@ -18,11 +19,6 @@ from hub.settings import Settings
 __all__ = ["register"]
 
 dead_letters_app = typer.Typer(help="Deliveries that used up their attempts.", no_args_is_help=True)
-
-
-def _fail(message: str, code: int = 1) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def _runtime() -> HubRuntime:

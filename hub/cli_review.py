@@ -11,16 +11,12 @@ from typing import Annotated, Optional
 
 import typer
 
+from hub.cli_errors import fail as _fail
 from hub.errors import ConfigurationError, HubError
 
 __all__ = ["register", "render_check"]
 
 tokens_app = typer.Typer(help="API and web access tokens (stored hashed).", no_args_is_help=True)
-
-
-def _fail(message: str, code: int = 1) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def render_check(result) -> str:

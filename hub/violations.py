@@ -20,7 +20,7 @@ from contracts.records import ViolationRecord
 from hub.clock import utcnow
 from contracts.uscc import PLACEHOLDER
 from hub.companies import company_ids_by_uscc, resolve_identity
-from hub.models import Company, IdentityStatus, Violation, ViolationRevision
+from hub.models import IdentityStatus, Violation, ViolationRevision
 
 __all__ = ["StoreOutcome", "store_violation", "store_violations"]
 

@@ -19,7 +19,7 @@ from hub.licences import record_grants
 from hub.models import AuditEntry, IdentityStatus, Violation, ViolationRevision
 from hub.violations import StoreOutcome, store_violation
 from contracts.records import LicenceGrant
-from tests.helpers import BUREAU, BUREAU_USCC, REPO, grant, make_uscc
+from tests.helpers import REPO, grant, make_uscc
 
 AGENCY_USCC = "11120104MB0012343K"
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import tomllib
-from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
 

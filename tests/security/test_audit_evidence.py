@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from adapters.soap import reset_clients
-from certs.pki import PkiLayout, init_pki
+from certs.pki import PkiLayout
 from hub import audit
 from hub.cli import app
 from hub.db import session_scope

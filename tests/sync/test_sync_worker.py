@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from hub.db import create_db_engine, session_scope
+from hub.db import session_scope
 from hub.intake import import_licences, read_licence_file
 from hub.models import Agency
 from hub.runtime import HubRuntime
