@@ -10,7 +10,13 @@ the first time, an INSERT whose primary key is the arbiter:
   writers), checks holder and token, and renews the lease when half of it has gone. A worker
   that paused past its lease and lost the row to another finds a different token there and its
   whole transaction is refused with LeaseLost — it cannot overwrite the new holder's work.
-* A worker that dies simply stops renewing; its lease expires after ``seconds``.
+* ``lease_for`` also renews the lease from a heartbeat thread while its block runs, because one
+  agency call can outlast a lease between two commits: a file-drop push waits minutes for the
+  agency's receipt. Without it, a slow agency made the lease expire mid-call, another worker took
+  the agency, and each then lost it to the other in turn without ever finishing.
+* A worker that dies (or is stopped: the heartbeat stops with it) no longer renews; its lease
+  expires after ``seconds``. A worker that hangs keeps its lease until it is killed — the Celery
+  hard time limit (sync_jobs.celery_app) bounds that.
 
 Times come from the worker's clock (injectable for tests); keep clocks within a small fraction
 of ``lease_seconds`` of each other, and ``lease_seconds`` above the longest single agency call.
@@ -19,8 +25,10 @@ of ``lease_seconds`` of each other, and ``lease_seconds`` above the longest sing
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,7 +43,9 @@ from hub.db import session_scope
 from hub.errors import LeaseLost
 from hub.models import SyncLease
 
-__all__ = ["Lease", "LeaseFence", "acquire", "holder_name", "is_live", "lease_for", "release", "renew"]
+log = logging.getLogger(__name__)
+
+__all__ = ["Lease", "LeaseFence", "acquire", "holder_name", "is_live", "lease_for", "release"]
 
 Clock = Callable[[], dt.datetime]
 
@@ -112,22 +122,38 @@ def _locked_row(session: Session, agency_code: str) -> SyncLease | None:
     return session.exec(select(SyncLease).where(SyncLease.agency_code == agency_code).with_for_update()).first()
 
 
-def renew(session: Session, lease: Lease, *, seconds: float, now: Clock = utcnow) -> Lease:
-    """Extend ``lease`` inside the caller's transaction.
+def _extend(engine: Engine, lease: Lease, *, seconds: float, now: Clock) -> bool:
+    """Push the lease's expiry forward in a transaction of its own; False once it is no longer ours."""
+    table = SyncLease.__table__
+    with session_scope(engine) as session:
+        done = session.execute(
+            table.update()
+            .where(table.c.agency_code == lease.agency_code, table.c.holder == lease.holder,
+                   table.c.fencing_token == lease.token)  # fmt: skip
+            .values(expires_at=now() + dt.timedelta(seconds=seconds))
+        ).rowcount
+    return done == 1
 
-    Raises:
-        LeaseLost: another worker holds the agency now (or the row is gone).
-    """
-    row = _locked_row(session, lease.agency_code)
-    if row is None or row.holder != lease.holder or row.fencing_token != lease.token:
-        holder = row.holder if row else None
-        raise LeaseLost(f"agency {lease.agency_code}: lease token {lease.token} is stale (now held by {holder})",
-                        agency=lease.agency_code, holder=holder)  # fmt: skip
-    expires = now() + dt.timedelta(seconds=seconds)
-    row.expires_at = expires
-    session.add(row)
-    session.flush()
-    return Lease(lease.agency_code, lease.holder, lease.token, expires)
+
+class _Heartbeat(threading.Thread):
+    """Renews a lease every third of its life until stopped or until the lease is lost."""
+
+    def __init__(self, engine: Engine, lease: Lease, *, seconds: float, now: Clock) -> None:
+        super().__init__(name=f"lease-{lease.agency_code}", daemon=True)
+        self._engine, self._lease, self._seconds, self._now = engine, lease, seconds, now
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.wait(self._seconds / 3):
+            try:
+                if not _extend(self._engine, self._lease, seconds=self._seconds, now=self._now):
+                    return  # taken over: the fence refuses this holder's next commit
+            except Exception:  # noqa: BLE001 - a database hiccup: the next beat tries again
+                log.warning("lease %s: renewal failed, trying again", self._lease.agency_code, exc_info=True)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join()
 
 
 def release(engine: Engine, lease: Lease) -> bool:
@@ -163,7 +189,10 @@ class LeaseFence:
             raise LeaseLost(f"agency {self.lease.agency_code}: another worker ({holder}) holds the sync now",
                             agency=self.lease.agency_code, holder=holder)  # fmt: skip
         if row.expires_at is None or row.expires_at - at < dt.timedelta(seconds=self.seconds / 2):
-            self.lease = renew(session, self.lease, seconds=self.seconds, now=self._now)
+            row.expires_at = at + dt.timedelta(seconds=self.seconds)
+            session.add(row)
+            session.flush()
+            self.lease = Lease(self.lease.agency_code, self.lease.holder, self.lease.token, row.expires_at)
 
 
 @contextmanager
@@ -171,14 +200,18 @@ def lease_for(engine: Engine, agency_code: str, *, seconds: float, holder: str |
               now: Clock = utcnow) -> Iterator[LeaseFence | None]:  # fmt: skip
     """Hold the agency's lease for the duration of the block; yields None when someone else has it.
 
-    The lease is released at the end even when the block fails, unless it was lost meanwhile.
+    While the block runs, a heartbeat thread keeps the lease alive (see the module docstring). The
+    lease is released at the end even when the block fails, unless it was lost meanwhile.
     """
     lease = acquire(engine, agency_code, holder or holder_name(), seconds=seconds, now=now)
     if lease is None:
         yield None
         return
     fence = LeaseFence(lease, seconds=seconds, now=now)
+    heartbeat = _Heartbeat(engine, lease, seconds=seconds, now=now)
+    heartbeat.start()
     try:
         yield fence
     finally:
+        heartbeat.stop()
         release(engine, fence.lease)

@@ -58,6 +58,16 @@ def test_a_long_sync_renews_its_lease_as_it_commits(engine):
         assert session.get(SyncLease, "SCJG").expires_at > T0 + dt.timedelta(seconds=150)
 
 
+def test_a_lease_outlives_one_agency_call_longer_than_itself(engine):
+    """A file-drop push can wait minutes for a receipt with no commit in between: the lease must hold."""
+    with lease_for(engine, "XFZD", seconds=0.6, holder="slow-worker") as fence:
+        time.sleep(2.0)  # one agency call, three lease lifetimes long
+        assert acquire(engine, "XFZD", "eager-worker", seconds=0.6) is None
+        with session_scope(engine) as session:
+            fence(session)  # the slow worker still commits its results
+    assert acquire(engine, "XFZD", "eager-worker", seconds=0.6) is not None  # released at the end
+
+
 def test_a_stale_holders_commit_is_refused(engine, make_runtime, start_agency):
     agency = start_agency("SCJG")
     runtime = make_runtime(str(engine.url.render_as_string(hide_password=False)),
