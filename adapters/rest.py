@@ -22,11 +22,11 @@ from typing import Any, Literal
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from requests.adapters import HTTPAdapter
 
 from adapters import AdapterContext
 from adapters.rest_json import JsonShapeError, split_items
 from adapters.http_headers import retry_after_seconds
+from adapters.http_session import AgencySession
 from adapters.base import Cursor, Health, InboundRecord, OutboundMessage, Page, Receipt, dotted_get
 from contracts.validation import describe_errors
 from contracts.registry import AgencySpec
@@ -154,28 +154,23 @@ class RestAdapter:
         self.code = code
         self.config = config
         self._record_id = config.fields.record_id or record_id_field
-        self._timeout = (config.connect_timeout, config.read_timeout)
         self._base = config.base_url.rstrip("/")
-        session = requests.Session()
-        pooled = HTTPAdapter(pool_connections=1, pool_maxsize=config.pool_size, max_retries=0)
-        session.mount("http://", pooled)
-        session.mount("https://", pooled)
+        # A [tls] table with our certificate and its key is enough to present it, whatever the auth
+        # (mtls, or a bearer token on top of mutual TLS). REST presents a certificate only with its
+        # key, as RestConfig demands for mtls; SOAP also takes a PEM holding both.
+        with_key = config.client_cert if config.client_key else None
+        session = AgencySession(connect_timeout=config.connect_timeout, read_timeout=config.read_timeout,
+                                ca_file=config.ca_file, client_cert=with_key, client_key=config.client_key,
+                                pool_size=config.pool_size)  # fmt: skip
         session.headers.update({"Accept": "application/json", "User-Agent": "shenguan-hub"})
-        session.trust_env = False  # never route an agency through a proxy from the environment
         if config.auth == "bearer":
             session.headers["Authorization"] = f"Bearer {config.token}"
-        if config.ca_file:
-            session.verify = config.ca_file
-        if config.client_cert and config.client_key:
-            # a [tls] table with our certificate is enough to present it, whatever the auth
-            # (mtls, or a bearer token on top of mutual TLS)
-            session.cert = (config.client_cert, config.client_key)
         self._session = session
 
     # --- the one exchange --------------------------------------------------------------
     def _exchange(self, method: str, path: str, action: str, **kwargs: Any) -> requests.Response:
         with _translated(self.code, action):
-            response = self._session.request(method, self._base + path, timeout=self._timeout, **kwargs)
+            response = self._session.request(method, self._base + path, **kwargs)
             _ = response.content  # read the body inside the translation: it may drop mid-way
         _raise_for_status(self.code, action, response)
         return response

@@ -41,6 +41,7 @@ from pydantic import ValidationError
 from zeep.helpers import serialize_object
 
 from adapters.http_headers import retry_after_seconds
+from adapters.http_session import AgencySession
 from adapters.base import Cursor, Health, InboundRecord, OutboundMessage, Page, Receipt, Rejected, dotted_get
 from adapters.soap_config import AckPaths, SoapConfig, WsseConfig
 from contracts.validation import describe_errors
@@ -100,15 +101,9 @@ def _service(cfg: SoapConfig) -> tuple[zeep.Client, Any]:
 def _build_client(cfg: SoapConfig) -> tuple[zeep.Client, Any]:
     if not cfg.wsdl_path.is_file():
         raise ConfigurationError(f"agency {cfg.code}: WSDL {cfg.wsdl} not found in contracts/wsdl/")
-    session = requests.Session()
-    # never let REQUESTS_CA_BUNDLE or proxy variables replace the agency's CA or route around it
-    session.trust_env = False
-    if cfg.ca_file:
-        session.verify = str(cfg.ca_file)
-    if cfg.client_cert:
-        session.cert = (str(cfg.client_cert), str(cfg.client_key)) if cfg.client_key else str(cfg.client_cert)
-    transport = _Transport(session=session, timeout=cfg.connect_timeout,
-                           operation_timeout=(cfg.connect_timeout, cfg.read_timeout))  # fmt: skip
+    session = AgencySession(connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout,
+                            ca_file=cfg.ca_file, client_cert=cfg.client_cert, client_key=cfg.client_key)  # fmt: skip
+    transport = _Transport(session=session, timeout=cfg.connect_timeout, operation_timeout=session.timeout)
     wsse = None
     if cfg.wsse is not None:
         from adapters.soap_wsse import build_wsse  # xmlsec is only needed by agencies that sign
@@ -300,9 +295,7 @@ class SoapAdapter:
         started = time.monotonic()
         try:
             with _translated(self.code, "probe", hostile=FatalError):
-                response = self._client.transport.session.get(
-                    self.config.endpoint, params="wsdl",
-                    timeout=(self.config.connect_timeout, self.config.read_timeout))  # fmt: skip
+                response = self._client.transport.session.get(self.config.endpoint, params="wsdl")
                 response.raise_for_status()
         except HubError as exc:
             return Health(ok=False, detail=str(exc), latency_ms=(time.monotonic() - started) * 1000)

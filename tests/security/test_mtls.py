@@ -9,6 +9,7 @@ books when the handshake fails.
 from __future__ import annotations
 
 import json
+import socket
 from contextlib import closing
 from pathlib import Path
 
@@ -133,3 +134,27 @@ def test_without_a_pki_the_sandbox_stays_plain_http_and_the_hub_presents_no_cert
                     assert adapter.fetch(Cursor()).records is not None
         finally:
             runtime.dispose()
+
+
+@pytest.mark.parametrize("code", CODES)
+def test_proxy_and_ca_bundle_from_the_environment_do_not_reach_an_agency(tmp_path, pki, foreign_pki, code, monkeypatch):
+    # A worker started with a site-wide proxy or CA bundle still talks to the agency directly,
+    # verifying it against the agency's CA from the data file, not the environment's.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{probe.getsockname()[1]}"  # closed once the block ends
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, nowhere)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(foreign_pki.ca_cert))
+    monkeypatch.setenv("CURL_CA_BUNDLE", str(foreign_pki.ca_cert))
+    with start_sandbox(tmp_path / "sandbox", codes=[code], pki_dir=pki.root) as sandbox:
+        runtime = _runtime(tmp_path, pki.root, sandbox.overrides)
+        try:
+            with closing(runtime.adapter_for(code)) as adapter:
+                spec = runtime.agency(code)
+                [receipt] = adapter.deliver([_message(spec, 4)])
+        finally:
+            runtime.dispose()
+        assert list(sandbox.books[code].received) == [receipt.message_id]
