@@ -22,7 +22,7 @@ from contracts.validation import parse_record
 from hub import audit
 from hub.errors import ContractViolation, Problem
 from hub.quarantine import quarantine
-from hub.violations import store_violation
+from hub.violations import store_violations
 
 __all__ = ["RecordOutcome", "SubmissionResult", "submit_violations"]
 
@@ -65,6 +65,8 @@ def submit_violations(session: Session, *, spec: AgencySpec, records: list[dict[
         native: map each record with the agency's ``violation_mapping`` first, as a pull would.
     """
     result = SubmissionResult(agency=spec.code)
+    outcomes: list[RecordOutcome | None] = []
+    valid: list[tuple[int, ViolationRecord]] = []
     for index, data in enumerate(records):
         raw = json.dumps(data, ensure_ascii=False, sort_keys=True, default=str)
         key = (spec.violation_mapping.record_id or "") if native else "agency_record_id"
@@ -80,15 +82,17 @@ def submit_violations(session: Session, *, spec: AgencySpec, records: list[dict[
         except ContractViolation as exc:
             quarantine(session, source="api", agency_code=spec.code, record_ref=ref, problems=exc.problems, raw=raw)
             result.quarantined += 1
-            result.records.append(RecordOutcome(index=index, agency_record_id=claimed and str(claimed),
-                                                outcome="quarantined",
-                                                problems=[{"field": p.field, "reason": p.reason}
-                                                          for p in exc.problems]))  # fmt: skip
+            outcomes.append(RecordOutcome(index=index, agency_record_id=claimed and str(claimed),
+                                          outcome="quarantined",
+                                          problems=[{"field": p.field, "reason": p.reason} for p in exc.problems]))  # fmt: skip
             continue
-        outcome, _ = store_violation(session, record)
-        setattr(result, outcome.value, getattr(result, outcome.value) + 1)
-        result.records.append(RecordOutcome(index=index, agency_record_id=record.agency_record_id,
-                                            outcome=outcome.value))  # fmt: skip
+        outcomes.append(None)  # filled in once the valid records are stored together
+        valid.append((index, record))
+    # one batched store, as a pull page is: same outcomes as storing the records one by one
+    for (index, record), stored in zip(valid, store_violations(session, [r for _, r in valid]), strict=True):
+        setattr(result, stored.value, getattr(result, stored.value) + 1)
+        outcomes[index] = RecordOutcome(index=index, agency_record_id=record.agency_record_id, outcome=stored.value)
+    result.records = [o for o in outcomes if o is not None]
     digest = hashlib.sha256(json.dumps(records, ensure_ascii=False, sort_keys=True, default=str).encode()).hexdigest()
     audit.append(session, actor=actor, action="api.violations", subject=f"agency:{spec.code}",
                  detail={"records": len(records), "created": result.created, "updated": result.updated,

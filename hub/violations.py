@@ -46,17 +46,16 @@ class _JSONText(sa.types.TypeDecorator):
 _PAYLOAD_TEXT = sa.bindparam("payload_text", type_=_JSONText())
 
 
-def _apply(row: Violation, record: ViolationRecord, canonical: dict, digest: str) -> None:
-    row.subject_name = record.subject_name
-    row.uscc = record.uscc
-    row.decision_no = record.decision_no
-    row.decision_date = record.decision_date
-    row.severity = record.severity.value
-    row.penalty_types = [p.value for p in record.penalty_types]
-    row.fine, row.confiscated = record.fine, record.confiscated
-    row.validity_end, row.publication_end = record.validity_end, record.publication_end
-    row.repair_status, row.repair_date = record.repair_status.value, record.repair_date
-    row.digest, row.payload, row.updated_at = digest, canonical, utcnow()
+def _columns(record: ViolationRecord, digest: str) -> dict:
+    """The violation row's columns that come from the record itself (one place for both store paths)."""
+    return {
+        "subject_name": record.subject_name, "uscc": record.uscc, "decision_no": record.decision_no,
+        "decision_date": record.decision_date, "severity": record.severity.value,
+        "penalty_types": [p.value for p in record.penalty_types], "fine": record.fine,
+        "confiscated": record.confiscated, "validity_end": record.validity_end,
+        "publication_end": record.publication_end, "repair_status": record.repair_status.value,
+        "repair_date": record.repair_date, "digest": digest,
+    }  # fmt: skip
 
 
 def store_violation(session: Session, record: ViolationRecord) -> tuple[StoreOutcome, Violation]:
@@ -80,7 +79,9 @@ def store_violation(session: Session, record: ViolationRecord) -> tuple[StoreOut
         outcome = StoreOutcome.CREATED
     else:
         outcome = StoreOutcome.UPDATED
-    _apply(row, record, canonical, digest)
+    for name, value in _columns(record, digest).items():
+        setattr(row, name, value)
+    row.payload, row.updated_at = canonical, utcnow()
     row.company_id, row.identity_status, row.identity_note = identity.company_id, identity.status, identity.note
     row.version += 1
     session.add(row)
@@ -92,17 +93,22 @@ def store_violation(session: Session, record: ViolationRecord) -> tuple[StoreOut
 def _insert_returning_ids(session: Session, statement: sa.Insert, rows: list[dict]) -> list[int]:
     """Insert ``rows`` and return their new ids, in order.
 
-    On PostgreSQL the ids are drawn from the table's sequence first and the rows inserted with
-    a plain executemany: psycopg parsed each multi-row INSERT … RETURNING (thousands of
-    parameters) in pure Python, more than half of a pull's time.
+    The ids are chosen first and the rows inserted with a plain executemany, the drivers' fast
+    path: INSERT … RETURNING over thousands of rows is split into multi-row statements that
+    psycopg parses in pure Python and that pysqlite runs row by row through SQLAlchemy — more
+    than half of a pull's storing time either way. PostgreSQL draws the ids from the table's
+    sequence. SQLite continues from max(id), as its own rowid choice would: every hub transaction
+    on SQLite begins IMMEDIATE (hub.db), so no other writer can take those ids meanwhile.
     """
     table = statement.table
-    if session.get_bind().dialect.name != "postgresql":
-        return list(session.execute(statement.returning(table.c.id, sort_by_parameter_order=True), rows).scalars())
-    ids = list(session.execute(
-        sa.text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)"),
-        {"t": table.name, "n": len(rows)},
-    ).scalars())  # fmt: skip
+    if session.get_bind().dialect.name == "postgresql":
+        ids = list(session.execute(
+            sa.text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)"),
+            {"t": table.name, "n": len(rows)},
+        ).scalars())  # fmt: skip
+    else:
+        start = session.execute(sa.select(sa.func.coalesce(sa.func.max(table.c.id), 0))).scalar_one() + 1
+        ids = list(range(start, start + len(rows)))
     session.execute(statement, [{**row, "id": i} for row, i in zip(rows, ids, strict=True)])
     return ids
 
@@ -161,15 +167,10 @@ def store_violations(session: Session, records: Sequence[ViolationRecord]) -> li
         for i in fresh:
             record, canonical, digest = prepared[i]
             rows.append({
-                "source_agency": record.source_agency, "agency_record_id": record.agency_record_id,
-                "company_id": companies[record.uscc], "identity_status": IdentityStatus.LINKED.value,
-                "identity_note": None, "subject_name": record.subject_name, "uscc": record.uscc,
-                "decision_no": record.decision_no, "decision_date": record.decision_date,
-                "severity": record.severity.value, "penalty_types": [p.value for p in record.penalty_types],
-                "fine": record.fine, "confiscated": record.confiscated, "validity_end": record.validity_end,
-                "publication_end": record.publication_end, "repair_status": record.repair_status.value,
-                "repair_date": record.repair_date, "version": 1, "digest": digest, "payload_text": texts[i],
-                "created_at": now, "updated_at": now,
+                **_columns(record, digest), "source_agency": record.source_agency,
+                "agency_record_id": record.agency_record_id, "company_id": companies[record.uscc],
+                "identity_status": IdentityStatus.LINKED.value, "identity_note": None, "version": 1,
+                "payload_text": texts[i], "created_at": now, "updated_at": now,
             })  # fmt: skip
         table = Violation.__table__
         new_ids = _insert_returning_ids(session, insert(table).values(payload=_PAYLOAD_TEXT), rows)
