@@ -95,6 +95,15 @@ def _unb64url(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _token_text(token: str | bytes) -> str:
+    """A compact token as text without surrounding white space (files end in a newline).
+
+    Bytes that are not ASCII become U+FFFD, so a garbled token is refused as malformed
+    rather than raising a decoding error.
+    """
+    return (token.decode("ascii", "replace") if isinstance(token, bytes) else token).strip()
+
+
 def _thumbprint(cert: x509.Certificate) -> str:
     return _b64url(cert.fingerprint(hashes.SHA256()))
 
@@ -154,10 +163,8 @@ class VerifiedManifest:
     token: str
 
 
-def _parse(token: str | bytes) -> tuple[dict[str, Any], bytes, x509.Certificate]:
+def _parse(text: str) -> tuple[dict[str, Any], bytes, x509.Certificate]:
     """Header, payload and the x5c leaf of a compact JWS, without trusting anything yet."""
-    text = token.decode("ascii", "replace") if isinstance(token, bytes) else token
-    text = text.strip()
     if len(text) > 2 * MAX_MANIFEST_BYTES:
         raise _refuse(Reason.MALFORMED, "manifest token is too large")
     parts = text.split(".")
@@ -248,12 +255,12 @@ def open_manifest(
 ) -> VerifiedManifest:
     """Verify a manifest JWS and return it with its signer. See :func:`verify_manifest`."""
     cas = [trusted_ca] if isinstance(trusted_ca, x509.Certificate) else list(trusted_ca)
-    _header, payload, signer = _parse(token)
+    text = _token_text(token)
+    _header, payload, signer = _parse(text)
     _check_signer(signer, cas, expected_signer, accepted, _utcnow(now))
     public = signer.public_key()
     if not isinstance(public, ec.EllipticCurvePublicKey) or public.curve.name != "secp256r1":
         raise _refuse(Reason.UNKNOWN_SIGNER, "signer key is not P-256")
-    text = token.decode("ascii", "replace").strip() if isinstance(token, bytes) else token.strip()
     try:
         jws.deserialize_compact(text, ECKey.import_key(public), registry=_JWS)
     except JoseError as exc:
@@ -332,8 +339,7 @@ def decrypt_file(
         RefusedInput: malformed_token, or undecryptable (wrong key, tampered ciphertext).
     """
     keys = [recipient_key] if isinstance(recipient_key, ec.EllipticCurvePrivateKey) else list(recipient_key)
-    text = token.decode("ascii", "replace") if isinstance(token, bytes) else token
-    text = text.strip()
+    text = _token_text(token)
     if text.count(".") != 4:
         raise _refuse(Reason.MALFORMED, "a compact JWE has 5 parts")
     try:

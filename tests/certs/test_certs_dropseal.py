@@ -115,6 +115,16 @@ def test_the_hub_accepts_a_drop_made_by_jwcrypto(pki, hub_seal):
     assert hub_seal.unseal_file("penalties.csv.jwe", jwe.serialize(compact=True).encode()) == DATA
 
 
+
+def test_tokens_saved_as_text_files_open_as_they_were_sealed(hub_seal, agency_seal):
+    # another implementation may write its tokens with a final newline (or CRLF)
+    token = hub_seal.sign_manifest(MANIFEST)["manifest.jws"]
+    agency_seal.verify_manifest(MANIFEST, {"manifest.jws": token + b"\r\n"})
+    assert agency_seal.last_verified.token == token.decode()
+    _, stored = hub_seal.seal_file("许可.csv", DATA)
+    assert agency_seal.unseal_file("许可.csv.jwe", stored + b"\n") == DATA
+
+
 # --- refusals -------------------------------------------------------------------------------
 
 
