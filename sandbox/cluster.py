@@ -30,8 +30,7 @@ from typing import Any
 from sandbox.core import AgencyBook
 from sandbox.filedrop_agencies import DIALECTS as DROP_DIALECTS
 from sandbox.filedrop_agencies import start_filedrop_agency
-from sandbox.rest_agencies import REST_DIALECTS, start_rest_agency
-from sandbox.soap_agencies import DIALECTS as SOAP_DIALECTS
+from sandbox.rest_agencies import start_rest_agency
 from sandbox.soap_agencies import start_soap_agency
 
 __all__ = ["ALL_AGENCIES", "MTLS_CODES", "WSSE_CODES", "Sandbox", "start_sandbox"]
@@ -70,13 +69,6 @@ class Sandbox:
         self.stop()
 
 
-def _book(code: str, name: str, uscc: str, subject_fields, *, seed: int, clean: frozenset[str],
-          malformed_every: int) -> AgencyBook:  # fmt: skip
-    return AgencyBook(code=code, name=name, uscc=uscc, seed=seed, subject_fields=subject_fields,
-                      clean_companies=clean, malformed_every=malformed_every,
-                      abbreviation=ABBREVIATIONS.get(code, ""))  # fmt: skip
-
-
 def start_sandbox(root: Path, *, codes: Iterable[str] = ALL_AGENCIES, seed: int = 7,
                   clean_companies: Iterable[str] = (), malformed_every: int = 7,
                   ports: dict[str, int] | None = None, pki_dir: Path | None = None) -> Sandbox:  # fmt: skip
@@ -103,30 +95,27 @@ def start_sandbox(root: Path, *, codes: Iterable[str] = ALL_AGENCIES, seed: int 
     sandbox = Sandbox(agencies={})
     try:
         for code in codes:
+            # each front-end builds its agency's book from its own dialect; the sandbox adds only the run's options
+            book_options = {"seed": seed, "clean_companies": clean, "malformed_every": malformed_every,
+                            "abbreviation": ABBREVIATIONS.get(code, "")}  # fmt: skip
             if code in REST_CODES:
-                d = REST_DIALECTS[code]
-                book = _book(code, d.name, d.uscc, d.licence_subject, seed=seed, clean=clean,
-                             malformed_every=malformed_every)  # fmt: skip
-                agency = start_rest_agency(code, book=book, port=ports.get(code, 0),
-                                           ssl_context=_server_context(code, pki_dir))  # fmt: skip
+                agency = start_rest_agency(code, port=ports.get(code, 0), ssl_context=_server_context(code, pki_dir),
+                                           **book_options)  # fmt: skip
                 sandbox.overrides[code] = {"endpoint": agency.endpoint, **_tls_override(code, pki_dir)}
                 if agency.token:
                     sandbox.env[f"HUB_{code}_TOKEN"] = agency.token
             elif code in SOAP_CODES:
-                d = SOAP_DIALECTS[code]
-                book = _book(code, d.name, d.uscc, d.subject_fields, seed=seed, clean=clean,
-                             malformed_every=malformed_every)  # fmt: skip
                 security, password = _wsse(code, pki_dir)
-                agency = start_soap_agency(code, book=book, port=ports.get(code, 0), security=security,
-                                           ssl_context=_server_context(code, pki_dir))  # fmt: skip
+                agency = start_soap_agency(code, port=ports.get(code, 0), security=security,
+                                           ssl_context=_server_context(code, pki_dir), **book_options)  # fmt: skip
                 sandbox.overrides[code] = {"endpoint": agency.endpoint, **_tls_override(code, pki_dir),
                                            **_wsse_override(code, pki_dir)}  # fmt: skip
                 if password:
                     sandbox.env[f"HUB_{code}_WSSE_PASSWORD"] = password
             elif code in DROP_CODES:
                 d = DROP_DIALECTS[code]
-                book = _book(code, d.name, d.uscc, d.subject_fields, seed=seed, clean=clean,
-                             malformed_every=malformed_every)  # fmt: skip
+                # start_filedrop_agency takes no book options: its default book is built here instead
+                book = AgencyBook(code=code, name=d.name, uscc=d.uscc, subject_fields=d.subject_fields, **book_options)
                 agency = start_filedrop_agency(code, root=Path(root) / code.lower(), book=book, auto_publish=True)
                 overrides = agency.transport_overrides(_transport_table(code))
                 if agency.client_key_file:

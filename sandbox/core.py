@@ -237,6 +237,7 @@ class LoopbackHTTPServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    poll_interval = 0.05  # seconds; short, so stop() returns promptly (tests start and stop many servers)
 
     def __init__(self, handler, port: int = 0) -> None:
         super().__init__(("127.0.0.1", port), handler)
@@ -247,7 +248,8 @@ class LoopbackHTTPServer(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
     def start(self) -> "LoopbackHTTPServer":
-        self._thread = threading.Thread(target=self.serve_forever, name=f"sandbox-{self.url}", daemon=True)
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": self.poll_interval},
+                                        name=f"sandbox-{self.url}", daemon=True)  # fmt: skip
         self._thread.start()
         return self
 

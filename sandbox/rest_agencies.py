@@ -71,13 +71,6 @@ class _AgencyServer(LoopbackHTTPServer):
             self._open.add(sock)
         return sock, address
 
-    def start(self) -> "_AgencyServer":
-        # a short poll interval so stop() returns promptly (tests start and stop many agencies)
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"sandbox-{self.url}", daemon=True)  # fmt: skip
-        self._thread.start()
-        return self
-
     def shutdown_request(self, request) -> None:
         with self._open_lock:
             self._open.discard(request)

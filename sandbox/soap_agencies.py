@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import ssl
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -123,19 +122,13 @@ class _SoapServer(LoopbackHTTPServer):
     timeout_seconds: float
     retry_after: int
     endpoint: str
+    wsdl: bytes  # as served at ?wsdl, with this server's address in it
     last_after: int | None = None
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # a client refused at the TLS handshake or hanging up is routine here, not a traceback
         if not isinstance(sys.exc_info()[1], (ssl.SSLError, ConnectionError)):
             super().handle_error(request, client_address)
-
-    def start(self) -> "_SoapServer":
-        # a short poll keeps stop() quick: tests start and stop an agency per case
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"sandbox-{self.url}", daemon=True)  # fmt: skip
-        self._thread.start()
-        return self
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -150,11 +143,7 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         if url.path != self.server.dialect.path or url.query.lower() != "wsdl":
             return self._send(404, b"not found", "text/plain")
-        text = (WSDL_DIR / self.server.dialect.wsdl).read_bytes()
-        doc = etree.fromstring(text, etree.XMLParser(resolve_entities=False, no_network=True))
-        for address in doc.iter("{http://schemas.xmlsoap.org/wsdl/soap/}address"):
-            address.set("location", self.server.endpoint)
-        self._send(200, etree.tostring(doc, xml_declaration=True, encoding="utf-8"), "text/xml; charset=utf-8")
+        self._send(200, self.server.wsdl, "text/xml; charset=utf-8")
 
     # --- SOAP ------------------------------------------------------------------------------
     def do_POST(self) -> None:  # noqa: N802
@@ -276,6 +265,14 @@ class RunningAgency:
         self.server.stop()
 
 
+def _published_wsdl(name: str, endpoint: str) -> bytes:
+    """The WSDL file ``name`` with every service address set to ``endpoint``, as the agency serves it."""
+    doc = etree.fromstring((WSDL_DIR / name).read_bytes(), etree.XMLParser(resolve_entities=False, no_network=True))
+    for address in doc.iter("{http://schemas.xmlsoap.org/wsdl/soap/}address"):
+        address.set("location", endpoint)
+    return etree.tostring(doc, xml_declaration=True, encoding="utf-8")
+
+
 def default_book(code: str, **kw: Any) -> AgencyBook:
     """A fresh book for the dialect ``code`` (its name, USCC and licence field names)."""
     d = DIALECTS[code]
@@ -291,12 +288,13 @@ def start_soap_agency(
     security: SoapSecurity | None = None,
     timeout_seconds: float = 2.0,
     retry_after: int = 7,
+    **book_options: Any,
 ) -> RunningAgency:
     """Start the SOAP agency ``code`` ("GSJ" or "DSJ") on 127.0.0.1 in a daemon thread.
 
     Args:
         code: which dialect to speak.
-        book: the agency's state; a fresh seeded book by default.
+        book: the agency's state; a fresh AgencyBook (with ``book_options``) by default.
         port: 0 for an ephemeral port.
         ssl_context: a server-side ``ssl.SSLContext`` (mTLS: set ``verify_mode`` and load the CA).
         security: WS-Security checks and response signing, when the agency demands it.
@@ -305,7 +303,7 @@ def start_soap_agency(
     """
     dialect = DIALECTS[code]
     server = _SoapServer(_Handler, port=port)
-    server.dialect, server.book = dialect, book or default_book(code)
+    server.dialect, server.book = dialect, book or default_book(code, **book_options)
     server.security, server.timeout_seconds, server.retry_after = security, timeout_seconds, retry_after
     scheme = "http"
     if ssl_context is not None:
@@ -313,6 +311,7 @@ def start_soap_agency(
         server.socket = ssl_context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
         scheme = "https"
     server.endpoint = endpoint = f"{scheme}://127.0.0.1:{server.server_address[1]}{dialect.path}"
+    server.wsdl = _published_wsdl(dialect.wsdl, endpoint)
     server.start()
     return RunningAgency(code=code, endpoint=endpoint, book=server.book, server=server)
 

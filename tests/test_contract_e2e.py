@@ -21,7 +21,7 @@ from hub.operations import sync_agencies
 from hub.routing import route
 from hub.runtime import HubRuntime
 from hub.settings import Settings
-from sandbox.cluster import ALL_AGENCIES, start_sandbox
+from sandbox.cluster import ABBREVIATIONS, ALL_AGENCIES, start_sandbox
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +75,14 @@ def test_each_agency_recorded_exactly_what_was_pushed(synced, code):
 
 def sorted_items(payload: dict) -> list:
     return sorted((k, str(v)) for k, v in payload.items())
+
+
+@pytest.mark.parametrize("code", ALL_AGENCIES)
+def test_each_agency_numbers_its_decisions_with_its_own_abbreviation(synced, code):
+    _, sandbox, _, _ = synced
+    numbers = [p.decision_no for p in sandbox.books[code].penalties if p.decision_no]  # "" is a malformed one
+    assert numbers, f"{code} invented no penalties"
+    assert all(n.startswith(f"津南{ABBREVIATIONS[code]}罚〔") for n in numbers), numbers
 
 
 @pytest.mark.parametrize("code", ALL_AGENCIES)

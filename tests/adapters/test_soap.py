@@ -8,7 +8,6 @@ Hostile and broken peers are faked at the socket with a tiny canned-response ser
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler
@@ -313,11 +312,6 @@ class _Canned(BaseHTTPRequestHandler):
 
 class _CannedServer(LoopbackHTTPServer):
     canned: tuple[int, bytes, dict[str, str]]
-
-    def start(self) -> "_CannedServer":
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
 
 
 def _closed_port() -> int:

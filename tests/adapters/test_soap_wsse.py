@@ -8,7 +8,6 @@ by a man-in-the-middle proxy on a loopback socket.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -97,11 +96,6 @@ class _ProxyServer(LoopbackHTTPServer):
         self.upstream, self.tamper_request, self.tamper_response = upstream, tamper_request, tamper_response
         self.seen: list[bytes] = []
         self.answers: list[bytes] = []
-
-    def start(self) -> "_ProxyServer":
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
 
 
 def _unchanged(data: bytes) -> bytes:
