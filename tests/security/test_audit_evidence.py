@@ -147,6 +147,11 @@ def test_company_bundle_holds_the_evidence_and_verifies_offline(hub, tmp_path, c
     certificates = {p.name for p in (bundle / "certificates").iterdir()}
     assert {"ca.pem", "hub-signing.pem", "JJZD-server.pem", "GSJ-server.pem"} <= certificates
     assert not any(p.suffix == ".key" for p in bundle.rglob("*"))  # no private key leaves the PKI
+    # the chain in the bundle is exactly the one the export verified, up to the head it names
+    chain = [json.loads(line) for line in (bundle / "chain.jsonl").read_text(encoding="utf-8").splitlines()]
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["chain"]["checked"] == len(chain) and manifest["chain"]["head_id"] == chain[-1]["id"]
+    assert f"{len(chain)} chain links" in result.output
 
     assert verify_bundle([str(bundle), "--ca", str(hub.pki.ca_cert), "--require-signature"]) == 0
     out = capsys.readouterr().out
