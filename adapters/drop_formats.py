@@ -4,6 +4,12 @@ Every record is a flat dict of strings named in the agency's own words. Decoding
 and hostile input is refused whole with :class:`hub.errors.RefusedInput` naming the file
 (and, for bad bytes, the byte offset): a batch is loaded entirely or not at all.
 
+Reading is lazy: :func:`iter_records` decodes a binary stream block by block (CSV and JSON
+lines through an incremental decoder, XML through lxml's ``iterparse``) and yields one
+record at a time, so a data file of any size is read in constant memory. A refusal can
+therefore come after some records were yielded; the file-drop reader runs a file through
+once without keeping anything (:func:`count_records`) before it hands out the first record.
+
 XML is parsed by lxml with entity resolution, network access and DTD loading off, and any
 document carrying a DOCTYPE is refused (no billion laughs, no XXE). The XML shape is::
 
@@ -20,33 +26,74 @@ import codecs
 import csv
 import io
 import json
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Iterator, Sequence
+from typing import BinaryIO, Literal
 
 from lxml import etree
 
 from hub.errors import ConfigurationError, RefusedInput
 
-__all__ = ["DropFormat", "decode_records", "encode_records", "decode_text"]
+__all__ = ["DropFormat", "count_records", "decode_records", "decode_text", "encode_records", "iter_records"]
 
 DropFormat = Literal["csv", "xml", "jsonl"]
+
+BLOCK_BYTES = 1024 * 1024  # bytes read from a data file at a time
+MAX_LINE_CHARS = 16 * 1024 * 1024  # one physical line longer than this is hostile, not data
+_DTD_MARKERS = (b"<!DOCTYPE", b"<!ENTITY")
 
 
 def decode_text(data: bytes, encoding: str, *, name: str) -> str:
     """Decode strictly; malformed bytes are refused naming the file and the byte offset."""
+    return "".join(iter_text(io.BytesIO(data), encoding, name=name))
+
+
+def _is_utf8(encoding: str) -> bool:
+    return encoding.replace("-", "").replace("_", "").lower() == "utf8"
+
+
+def iter_text(stream: BinaryIO, encoding: str, *, name: str, block_bytes: int = BLOCK_BYTES) -> Iterator[str]:
+    """Decode a binary stream strictly, block by block; malformed bytes are refused naming the file offset."""
     try:
-        codecs.lookup(encoding)
+        decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
     except LookupError as exc:
         raise ConfigurationError(f"{name}: unknown encoding {encoding!r}") from exc
-    if encoding.replace("-", "").replace("_", "").lower() == "utf8" and data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8) :]
-    try:
-        return data.decode(encoding, errors="strict")
-    except UnicodeDecodeError as exc:
-        raise RefusedInput(
-            f"{name}: malformed {encoding} at byte offset {exc.start}: {data[exc.start:exc.start + 4]!r}",
-            file=name, offset=exc.start,
-        ) from exc  # fmt: skip
+    consumed = 0  # bytes of the file handed to the decoder so far
+    block = stream.read(max(block_bytes, len(codecs.BOM_UTF8)))
+    if _is_utf8(encoding) and block.startswith(codecs.BOM_UTF8):
+        block, consumed = block[len(codecs.BOM_UTF8) :], len(codecs.BOM_UTF8)
+        block = block or stream.read(block_bytes)  # an empty block means the end of the file
+    while True:
+        # an incremental decoder keeps an incomplete character from the last block; an error's
+        # position counts from the start of those kept bytes
+        pending = decoder.getstate()[0]
+        try:
+            text = decoder.decode(block, final=not block)
+        except UnicodeDecodeError as exc:
+            offset = consumed - len(pending) + exc.start
+            raise RefusedInput(
+                f"{name}: malformed {encoding} at byte offset {offset}: {(pending + block)[exc.start:exc.start + 4]!r}",
+                file=name, offset=offset,
+            ) from exc  # fmt: skip
+        consumed += len(block)
+        if text:
+            yield text
+        if not block:
+            return
+        block = stream.read(block_bytes)
+
+
+def iter_lines(stream: BinaryIO, encoding: str, *, name: str, block_bytes: int = BLOCK_BYTES) -> Iterator[str]:
+    """Physical lines with their endings (``\\n``, ``\\r\\n`` or ``\\r``), as a file opened with ``newline=""`` gives them."""
+    carry = ""
+    for text in iter_text(stream, encoding, name=name, block_bytes=block_bytes):
+        lines = io.StringIO(carry + text, newline="").readlines()
+        # an unterminated last line, or one ending in \r (its \n may start the next block), waits
+        carry = lines.pop() if lines and not lines[-1].endswith("\n") else ""
+        if len(carry) > MAX_LINE_CHARS:
+            raise RefusedInput(f"{name}: a line is longer than {MAX_LINE_CHARS} characters")
+        yield from lines
+    if carry:
+        yield carry
 
 
 # --- CSV -----------------------------------------------------------------------------------
@@ -65,17 +112,15 @@ def _encode_csv(records: Sequence[dict[str, str]], encoding: str, fields: Sequen
     return buf.getvalue().encode(encoding)
 
 
-def _decode_csv(data: bytes, encoding: str, name: str) -> list[dict[str, str]]:
-    text = decode_text(data, encoding, name=name)
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+def _iter_csv(stream: BinaryIO, encoding: str, name: str, block_bytes: int) -> Iterator[dict[str, str]]:
+    reader = csv.reader(iter_lines(stream, encoding, name=name, block_bytes=block_bytes), strict=True)
     try:
         header = next(reader, None)
         if not header:
-            return []
+            return
         header = [h.strip() for h in header]
         if len(set(header)) != len(header) or not all(header):
             raise RefusedInput(f"{name}: header has empty or repeated column names: {header}")
-        records = []
         for row in reader:
             if not row:
                 continue
@@ -83,20 +128,12 @@ def _decode_csv(data: bytes, encoding: str, name: str) -> list[dict[str, str]]:
                 raise RefusedInput(
                     f"{name}: line {reader.line_num} has {len(row)} cells, the header has {len(header)}"
                 )
-            records.append(dict(zip(header, row, strict=True)))
-        return records
+            yield dict(zip(header, row, strict=True))
     except csv.Error as exc:
         raise RefusedInput(f"{name}: unreadable CSV at line {reader.line_num}: {exc}") from exc
 
 
 # --- XML -----------------------------------------------------------------------------------
-def _parser() -> etree.XMLParser:
-    return etree.XMLParser(
-        resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False,
-        huge_tree=False, remove_comments=True, remove_pis=True,
-    )  # fmt: skip
-
-
 def _encode_xml(records: Sequence[dict[str, str]], encoding: str, root_tag: str, record_tag: str) -> bytes:
     try:
         root = etree.Element(root_tag)
@@ -109,32 +146,70 @@ def _encode_xml(records: Sequence[dict[str, str]], encoding: str, root_tag: str,
     return etree.tostring(root, xml_declaration=True, encoding=encoding, pretty_print=True)
 
 
-def _decode_xml(data: bytes, name: str, root_tag: str, record_tag: str) -> list[dict[str, str]]:
-    # refuse before parsing, too: a DTD is never legitimate here and lxml must not see one
-    if b"<!DOCTYPE" in data.upper() or b"<!ENTITY" in data.upper():
-        raise RefusedInput(f"{name}: XML with a DTD or entity declarations is refused")
+class _NoDtd:
+    """A binary stream that refuses a DTD or entity declaration in the bytes it passes on.
+
+    lxml must never see one (no billion laughs, no XXE); the parser's own settings are the
+    second line. The last bytes of each block are kept so a marker split across blocks is found.
+    """
+
+    def __init__(self, stream: BinaryIO, name: str, block_bytes: int) -> None:
+        self._stream, self._name, self._block = stream, name, block_bytes
+        self._tail = b""
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(self._block if size is None or size < 0 else min(size, self._block))
+        window = (self._tail + data).upper()
+        if any(marker in window for marker in _DTD_MARKERS):
+            raise RefusedInput(f"{self._name}: XML with a DTD or entity declarations is refused")
+        self._tail = window[-16:]
+        return data
+
+
+def _iter_xml(stream: BinaryIO, name: str, root_tag: str, record_tag: str, block_bytes: int) -> Iterator[dict[str, str]]:
+    events = etree.iterparse(
+        _NoDtd(stream, name, block_bytes), events=("start", "end"), resolve_entities=False, no_network=True,
+        load_dtd=False, dtd_validation=False, huge_tree=False, remove_comments=True, remove_pis=True,
+    )  # fmt: skip
+    depth = index = 0
     try:
-        tree = etree.fromstring(data, parser=_parser()).getroottree()
+        for event, node in events:
+            if event == "start":
+                depth += 1
+                if depth == 1:
+                    tree = node.getroottree()
+                    if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
+                        raise RefusedInput(f"{name}: XML with a DTD is refused")
+                    if node.tag != root_tag:
+                        raise RefusedInput(f"{name}: root element is <{node.tag}>, expected <{root_tag}>")
+                elif depth == 2:
+                    index += 1
+                    if node.tag != record_tag:
+                        raise RefusedInput(f"{name}: element {index} is <{node.tag}>, expected <{record_tag}>")
+                elif depth == 4:
+                    raise RefusedInput(f"{name}: record {index}: <{node.getparent().tag}> is not a flat text field")
+                continue
+            depth -= 1
+            if depth != 1:
+                continue
+            yield _xml_record(node, name, index)
+            # keep the tree to the record being read: drop it and every record before it
+            node.clear()
+            while node.getprevious() is not None:
+                del node.getparent()[0]
     except etree.XMLSyntaxError as exc:
         raise RefusedInput(f"{name}: unparseable XML: {exc}") from exc
-    if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
-        raise RefusedInput(f"{name}: XML with a DTD is refused")
-    root = tree.getroot()
-    if root.tag != root_tag:
-        raise RefusedInput(f"{name}: root element is <{root.tag}>, expected <{root_tag}>")
-    records = []
-    for i, node in enumerate(root, start=1):
-        if node.tag != record_tag:
-            raise RefusedInput(f"{name}: element {i} is <{node.tag}>, expected <{record_tag}>")
-        record: dict[str, str] = {}
-        for child in node:
-            if len(child) or not isinstance(child.tag, str):
-                raise RefusedInput(f"{name}: record {i}: <{child.tag}> is not a flat text field")
-            if child.tag in record:
-                raise RefusedInput(f"{name}: record {i}: field <{child.tag}> repeated")
-            record[child.tag] = child.text or ""
-        records.append(record)
-    return records
+
+
+def _xml_record(node, name: str, index: int) -> dict[str, str]:
+    record: dict[str, str] = {}
+    for child in node:
+        if len(child) or not isinstance(child.tag, str):
+            raise RefusedInput(f"{name}: record {index}: <{child.tag}> is not a flat text field")
+        if child.tag in record:
+            raise RefusedInput(f"{name}: record {index}: field <{child.tag}> repeated")
+        record[child.tag] = child.text or ""
+    return record
 
 
 # --- JSON lines ----------------------------------------------------------------------------
@@ -143,10 +218,8 @@ def _encode_jsonl(records: Sequence[dict[str, str]], encoding: str) -> bytes:
     return "".join(f"{line}\n" for line in lines).encode(encoding)
 
 
-def _decode_jsonl(data: bytes, encoding: str, name: str) -> list[dict[str, str]]:
-    text = decode_text(data, encoding, name=name)
-    records = []
-    for number, line in enumerate(text.splitlines(), start=1):
+def _iter_jsonl(stream: BinaryIO, encoding: str, name: str, block_bytes: int) -> Iterator[dict[str, str]]:
+    for number, line in enumerate(iter_lines(stream, encoding, name=name, block_bytes=block_bytes), start=1):
         if not line.strip():
             continue
         try:
@@ -155,8 +228,7 @@ def _decode_jsonl(data: bytes, encoding: str, name: str) -> list[dict[str, str]]
             raise RefusedInput(f"{name}: line {number} is not JSON: {exc}") from exc
         if not isinstance(record, dict) or any(isinstance(v, (dict, list)) for v in record.values()):
             raise RefusedInput(f"{name}: line {number} is not a flat JSON object")
-        records.append({k: "" if v is None else str(v) for k, v in record.items()})
-    return records
+        yield {k: "" if v is None else str(v) for k, v in record.items()}
 
 
 def encode_records(
@@ -187,6 +259,36 @@ def encode_records(
         raise ConfigurationError(f"a value cannot be written in {encoding}: {exc}") from exc
 
 
+def iter_records(
+    stream: BinaryIO,
+    fmt: DropFormat,
+    encoding: str,
+    *,
+    name: str,
+    xml_root: str = "records",
+    xml_record: str = "record",
+    block_bytes: int = BLOCK_BYTES,
+) -> Iterator[dict[str, str]]:
+    """Yield the flat records of one data file as they are read from ``stream``.
+
+    Raises RefusedInput naming ``name`` and why as soon as the damage is met, possibly after
+    records were yielded (see :func:`count_records`).
+    """
+    if fmt == "csv":
+        return _iter_csv(stream, encoding, name, block_bytes)
+    if fmt == "xml":
+        return _iter_xml(stream, name, xml_root, xml_record, block_bytes)
+    if fmt == "jsonl":
+        return _iter_jsonl(stream, encoding, name, block_bytes)
+    raise RefusedInput(f"{name}: unknown format {fmt!r}")
+
+
+def count_records(stream: BinaryIO, fmt: DropFormat, encoding: str, *, name: str, xml_root: str = "records",
+                  xml_record: str = "record") -> int:  # fmt: skip
+    """Read a whole data file, keeping nothing: its number of records, or RefusedInput for any damage."""
+    return sum(1 for _ in iter_records(stream, fmt, encoding, name=name, xml_root=xml_root, xml_record=xml_record))
+
+
 def decode_records(
     data: bytes,
     fmt: DropFormat,
@@ -196,12 +298,5 @@ def decode_records(
     xml_root: str = "records",
     xml_record: str = "record",
 ) -> list[dict[str, str]]:
-    """Parse one data file into flat records, or raise RefusedInput naming ``name`` and why."""
-    if fmt == "csv":
-        return _decode_csv(data, encoding, name)
-    if fmt == "xml":
-        return _decode_xml(data, name, xml_root, xml_record)
-    if fmt == "jsonl":
-        return _decode_jsonl(data, encoding, name)
-    raise RefusedInput(f"{name}: unknown format {fmt!r}")
-
+    """Parse one data file held in memory into flat records, or raise RefusedInput naming ``name`` and why."""
+    return list(iter_records(io.BytesIO(data), fmt, encoding, name=name, xml_root=xml_root, xml_record=xml_record))
