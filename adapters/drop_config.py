@@ -43,8 +43,12 @@ class FileDropConfig(BaseModel):
     poll_interval: float = Field(1.0, gt=0)
     incomplete_grace: float = Field(600.0, ge=0)  # a manifest whose files stay short this long is corrupt
     claim_stale_after: float = Field(900.0, gt=0)  # a claim older than this was left by a dead worker
-    max_file_bytes: int = Field(64 * 1024 * 1024, ge=1)  # a manifest or data file larger than this is refused
+    # a data file larger than this is refused; unsealed files are streamed, so disk, not memory, bounds it
+    max_file_bytes: int = Field(2 * 1024**3, ge=1)
+    chunk_records: int = Field(5000, ge=1)  # inbound records per page: each page commits on its own
     sealed: bool = False  # JWS-signed manifests and JWE files (certs.sealer), keys from the agency's [tls]
+    # an encrypted (JWE) file is decrypted whole, in memory: this bounds it (certs.dropseal's own limit is 64 MiB)
+    max_sealed_file_bytes: int = Field(64 * 1024 * 1024, ge=1)
     # SFTP only
     host_key: str | None = None  # "ecdsa-sha2-nistp256 AAAA…" (or a file holding that line)
     key_file: str | None = None
@@ -95,8 +99,11 @@ def _private_key(path: str, passphrase: str | None) -> paramiko.PKey:
         raise ConfigurationError(f"SFTP key {path}: cannot load: {exc}") from exc
 
 
-def make_transport(config: FileDropConfig, *, secret: str | None = None) -> DropTransport:
-    """The transport for ``config.endpoint``; SFTP needs a pinned host key and a private key."""
+def make_transport(config: FileDropConfig, *, secret: str | None = None, staging_dir: Path | None = None) -> DropTransport:
+    """The transport for ``config.endpoint``; SFTP needs a pinned host key and a private key.
+
+    ``staging_dir`` is where SFTP keeps the local copies of files it reads (see SftpTransport.open_read).
+    """
     if config.scheme == "file":
         root = Path(config.path)
         if not root.is_dir():
@@ -118,4 +125,5 @@ def make_transport(config: FileDropConfig, *, secret: str | None = None) -> Drop
         host_key=load_host_key(config.host_key),
         connect_timeout=config.connect_timeout,
         read_timeout=config.read_timeout,
+        staging_dir=staging_dir,
     )

@@ -13,7 +13,9 @@ plaintext data file into what is stored (e.g. ``penalties.csv`` → ``penalties.
 ``sign_manifest`` returns sidecar files (e.g. ``manifest.jws``) written before the
 manifest; on the way in, ``verify_manifest`` checks them and ``unseal_file`` decrypts. The
 manifest's sizes and hashes are of the stored bytes, so transport damage is found before
-any decryption. :class:`NoSeal` (the default) stores plaintext and signs nothing.
+any decryption. :class:`NoSeal` (the default) stores plaintext and signs nothing; its files are
+hashed and parsed as streams (:func:`verify_stream`), while a seal that transforms files gets
+and returns them whole.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from typing import Literal, Protocol, runtime_checkable
+from typing import BinaryIO, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -33,6 +35,7 @@ from hub.errors import RefusedInput
 
 __all__ = [
     "MANIFEST_NAME",
+    "MAX_MANIFEST_BYTES",
     "Manifest",
     "ManifestFile",
     "NoSeal",
@@ -41,9 +44,12 @@ __all__ = [
     "check_file_name",
     "file_entry",
     "verify_file",
+    "verify_stream",
 ]
 
 MANIFEST_NAME = "manifest.json"
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # read whole: a list of a few files, never more than this
+_HASH_BLOCK = 1024 * 1024
 _BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _FILE_NAME = re.compile(r"^[^\W_][\w.\-]{0,199}$")  # \w is Unicode: Chinese file names are fine
 
@@ -127,9 +133,26 @@ def file_entry(name: str, data: bytes) -> ManifestFile:
 
 def verify_file(entry: ManifestFile, data: bytes, *, where: str) -> None:
     """Refuse a stored file whose size or SHA-256 differs from its manifest entry."""
-    if len(data) != entry.size:
-        raise RefusedInput(f"{where}/{entry.name}: size {len(data)} bytes, manifest says {entry.size}")
-    digest = hashlib.sha256(data).hexdigest()
+    _compare(entry, len(data), hashlib.sha256(data).hexdigest(), where)
+
+
+def verify_stream(entry: ManifestFile, stream: BinaryIO, *, where: str) -> None:
+    """As :func:`verify_file`, for a file read block by block from ``stream`` (never whole into memory).
+
+    Reads ``stream`` to its end; the caller rewinds it to parse what was verified.
+    """
+    digest, size = hashlib.sha256(), 0
+    while block := stream.read(_HASH_BLOCK):
+        digest.update(block)
+        size += len(block)
+        if size > entry.size:  # longer than announced: no need to hash the rest to refuse it
+            raise RefusedInput(f"{where}/{entry.name}: more than the {entry.size} bytes the manifest says")
+    _compare(entry, size, digest.hexdigest(), where)
+
+
+def _compare(entry: ManifestFile, size: int, digest: str, where: str) -> None:
+    if size != entry.size:
+        raise RefusedInput(f"{where}/{entry.name}: size {size} bytes, manifest says {entry.size}")
     if digest != entry.sha256:
         raise RefusedInput(f"{where}/{entry.name}: SHA-256 {digest} does not match the manifest's {entry.sha256}")
 
