@@ -102,23 +102,35 @@ def scenario_push(size, dbs, work, rows, notes) -> None:
 
 
 def scenario_review(size, dbs, work, rows, notes) -> None:
-    from bench.review import build_dataset, run_queries
-    from hub.db import create_db_engine, migrate
+    from bench.review import measure_review
+    from bench.synthetic import ReviewDataset
 
+    data = ReviewDataset(size["companies"])  # built once, loaded into each database
+    verdicts = []
     for db in dbs:
         with database(db, work, "review") as url:
-            engine = create_db_engine(url)
-            migrate(engine)
-            build_dataset(engine, size["companies"])
-            bare, history, check = run_queries(engine, size["companies"], size["queries"])
-            engine.dispose()
-        for hub in (history, check):
+            run = measure_review(url, data, size["queries"], work / f"review-{db}")
+        bare = run.bare
+        for hub in run.sides:
+            via, bound = hub.extra["via"], hub.extra["bound_ms"]
             ratio = None if not bare.p99_ms else hub.p99_ms / bare.p99_ms
-            met = hub.p99_ms <= 10 and ratio is not None and ratio <= 2
-            rows.append(_row("4", f"reviewer {hub.name.split()[1]}", db, hub, bare,
-                             target="p99 ≤ 10 ms, ≤ 2× bare SQL p99", ratio=ratio, met=met))  # fmt: skip
-    notes.append("4: over HTTP (hub.api create_app) not measured in this run; in-process only. The ratio column "
-                 "here is hub p99 ÷ bare-SQL p99")  # fmt: skip
+            hub.extra.update(bound_met=hub.p99_ms <= bound, ratio_met=ratio is not None and ratio <= 2)
+            kind = hub.name.split()[1]
+            rows.append(_row("4", f"reviewer {kind}" + (" over HTTP" if via == "http" else ""), db, hub, bare,
+                             target=f"p99 ≤ {bound:g} ms, ≤ 2× bare SQL p99", ratio=ratio,
+                             met=hub.extra["bound_met"] and hub.extra["ratio_met"]))  # fmt: skip
+            verdicts.append(f"{kind} {via} {db}: {bound:g} ms {'yes' if hub.extra['bound_met'] else 'no'}, "
+                            f"2× {'yes' if hub.extra['ratio_met'] else 'no'}")  # fmt: skip
+        floor = run.http_floor
+        notes.append(f"4 ({db}): {data.companies:,} companies, {data.licences:,} licences, {data.violations:,} "
+                     f"violations bulk-loaded in {run.load_seconds:.0f} s; HTTP floor (GET /healthz, same keep-alive "
+                     f"session) p50 / p99 {floor.p50_ms:.2f} / {floor.p99_ms:.2f} ms")  # fmt: skip
+    notes.append("4: the two targets of each row separately — " + "; ".join(verdicts))
+    notes.append("4: ratio = hub p99 ÷ bare-SQL p99 (the three SELECTs, in-process). HTTP rows are `hub serve` "
+                 "(uvicorn, one process) on 127.0.0.1 with a reviewer token, timed by a requests.Session from this "
+                 "process; the history route also appends the lookup to the audit log and commits, which the "
+                 "in-process history row does not. Every key is read once untimed first, then the sides take "
+                 "turns key by key")  # fmt: skip
 
 
 def scenario_memory(size, dbs, work, rows, notes) -> None:

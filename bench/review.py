@@ -1,88 +1,131 @@
-"""Scenario 4: reviewer queries (history and check) for random companies vs the bare SQL behind them.
+"""Scenario 4: reviewer queries (history and check) for random companies, in-process and over HTTP, vs bare SQL.
 
-The dataset is bulk-inserted with SQLAlchemy Core (companies, licences, violations in the
-issue's proportions 1 : 2 : 5), since building it through intake would take longer than the
-queries being measured. The hub side is hub.history.find_company + company_history and
-hub.compliance.run_check (which also stores the check and audits it), in-process. The
-baseline is the three indexed SELECTs a history needs (company by USCC, its licences, its
-violations), fetched as rows.
+The dataset (bench.synthetic.ReviewDataset: companies, licences and violations 1 : 2 : 5) is
+bulk-loaded into the migrated schema (bench.bulkload), since building it through intake
+would take longer than the queries being measured.
+
+Sides, each over the same random companies:
+
+- bare SQL: the three indexed SELECTs a history needs (company by USCC, its licences, its
+  violations), fetched as rows — the baseline;
+- in-process: hub.history.find_company + company_history, and hub.compliance.run_check
+  (which also stores the check and audits it);
+- over HTTP: the real API (`hub serve`: hub.api.create_app under uvicorn, its own process,
+  127.0.0.1) with a reviewer token from the token file, GET /api/v1/companies/{uscc}/history
+  and /check?case=… on one keep-alive requests.Session. The history route also appends the
+  lookup to the audit log and commits, as every reviewer lookup does.
+
+Every key is queried once, untimed, by the bare SQL first (all sides then meet warm caches
+alike); then the sides take turns key by key, so a burst of load on the shared machine hits
+them all rather than one.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import contextlib
+import os
 import random
+import socket
+import subprocess
+import sys
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import sqlalchemy as sa
 
+from bench.bulkload import load_review_dataset
 from bench.measure import Measurement, percentile
-from bench.synthetic import company_name, synthetic_uscc
+from bench.synthetic import ReviewDataset
 
-__all__ = ["build_dataset", "run_queries"]
+__all__ = ["HTTP_BOUND_MS", "IN_PROCESS_BOUND_MS", "ReviewRun", "measure_review", "serve_api"]
 
-CHUNK = 5000
-
-
-def build_dataset(engine: sa.Engine, companies: int) -> None:
-    """``companies`` companies, 2 licences and 5 violations each, plus the agency rows."""
-    from contracts.registry import load_registry
-    from hub.db import session_scope
-    from hub.licences import ensure_agencies
-    from hub.models import Company, Licence, Violation
-
-    with session_scope(engine) as session:
-        ensure_agencies(session, load_registry().values())
-    now = dt.datetime.now(dt.UTC)
-    today = dt.date.today()
-    agencies = ("SCJG", "GAFJ", "JJZD", "GSJ", "DSJ", "XFZD", "GHFJ")
-    with engine.begin() as conn:
-        for start in range(0, companies, CHUNK):
-            ids = range(start, min(companies, start + CHUNK))
-            conn.execute(sa.insert(Company.__table__), [
-                {"id": i + 1, "uscc": synthetic_uscc(i), "name": company_name(i), "category": "法人及非法人组织",
-                 "org_code": synthetic_uscc(i)[8:17], "created_at": now, "updated_at": now} for i in ids])
-            conn.execute(sa.insert(Licence.__table__), [
-                {"decision_no": f"津南审批许字〔2026〕R{i:07d}-{k}号", "company_id": i + 1, "approval_item": "NK-SC-001",
-                 "bureau_section": "市场准入科", "category": "普通", "lifecycle": "granted",
-                 "decision_date": today - dt.timedelta(days=30 + k), "valid_from": today,
-                 "valid_to": dt.date(2099, 12, 31), "version": 1, "digest": "0" * 64,
-                 "payload": {"XK_NR": "预包装食品销售"}, "created_at": now, "updated_at": now}
-                for i in ids for k in range(2)])
-            conn.execute(sa.insert(Violation.__table__), [
-                {"source_agency": agencies[(i + k) % 7], "agency_record_id": f"R-{i}-{k}", "company_id": i + 1,
-                 "identity_status": "linked", "subject_name": company_name(i), "uscc": synthetic_uscc(i),
-                 "decision_no": f"津南罚〔2026〕{i:07d}-{k}号", "decision_date": today - dt.timedelta(days=10 + 40 * k),
-                 "severity": ("minor", "ordinary", "serious")[(i + k) % 3], "penalty_types": ["warning"],
-                 "fine": None, "validity_end": today + dt.timedelta(days=300), "repair_status": "none",
-                 "version": 1, "digest": "0" * 64, "payload": {"CF_WFXW": "违规停放车辆"},
-                 "created_at": now, "updated_at": now}
-                for i in ids for k in range(5)])  # fmt: skip
-    if engine.dialect.name == "postgresql":
-        with engine.begin() as conn:
-            conn.execute(sa.text("SELECT setval(pg_get_serial_sequence('companies', 'id'), :n)"), {"n": companies})
-            conn.execute(sa.text("ANALYZE"))
+REPO = Path(__file__).resolve().parent.parent
+IN_PROCESS_BOUND_MS, HTTP_BOUND_MS = 10.0, 20.0  # the issue's p99 bounds
 
 
-def _ms(fn, keys) -> list[float]:
-    out = []
-    for key in keys:
-        start = time.perf_counter()
-        fn(key)
-        out.append((time.perf_counter() - start) * 1000)
-    return out
+@dataclass
+class ReviewRun:
+    """One database's measurements: the baseline, the hub's sides, the HTTP floor and the load time."""
+
+    bare: Measurement
+    sides: list[Measurement]  # extra["via"] is "in-process" or "http", extra["bound_ms"] its p99 bound
+    http_floor: Measurement  # GET /healthz on the same session: what HTTP alone costs
+    load_seconds: float
 
 
-def run_queries(engine: sa.Engine, companies: int, samples: int, *, seed: int = 1) -> list[Measurement]:
-    """p50/p99 of history, check and the bare SQL, each over the same random companies."""
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_api(url: str, work: Path, *, timeout: float = 60.0) -> Iterator[tuple[str, str]]:
+    """`hub serve` on a free 127.0.0.1 port against the database at ``url``; yields (base URL, reviewer token).
+
+    The token is made as `hub tokens add NAME --role reviewer` makes one: only its hash goes
+    into the token file the server reads (HUB_API_TOKENS_FILE).
+    """
+    import requests
+
+    from hub.api.auth import Role, add_token
+
+    work.mkdir(parents=True, exist_ok=True)
+    tokens = work / "api-tokens.json"
+    token = add_token(tokens, name="bench-reviewer", role=Role.REVIEWER)
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "HUB_DATABASE_URL": url, "HUB_API_TOKENS_FILE": str(tokens),
+           "HUB_DATA_DIR": str(work / "var"), "PYTHONPATH": str(REPO)}  # fmt: skip
+    log_path = work / "hub-serve.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "hub.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                                cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"hub serve exited ({proc.returncode}): {log_path.read_text()[-2000:]}")
+                try:
+                    if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"hub serve not ready in {timeout:.0f} s: {log_path.read_text()[-2000:]}")
+                time.sleep(0.1)
+            yield base, token
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _sides(engine: sa.Engine, base: str, token: str) -> dict[str, Callable[[str], None]]:
+    """Each side as a function of one USCC; the first is the baseline."""
+    import requests
+
     from contracts.registry import load_registry
     from hub.compliance import load_rules, run_check
     from hub.db import session_scope
     from hub.history import company_history, find_company
 
-    rng = random.Random(seed)
-    keys = [synthetic_uscc(rng.randrange(companies)) for _ in range(samples)]
     registry, rules = load_registry(), load_rules()
+    http = requests.Session()
+    http.headers["Authorization"] = f"Bearer {token}"
+
+    def bare(uscc: str) -> None:
+        with engine.connect() as conn:
+            cid = conn.execute(sa.text("SELECT id FROM companies WHERE uscc = :u"), {"u": uscc}).scalar_one()
+            conn.execute(sa.text("SELECT * FROM licences WHERE company_id = :c ORDER BY decision_date, id"),
+                         {"c": cid}).all()  # fmt: skip
+            conn.execute(sa.text("SELECT * FROM violations WHERE company_id = :c ORDER BY decision_date, id"),
+                         {"c": cid}).all()  # fmt: skip
 
     def history(uscc: str) -> None:
         with session_scope(engine) as session:
@@ -93,19 +136,52 @@ def run_queries(engine: sa.Engine, companies: int, samples: int, *, seed: int = 
             run_check(session, company=find_company(session, uscc), case_id="BENCH-1", actor="bench",
                       rules=rules, agencies=registry, freshness_hours=24)  # fmt: skip
 
-    def bare(uscc: str) -> None:
-        with engine.connect() as conn:
-            cid = conn.execute(sa.text("SELECT id FROM companies WHERE uscc = :u"), {"u": uscc}).scalar_one()
-            conn.execute(sa.text("SELECT * FROM licences WHERE company_id = :c ORDER BY decision_date, id"),
-                         {"c": cid}).all()  # fmt: skip
-            conn.execute(sa.text("SELECT * FROM violations WHERE company_id = :c ORDER BY decision_date, id"),
-                         {"c": cid}).all()  # fmt: skip
+    def get(path: str, **params: str) -> None:
+        response = http.get(f"{base}{path}", params=params, timeout=30)  # the whole body is read
+        if response.status_code != 200:
+            raise RuntimeError(f"GET {path}: {response.status_code} {response.text[:500]}")
 
-    out = []
-    for name, fn in (("bare SQL (3 SELECTs)", bare), ("hub history (in-process)", history),
-                     ("hub check (in-process)", check)):  # fmt: skip
-        fn(keys[0])  # warm caches and compiled statements alike for every side
-        times = _ms(fn, keys)
-        out.append(Measurement(name, records=len(times), seconds=sum(times) / 1000, p50_ms=percentile(times, 50),
-                               p99_ms=percentile(times, 99)))  # fmt: skip
-    return out
+    return {
+        "bare SQL (3 SELECTs)": bare,
+        "hub history (in-process)": history,
+        "hub check (in-process)": check,
+        "hub history (HTTP)": lambda uscc: get(f"/api/v1/companies/{uscc}/history", case="BENCH-HTTP-1"),
+        "hub check (HTTP)": lambda uscc: get(f"/api/v1/companies/{uscc}/check", case="BENCH-HTTP-1"),
+        "GET /healthz (HTTP)": lambda _uscc: get("/healthz"),
+    }
+
+
+def measure_review(url: str, data: ReviewDataset, samples: int, work: Path, *, seed: int = 1) -> ReviewRun:
+    """Load ``data`` into the empty database at ``url`` (migrating it first) and time every side on it."""
+    from hub.db import create_db_engine, migrate
+
+    engine = create_db_engine(url)
+    try:
+        migrate(engine)
+        load_seconds = load_review_dataset(engine, data)
+        rng = random.Random(seed)
+        keys = [data.usccs[rng.randrange(data.companies)] for _ in range(samples)]
+        with serve_api(url, work) as (base, token):
+            sides = _sides(engine, base, token)
+            for key in keys:  # warm every page the keys touch, untimed, for all sides alike
+                sides["bare SQL (3 SELECTs)"](key)
+            for fn in sides.values():
+                for _ in range(3):
+                    fn(keys[0])  # compiled statements, pooled connections, the server's first requests
+            times: dict[str, list[float]] = {name: [] for name in sides}
+            for key in keys:
+                for name, fn in sides.items():
+                    start = time.perf_counter()
+                    fn(key)
+                    times[name].append((time.perf_counter() - start) * 1000)
+    finally:
+        engine.dispose()
+    out = {}
+    for name, ms in times.items():
+        via = "http" if "(HTTP)" in name else "in-process"
+        out[name] = Measurement(name, records=len(ms), seconds=sum(ms) / 1000, p50_ms=percentile(ms, 50),
+                                p99_ms=percentile(ms, 99),
+                                extra={"via": via, "bound_ms": HTTP_BOUND_MS if via == "http" else IN_PROCESS_BOUND_MS})  # fmt: skip
+    floor = out.pop("GET /healthz (HTTP)")
+    bare = out.pop("bare SQL (3 SELECTs)")
+    return ReviewRun(bare=bare, sides=list(out.values()), http_floor=floor, load_seconds=load_seconds)
