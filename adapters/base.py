@@ -125,6 +125,9 @@ class Page:
     more: bool  # another fetch right away would return more
     batch_id: str | None = None  # file drops: the batch this page came from (loaded once, ever)
     rejected: list[Rejected] = field(default_factory=list)
+    # file drops hand a big batch out in several pages, each committed on its own:
+    batch_offset: int = 0  # records of the same batch in the pages before this one
+    batch_complete: bool = True  # the batch ends here: only now is it loaded, and then acknowledged
 
 
 @dataclass(frozen=True)

@@ -24,21 +24,27 @@ Outbound (``deliver``): one batch per call, each record carrying its message id 
 No receipt within ``receipt_timeout`` → TransientError. A resend writes a NEW batch with the
 same message ids; the agency deduplicates by message id and acknowledges duplicates.
 
-Inbound (``fetch``): returns ONE batch per call, the ready batch with the lowest sequence.
-Ready = manifest present and every listed file at its listed size (shorter = still being
+Inbound (``fetch``): the ready batch with the lowest sequence, ``chunk_records`` records per
+call. Ready = manifest present and every listed file at its listed size (shorter = still being
 written; after ``incomplete_grace`` seconds it counts as corrupt). The batch is claimed by
-renaming its directory into processing/ (two workers cannot both win a rename), checked
-(size, SHA-256, seal), parsed, and returned as a Page with ``batch_id`` set and
-``next_cursor.position`` = the batch sequence (never below ``after``: a late batch with a
-lower sequence is still loaded, since the drop itself, not the cursor, holds what is new;
-``more`` says another ready batch is waiting). A refused batch is moved to failed/ with an
-``.error`` file and reported in ``Page.rejected`` (``batch_id`` None, no records).
+renaming its directory into processing/ (two workers cannot both win a rename) and checked
+whole (size, SHA-256, seal, a dry parse: adapters.drop_reader) before its first page. Each page
+has ``batch_id`` set, ``batch_offset`` (records before it) and ``next_cursor.position`` = the
+batch sequence (never below ``after``: a late batch with a lower sequence is still loaded, since
+the drop itself, not the cursor, holds what is new). ``next_cursor.token`` is
+``<batch_id>:<records so far>`` until the last page (``batch_complete``), then the batch id
+alone; ``more`` says another page or batch is waiting. Given a token with an offset, ``fetch``
+goes on with that batch (checked again if this adapter did not hand out the pages before), so
+a worker that died between pages is resumed after the last page the hub committed. A refused
+batch is moved to failed/ with an ``.error`` file and reported in ``Page.rejected``
+(``batch_id`` None, no records).
 
-Loaded once, ever: the hub records ``page.batch_id`` in the same transaction as the
-records. If it already knows the id it stores nothing and still calls ``acknowledge``, which
-moves the batch to processed/. Optionally the hub passes ``is_loaded`` to the constructor
-and such batches are moved to processed/ without being returned at all.
-A claim older than ``claim_stale_after`` (its worker died) is re-claimed by rename.
+Loaded once, ever: the hub records ``page.batch_id`` in the same transaction as the batch's
+last page. If it already knows the id it stores nothing and still calls ``acknowledge``, which
+moves the batch to processed/ after its last page. Batches the cursor or ``is_loaded`` (an
+optional constructor argument) names as loaded are moved to processed/ without being read.
+A claim older than ``claim_stale_after`` (its worker died) is re-claimed by rename
+(adapters.drop_claims).
 """
 
 from __future__ import annotations
@@ -49,15 +55,16 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from adapters.base import Cursor, Health, InboundRecord, OutboundMessage, Page, Receipt, Rejected
+from adapters.base import Cursor, Health, OutboundMessage, Page, Receipt, Rejected
+from adapters.drop_claims import FAILED, FROM_AGENCY, PROCESSED, PROCESSING, Candidate, DropClaims
 from adapters.drop_config import FileDropConfig, make_transport
-from adapters.drop_formats import decode_records, encode_records
-from adapters.drop_manifest import MANIFEST_NAME, Manifest, NoSeal, Seal, check_batch_id, file_entry, verify_file
-from adapters.drop_transport import DropConflict, DropFileMissing, DropTransport
+from adapters.drop_formats import encode_records
+from adapters.drop_manifest import MANIFEST_NAME, Manifest, NoSeal, Seal, file_entry
+from adapters.drop_reader import BatchReader, in_progress, open_batch, read_manifest
+from adapters.drop_transport import DropTransport
 from contracts.validation import describe_errors
 from hub.errors import ConfigurationError, FatalError, HubError, RefusedInput, TransientError
 
@@ -66,16 +73,7 @@ __all__ = ["FileDropAdapter", "FileDropConfig", "from_spec", "TO_AGENCY", "RECEI
 
 log = logging.getLogger(__name__)
 
-TO_AGENCY, RECEIPTS, FROM_AGENCY = "to_agency", "receipts", "from_agency"
-PROCESSING, PROCESSED, FAILED = "processing", "processed", "failed"
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    sequence: int
-    batch_id: str
-    path: str  # where the batch directory is now (from_agency/… or processing/…)
-    problem: str | None = None  # set: claim it only to fail it
+TO_AGENCY, RECEIPTS = "to_agency", "receipts"
 
 
 class FileDropAdapter:
@@ -102,8 +100,8 @@ class FileDropAdapter:
         self.transport = transport
         self.seal = seal or NoSeal()
         self.is_loaded = is_loaded
-        self._claims: dict[str, str] = {}  # batch id -> processing/ path, until acknowledged
-        self._dirs_ready = False
+        self.claims = DropClaims(transport, config)
+        self._reader: BatchReader | None = None  # the batch being handed out, chunk by chunk
 
     # --- outbound -------------------------------------------------------------------------
     def deliver(self, messages: Sequence[OutboundMessage]) -> list[Receipt]:
@@ -182,167 +180,98 @@ class FileDropAdapter:
 
     # --- inbound --------------------------------------------------------------------------
     def fetch(self, after: Cursor) -> Page:
-        """Claim, check and parse the next ready penalty batch (see the module docstring)."""
-        self._ensure_dirs()
-        candidates = self._candidates()
+        """The next chunk of the batch in progress, else the first of the next ready batch (module docstring)."""
+        self.claims.ensure_dirs()
+        progress = in_progress(after.token)
+        if progress is not None:
+            page = self._continue(*progress, after)
+            if page is not None:
+                return page
+            after = Cursor(after.position)  # the batch in progress is gone, and its offset with it
+        candidates = self.claims.candidates()
         for index, candidate in enumerate(candidates):
-            claimed = self._claim(candidate)
+            claimed = self.claims.claim(candidate)
             if claimed is None:
                 continue  # another worker was faster
-            page = self._load(claimed, candidate, after, more=index + 1 < len(candidates))
+            page = self._start(claimed, candidate, after, more=index + 1 < len(candidates))
             if page is not None:
                 return page
             # None: already loaded (and now moved to processed/), so go on down the list we have
         return Page(records=[], next_cursor=after, more=False)
 
-    def _ensure_dirs(self) -> None:
-        if not self._dirs_ready:
-            for folder in (FROM_AGENCY, PROCESSING, PROCESSED, FAILED):
-                self.transport.mkdir(folder)
-            self._dirs_ready = True
-
-    def _candidates(self) -> list[_Candidate]:
-        found: list[_Candidate] = []
-        now = time.time()
-        for batch_id, path in list(self._claims.items()):  # ours, fetched but never acknowledged
-            if self.transport.stat(path) is not None:
-                found.append(_Candidate(-1, batch_id, path))
-            else:
-                self._claims.pop(batch_id)
-        for entry in self.transport.list(PROCESSING):
-            batch_id, _, stamp = entry.name.partition("@")
-            claimed_at = _claim_time(stamp)
-            if entry.is_dir and claimed_at is not None and now - claimed_at > self.config.claim_stale_after:
-                if batch_id not in self._claims:
-                    found.append(_Candidate(-1, batch_id, f"{PROCESSING}/{entry.name}"))
-        for entry in self.transport.list(FROM_AGENCY):
-            if entry.is_dir and not entry.name.startswith("."):
-                candidate = self._readiness(entry.name, now)
-                if candidate is not None:
-                    found.append(candidate)
-        return sorted(found, key=lambda c: (c.sequence, c.batch_id))
-
-    def _readiness(self, name: str, now: float) -> _Candidate | None:
-        """A candidate if the batch is complete (or hopeless), None while it is still being written."""
-        folder = f"{FROM_AGENCY}/{name}"
-        try:
-            check_batch_id(name)
-        except ValueError as exc:
-            return _Candidate(-1, name, folder, problem=str(exc))
-        manifest_entry = self.transport.stat(f"{folder}/{MANIFEST_NAME}")
-        if manifest_entry is None:
-            return None
-        limit = self.config.max_file_bytes
-        if manifest_entry.size > limit:
-            return _Candidate(-1, name, folder, problem=f"{folder}/{MANIFEST_NAME}: {manifest_entry.size} bytes "
-                                                        f"is over the {limit} byte limit")  # fmt: skip
-        try:
-            manifest = Manifest.from_bytes(self.transport.read(f"{folder}/{MANIFEST_NAME}"), where=folder)
-        except RefusedInput as exc:
-            return _Candidate(-1, name, folder, problem=str(exc))
-        except DropFileMissing:
-            return None
-        overdue = now - manifest_entry.mtime > self.config.incomplete_grace
-        for item in manifest.files:
-            if item.size > limit:  # refused before anything of it is read, and without waiting for it
-                return _Candidate(manifest.sequence, name, folder,
-                                  problem=f"{folder}/{item.name}: {item.size} bytes is over the {limit} byte limit")  # fmt: skip
-            stored = self.transport.stat(f"{folder}/{item.name}")
-            if stored is None or stored.size < item.size:
-                if not overdue:
-                    return None
-                why = "missing" if stored is None else f"{stored.size} of {item.size} bytes"
-                return _Candidate(manifest.sequence, name, folder,
-                                  problem=f"{folder}/{item.name}: {why} after {self.config.incomplete_grace:g}s")  # fmt: skip
-        return _Candidate(manifest.sequence, name, folder)
-
-    def _claim(self, candidate: _Candidate) -> str | None:
-        token = f"{int(time.time())}-{uuid.uuid4().hex[:8]}"
-        if candidate.path.startswith(PROCESSING) and self._claims.get(candidate.batch_id) == candidate.path:
-            return candidate.path  # already ours
-        target = f"{PROCESSING}/{candidate.batch_id}@{token}"
-        try:
-            self.transport.rename(candidate.path, target)
-        except (DropFileMissing, DropConflict):
-            return None
-        self._claims[candidate.batch_id] = target
-        return target
-
-    def _load(self, claimed: str, candidate: _Candidate, after: Cursor, more: bool) -> Page | None:
+    def _start(self, claimed: str, candidate: Candidate, after: Cursor, more: bool) -> Page | None:
         batch_id = candidate.batch_id
-        sequence = candidate.sequence
+        self._drop_reader()
+        # the cursor names a batch alone once its last page committed (a crash came before the move)
+        if batch_id == after.token or (self.is_loaded is not None and self.is_loaded(batch_id)):
+            log.info("agency %s: batch %s was loaded before; moving it to processed/", self.code, batch_id)
+            self.claims.finish(batch_id)
+            return None
         try:
             if candidate.problem:
                 raise RefusedInput(candidate.problem)
-            manifest, records = self._read_batch(claimed, batch_id)
-            sequence = manifest.sequence
+            self._reader = self._open(claimed, batch_id)
         except RefusedInput as exc:
-            self._fail(claimed, batch_id, str(exc))
-            cursor = Cursor(max(after.position, sequence), after.token)
-            return Page(records=[], next_cursor=cursor, more=more,
-                        rejected=[Rejected(ref=batch_id, reason=str(exc))])  # fmt: skip
-        if self.is_loaded is not None and self.is_loaded(batch_id):
-            log.info("agency %s: batch %s was loaded before; moving it to processed/", self.code, batch_id)
-            self._finish(batch_id)
-            return None
-        ref_field = self.config.record_id_field
-        items = [
-            InboundRecord(native=record, raw=json.dumps(record, ensure_ascii=False),
-                          ref=(record.get(ref_field) or None) if ref_field else None)
-            for record in records
-        ]  # fmt: skip
-        cursor = Cursor(max(after.position, sequence), batch_id)
-        return Page(records=items, next_cursor=cursor, more=more, batch_id=batch_id)
+            return self._refused(claimed, batch_id, candidate.sequence, after, exc, more)
+        return self._page(after, more)
 
-    def _read_batch(self, folder: str, batch_id: str) -> tuple[Manifest, list[dict[str, str]]]:
-        manifest_bytes = self.transport.read(f"{folder}/{MANIFEST_NAME}")
-        manifest = Manifest.from_bytes(manifest_bytes, where=batch_id)
-        if manifest.batch_id != batch_id:
-            raise RefusedInput(f"{batch_id}: manifest names batch {manifest.batch_id}")
-        if manifest.kind != "penalties" or manifest.format != self.config.format:
-            raise RefusedInput(f"{batch_id}: expected {self.config.format} penalties, "
-                               f"manifest says {manifest.format} {manifest.kind}")  # fmt: skip
-        present = {e.name for e in self.transport.list(folder)}
-        sidecars = {n: self.transport.read(f"{folder}/{n}") for n in self.seal.sidecars if n in present}
-        self.seal.verify_manifest(manifest_bytes, sidecars)
-        records: list[dict[str, str]] = []
-        for item in manifest.files:
-            if item.name not in present:
-                raise RefusedInput(f"{batch_id}/{item.name}: listed in the manifest but missing")
-            stored = self.transport.read(f"{folder}/{item.name}")
-            verify_file(item, stored, where=batch_id)
-            plain = self.seal.unseal_file(item.name, stored)
-            records.extend(decode_records(plain, manifest.format, manifest.encoding, name=f"{batch_id}/{item.name}",
-                                          xml_root=self.config.xml_root, xml_record=self.config.xml_record))  # fmt: skip
-        return manifest, records
+    def _continue(self, batch_id: str, offset: int, after: Cursor) -> Page | None:
+        """The chunk after record ``offset`` of the batch the hub is part-way through; None if it is gone."""
+        reader = self._reader
+        if reader is None or reader.batch_id != batch_id or reader.position != offset:
+            # another worker began it, or the hub did not commit what we handed out: check it again
+            self._drop_reader()
+            claimed = self.claims.take_over(batch_id)
+            if claimed is None:
+                log.warning("agency %s: batch %s, loaded up to record %d, is no longer in %s/; going on without it",
+                            self.code, batch_id, offset, PROCESSING)  # fmt: skip
+                return None
+            try:
+                self._reader = self._open(claimed, batch_id)
+                self._reader.seek(offset)
+            except RefusedInput as exc:
+                return self._refused(claimed, batch_id, -1, Cursor(after.position), exc, None)
+        return self._page(after, None)
 
-    def _fail(self, claimed: str, batch_id: str, reason: str) -> None:
-        log.warning("agency %s: batch %s refused: %s", self.code, batch_id, reason)
-        self._claims.pop(batch_id, None)
-        target = self._free(FAILED, batch_id, claimed)
-        self.transport.rename(claimed, f"{FAILED}/{target}")
-        self.transport.write_atomic(f"{FAILED}/{target}.error", f"{reason}\n".encode("utf-8"))
+    def _open(self, claimed: str, batch_id: str) -> BatchReader:
+        manifest, manifest_bytes = read_manifest(self.transport, claimed, batch_id, self.config)
+        return open_batch(self.transport, claimed, manifest, manifest_bytes, config=self.config, seal=self.seal)
 
-    def _free(self, folder: str, batch_id: str, claimed: str) -> str:
-        """``batch_id`` if nothing in ``folder`` has that name yet, else the unique claim name."""
-        if self.transport.stat(f"{folder}/{batch_id}") is None:
-            return batch_id
-        return claimed.rsplit("/", 1)[-1]
+    def _page(self, after: Cursor, more: bool | None) -> Page:
+        """The next chunk of the open batch; ``more``: whether another batch waits (None: look)."""
+        reader = self._reader
+        assert reader is not None
+        batch_id, start = reader.batch_id, reader.position
+        self.claims.keep(batch_id)
+        try:
+            records = reader.take(self.config.chunk_records, ref_field=self.config.record_id_field)
+        except RefusedInput as exc:  # its files changed after they were checked
+            return self._refused(self.claims.held[batch_id], batch_id, -1, Cursor(after.position), exc, None)
+        cursor = Cursor(max(after.position, reader.manifest.sequence), reader.token)
+        complete = reader.complete
+        if complete:
+            self._drop_reader()
+            more = self.claims.waiting(besides=batch_id) if more is None else more
+        return Page(records=records, next_cursor=cursor, more=not complete or bool(more), batch_id=batch_id,
+                    batch_offset=start, batch_complete=complete)  # fmt: skip
 
-    def _finish(self, batch_id: str) -> None:
-        claimed = self._claims.pop(batch_id, None)
-        if claimed is None:  # claimed by another adapter instance, e.g. before a restart
-            claimed = next((f"{PROCESSING}/{e.name}" for e in self.transport.list(PROCESSING)
-                            if e.name.partition("@")[0] == batch_id), None)  # fmt: skip
-        if claimed is None:
-            log.warning("agency %s: batch %s is no longer claimed; nothing to move", self.code, batch_id)
-            return
-        self.transport.rename(claimed, f"{PROCESSED}/{self._free(PROCESSED, batch_id, claimed)}")
+    def _refused(self, claimed: str, batch_id: str, sequence: int, after: Cursor, exc: RefusedInput,
+                 more: bool | None) -> Page:  # fmt: skip
+        self._drop_reader()
+        self.claims.fail(claimed, batch_id, str(exc))
+        return Page(records=[], next_cursor=Cursor(max(after.position, sequence), after.token),
+                    more=self.claims.waiting(besides=batch_id) if more is None else more,
+                    rejected=[Rejected(ref=batch_id, reason=str(exc))])  # fmt: skip
+
+    def _drop_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def acknowledge(self, page: Page) -> None:
-        """The hub committed ``page``: move its batch to processed/ (no-op for empty or refused pages)."""
-        if page.batch_id:
-            self._finish(page.batch_id)
+        """The hub committed ``page``: after a batch's last page, move it to processed/ (else a no-op)."""
+        if page.batch_id and page.batch_complete:
+            self.claims.finish(page.batch_id)
 
     # --- the rest -------------------------------------------------------------------------
     def probe(self) -> Health:
@@ -355,14 +284,8 @@ class FileDropAdapter:
                       latency_ms=(time.monotonic() - started) * 1000)  # fmt: skip
 
     def close(self) -> None:
+        self._drop_reader()
         self.transport.close()
-
-
-def _claim_time(stamp: str) -> float | None:
-    try:
-        return float(stamp.split("-", 1)[0])
-    except ValueError:
-        return None
 
 
 def _seal_from_context(config: FileDropConfig, context) -> Seal:
@@ -391,4 +314,5 @@ def from_spec(spec, context, *, seal: Seal | None = None, is_loaded: Callable[[s
         raise ConfigurationError(f"agency {spec.code}: [filedrop] {describe_errors(exc)}") from exc
     if seal is None and config.sealed:
         seal = _seal_from_context(config, context)
-    return FileDropAdapter(config, make_transport(config, secret=context.secret), seal=seal, is_loaded=is_loaded)
+    transport = make_transport(config, secret=context.secret, staging_dir=context.work_dir)
+    return FileDropAdapter(config, transport, seal=seal, is_loaded=is_loaded)

@@ -7,7 +7,9 @@ push resends them under the same message ids and the agency recognises them.
 
 Pull: each page's records, quarantined rejects, batch id and the cursor that follows them are
 committed in ONE transaction, so the cursor is never ahead of its data; the adapter is told to
-acknowledge (e.g. move a file batch to processed/) only after that commit.
+acknowledge (e.g. move a file batch to processed/) only after that commit. A file batch may come
+in several pages: it is recorded as loaded with its last page only, so a crash between pages
+leaves a cursor that resumes it after the last committed page, never a batch marked loaded early.
 """
 
 from __future__ import annotations
@@ -202,7 +204,7 @@ def _store_page(session: Session, spec: AgencySpec, page: Page, result: PullResu
                    problems=[Problem(rejected.ref, "(batch)", rejected.reason)], raw=rejected.raw or "")  # fmt: skip
         result.quarantined += 1
     valid = []
-    for index, inbound in enumerate(page.records, start=1):
+    for index, inbound in enumerate(page.records, start=page.batch_offset + 1):
         ref = inbound.ref or f"cursor {page.next_cursor.position} item {index}"
         try:
             valid.append(native_to_violation(inbound.native, spec.violation_mapping, agency_code=spec.code, record=ref))
@@ -218,15 +220,20 @@ def pull_agency(engine: Engine, spec: AgencySpec, adapter: AgencyAdapter, *, fen
                 now: Callable[[], dt.datetime] = utcnow, max_pages: int | None = None) -> PullResult:  # fmt: skip
     """Fetch pages after the stored cursor until the agency has no more, committing page by page."""
     result = PullResult(spec.code)
+    in_batch: tuple[str | None, int] = (None, 0)  # a file batch part-way through, and its records quarantined so far
     while max_pages is None or result.pages < max_pages:
         with session_scope(engine) as session:
             row = session.get(SyncCursor, spec.code)
             cursor = Cursor(row.position, row.token) if row else Cursor()
         page = adapter.fetch(cursor)
+        earlier = in_batch[1] if page.batch_offset and in_batch[0] == page.batch_id else 0
+        quarantined_before = result.quarantined
         with session_scope(engine) as session:
             if fence:
                 fence(session)
-            _commit_page(session, spec, cursor, page, result, now())
+            _commit_page(session, spec, cursor, page, result, now(), quarantined_earlier=earlier)
+        if not page.batch_complete:
+            in_batch = (page.batch_id, earlier + result.quarantined - quarantined_before)
         adapter.acknowledge(page)
         result.pages += 1
         result.cursor = page.next_cursor.position
@@ -236,9 +243,10 @@ def pull_agency(engine: Engine, spec: AgencySpec, adapter: AgencyAdapter, *, fen
 
 
 def _commit_page(session: Session, spec: AgencySpec, before: Cursor, page: Page, result: PullResult,
-                 now: dt.datetime) -> None:  # fmt: skip
+                 now: dt.datetime, *, quarantined_earlier: int = 0) -> None:  # fmt: skip
     row = session.get(SyncCursor, spec.code) or SyncCursor(agency_code=spec.code)
-    if row.position != before.position:
+    # the token too: the pages of one file batch share a position and differ in the token's offset
+    if (row.position, row.token) != (before.position, before.token):
         raise TransientError(f"agency {spec.code}: the cursor moved while this page was fetched; pull again")
     if page.next_cursor.position < row.position:
         raise FatalError(
@@ -248,19 +256,23 @@ def _commit_page(session: Session, spec: AgencySpec, before: Cursor, page: Page,
         select(InboundBatch).where(InboundBatch.agency_code == spec.code, InboundBatch.batch_id == page.batch_id)
     ).first()
     if known_batch:
-        result.skipped_batches += 1  # loaded before a crash stopped its acknowledgement: never load twice
+        # loaded before (a crash stopped its acknowledgement, or the agency dropped it again): never load twice
+        result.skipped_batches += int(page.batch_complete)
     else:
         quarantined_before = result.quarantined
         _store_page(session, spec, page, result)
-        if page.batch_id:
-            session.add(InboundBatch(agency_code=spec.code, batch_id=page.batch_id, records=len(page.records),
-                                     quarantined=result.quarantined - quarantined_before))  # fmt: skip
+        quarantined = result.quarantined - quarantined_before
+        if page.batch_id and page.batch_complete:  # its last page: only now is the batch loaded
+            # quarantined: over the pages this process committed (each page's count is in its audit entry)
+            session.add(InboundBatch(agency_code=spec.code, batch_id=page.batch_id,
+                                     records=page.batch_offset + len(page.records),
+                                     quarantined=quarantined_earlier + quarantined))  # fmt: skip
         if page.records or page.rejected:
             raws = "\n".join(r.raw for r in page.records).encode("utf-8")
             audit.append(session, actor="hub", action="pull.page", subject=f"agency:{spec.code}",
                          detail={"cursor_from": before.position, "cursor_to": page.next_cursor.position,
-                                 "batch": page.batch_id, "records": len(page.records),
-                                 "refs": [r.ref for r in page.records][:1000],
+                                 "batch": page.batch_id, "batch_offset": page.batch_offset, "records": len(page.records),
+                                 "quarantined": quarantined, "refs": [r.ref for r in page.records][:1000],
                                  "rejected": [r.ref for r in page.rejected]},
                          payload_digest=hashlib.sha256(raws).hexdigest())  # fmt: skip
     row.position, row.token, row.updated_at = page.next_cursor.position, page.next_cursor.token, now
