@@ -160,6 +160,16 @@ def test_a_batch_loaded_before_is_moved_aside_unread_when_the_cursor_names_it(pa
     assert paged.names("processed") == [batch_id]
 
 
+def test_a_batch_the_agency_writes_row_by_row_reads_back_as_written(paged):
+    dialect = DIALECTS[paged.code]
+    rows = [dialect.render_penalty(p, {}) for p in paged.running.book.penalties]
+    batch_id = paged.running.agency.write_rows(iter(rows))  # how benchmarks write a million rows
+
+    pages = fetch_all(paged.adapter(), Cursor())
+
+    assert {p.batch_id for p in pages} == {batch_id} and [r.native for p in pages for r in p.records] == rows
+
+
 # --- sealed drops: decrypted whole, still handed out in pages ---------------------------------
 @pytest.fixture(scope="module")
 def drop_pki(tmp_path_factory):
