@@ -136,6 +136,10 @@ class Agency(SQLModel, table=True):
     last_error_at: dt.datetime | None = None
 
 
+#: Deliveries not yet settled (delivered, dead and superseded ones are), as SQL for the partial index.
+OPEN_STATES_SQL = "state IN ('pending', 'sending', 'waiting_retry')"
+
+
 class Delivery(SQLModel, table=True):
     """One licence revision addressed to one agency: the outbox row and, once acked, its receipt."""
 
@@ -143,6 +147,13 @@ class Delivery(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("revision_id", "agency_code"),
         sa.Index("ix_deliveries_agency_state_due", "agency_code", "state", "next_attempt_at"),
+        # The push claims an agency's oldest open deliveries in id order. Without this index the
+        # database walks the primary key past every delivered row first, so each batch cost more
+        # than the last (quadratic in the outbox's history). Only open rows are in it, so it stays
+        # as small as the backlog. Queries must repeat OPEN_STATES_SQL verbatim: SQLite uses a
+        # partial index only when the query contains the index's WHERE term exactly.
+        sa.Index("ix_deliveries_open", "agency_code", "id", sqlite_where=sa.text(OPEN_STATES_SQL),
+                 postgresql_where=sa.text(OPEN_STATES_SQL)),  # fmt: skip
     )
     id: int | None = Field(default=None, primary_key=True)
     message_id: str = Field(max_length=80, unique=True)

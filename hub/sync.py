@@ -32,7 +32,7 @@ from hub import audit
 from hub.clock import utcnow
 from hub.db import session_scope
 from hub.errors import ContractViolation, FatalError, HubError, Problem, TransientError
-from hub.models import Agency, Delivery, DeliveryState, InboundBatch, LicenceRevision, SyncCursor
+from hub.models import OPEN_STATES_SQL, Agency, Delivery, DeliveryState, InboundBatch, LicenceRevision, SyncCursor
 from hub.quarantine import quarantine
 from hub.violations import store_violations
 
@@ -91,6 +91,7 @@ def _claim(session: Session, spec: AgencySpec, now: dt.datetime) -> list[_Claime
         sa.select(Delivery.id, Delivery.message_id, Delivery.attempts, LicenceRevision.payload)
         .join(LicenceRevision, LicenceRevision.id == Delivery.revision_id)  # the batch's grants in the same query
         .where(Delivery.agency_code == spec.code)
+        .where(sa.text(OPEN_STATES_SQL))  # redundant, but it is what lets the database use ix_deliveries_open
         .where(
             (Delivery.state == DeliveryState.SENDING)  # left by a crashed holder of this agency's lease
             | (Delivery.state.in_((DeliveryState.PENDING, DeliveryState.WAITING_RETRY)) & (Delivery.next_attempt_at <= now))
@@ -107,8 +108,18 @@ def _claim(session: Session, spec: AgencySpec, now: dt.datetime) -> list[_Claime
                         "attempts": attempts + 1, "sent_digest": digest, "updated_at": now})  # fmt: skip
         claimed.append(_Claimed(delivery_id, digest, OutboundMessage(message_id, grant.decision_no, native)))
     if updates:
-        session.execute(sa.update(Delivery), updates)  # one executemany UPDATE by primary key, not a flush per row
+        _update_deliveries(session, updates)
     return claimed
+
+
+def _update_deliveries(session: Session, rows: list[dict]) -> None:
+    """One Core executemany UPDATE by primary key: neither a flush per row nor the ORM's bulk path,
+    whose per-row bookkeeping cost more than the statements themselves."""
+    table = Delivery.__table__
+    columns = [name for name in rows[0] if name != "id"]
+    statement = (table.update().where(table.c.id == sa.bindparam("_id"))
+                 .values({name: sa.bindparam(name) for name in columns}))  # fmt: skip
+    session.execute(statement, [{"_id": row["id"], **{name: row[name] for name in columns}} for row in rows])
 
 
 def _fail(session: Session, spec: AgencySpec, ids: list[int], exc: HubError, now: dt.datetime, result: PushResult) -> None:
@@ -182,7 +193,7 @@ def _store_receipts(session, spec, claimed: list[_Claimed], receipts, now, resul
                         "ack_id": receipt.ack_id, "received_at": receipt.received_at.isoformat(),
                         "duplicate": receipt.duplicate, "digest": receipt.digest})  # fmt: skip
     if updates:
-        session.execute(sa.update(Delivery), updates)
+        _update_deliveries(session, updates)
         # one hash-chained entry per batch, naming every receipt in it (was one per receipt, each
         # reading the chain's last hash: most of a push's time)
         digests = "\n".join(e["digest"] for e in entries).encode("utf-8")
