@@ -45,13 +45,21 @@ def stamp_of(at) -> str:
 
 
 def append(session: Session, *, actor: str, action: str, subject: str,
-           detail: dict[str, Any] | None = None, payload_digest: str | None = None) -> AuditEntry:  # fmt: skip
-    """Append one entry in the caller's transaction (it commits with the change it records)."""
+           detail: dict[str, Any] | None = None, payload_digest: str | None = None) -> int:  # fmt: skip
+    """Append one entry in the caller's transaction (it commits with the change it records); its id."""
     return append_many(session, [{"actor": actor, "action": action, "subject": subject, "detail": detail,
                                   "payload_digest": payload_digest}])[0]  # fmt: skip
 
 
-def append_many(session: Session, entries: list[dict[str, Any]]) -> list[AuditEntry]:
+# built once: a reviewer's every history and check appends an entry, and building these per call
+# was a visible part of a request (the log is append-only, so nobody needs the ORM objects back)
+_TABLE = AuditEntry.__table__
+_LAST_HASH = sa.select(_TABLE.c.entry_hash).order_by(_TABLE.c.id.desc()).limit(1)
+_INSERT = sa.insert(_TABLE).returning(_TABLE.c.id, sort_by_parameter_order=True)
+_LOCK = sa.text("SELECT pg_advisory_xact_lock(:k)")
+
+
+def append_many(session: Session, entries: list[dict[str, Any]]) -> list[int]:
     """Append several entries, chained in order, in the caller's transaction.
 
     The last hash is read once, under the writers' lock, for all of them: the same chain as
@@ -63,17 +71,17 @@ def append_many(session: Session, entries: list[dict[str, Any]]) -> list[AuditEn
             optionally detail and payload_digest).
 
     Returns:
-        The entries as written, ids set (detached copies: the log is append-only).
+        The new entries' ids, in order.
     """
     if not entries:
         return []
     session.flush()  # the caller's pending rows go first, as when each entry was flushed with them
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_KEY})
-    table = AuditEntry.__table__
     conn = session.connection()
-    prev = conn.execute(sa.select(table.c.entry_hash).order_by(table.c.id.desc()).limit(1)).scalar() or GENESIS
+    if conn.dialect.name == "postgresql":
+        conn.execute(_LOCK, {"k": _ADVISORY_KEY})
+    prev = conn.execute(_LAST_HASH).scalar() or GENESIS
     at = utcnow()
+    stamp = stamp_of(at)
     rows = []
     for item in entries:
         actor, action, subject = item["actor"], item["action"], item["subject"]
@@ -81,12 +89,11 @@ def append_many(session: Session, entries: list[dict[str, Any]]) -> list[AuditEn
         detail = json.loads(json.dumps(item.get("detail") or {}, ensure_ascii=False, default=str))
         entry = {"at": at, "actor": actor, "action": action, "subject": subject, "detail": detail,
                  "payload_digest": digest, "prev_hash": prev}  # fmt: skip
-        entry["entry_hash"] = prev = entry_hash(prev, at=stamp_of(at), actor=actor, action=action, subject=subject,
+        entry["entry_hash"] = prev = entry_hash(prev, at=stamp, actor=actor, action=action, subject=subject,
                                                 detail=detail, payload_digest=digest)  # fmt: skip
         rows.append(entry)
     # a Core INSERT … RETURNING: the ORM unit of work per entry cost more than the entry's hash
-    ids = conn.execute(sa.insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars().all()
-    return [AuditEntry(id=i, **row) for i, row in zip(ids, rows, strict=True)]
+    return list(conn.execute(_INSERT, rows).scalars().all())
 
 
 @dataclass(frozen=True)

@@ -151,14 +151,18 @@ class CheckResult(BaseModel):
     checked_at: dt.datetime
 
 
+# statements built once: a check runs both on every request
+_LAST_PULLS = sa.select(Agency.__table__.c.code, Agency.__table__.c.last_pull_at)
+_STORE_CHECK = sa.insert(ComplianceCheck.__table__).returning(ComplianceCheck.__table__.c.id)
+
+
 def agency_freshness(session: Session, agencies: Mapping[str, AgencySpec], *, bound_hours: float,
                      kinds: list[str] | None = None, now: dt.datetime | None = None) -> list[AgencyFreshness]:  # fmt: skip
     """Age of each expected agency's last successful pull; stale when older than the bound or never."""
     now = now or utcnow()
     if session.autoflush:
         session.flush()  # read on the connection below; see the caller's pending changes as the ORM would
-    table = Agency.__table__
-    last_pulls = dict(session.connection().execute(sa.select(table.c.code, table.c.last_pull_at)).all())
+    last_pulls = dict(session.connection().execute(_LAST_PULLS).all())
     out = []
     for spec in agencies.values():
         if kinds is not None and spec.kind not in kinds:
@@ -201,7 +205,7 @@ def _licence_reasons(history: CompanyHistory, rules: list[Rule], today: dt.date)
     return out
 
 
-def run_check(session: Session, *, company: Company, case_id: str, actor: str, rules: VerdictRules,
+def run_check(session: Session, *, company: Company | sa.Row, case_id: str, actor: str, rules: VerdictRules,
               agencies: Mapping[str, AgencySpec], freshness_hours: float, approval_item: str | None = None,
               now: dt.datetime | None = None) -> CheckResult:  # fmt: skip
     """Judge one company for one approval case, store the check with its inputs, and audit it.
@@ -246,9 +250,8 @@ def run_check(session: Session, *, company: Company, case_id: str, actor: str, r
         "licences": [{"decision_no": lic.decision_no, "lifecycle": lic.lifecycle} for lic in history.licences],
         "freshness": [f.model_dump(mode="json") for f in fresh],
     }  # fmt: skip
-    table = ComplianceCheck.__table__
     case = case_id.strip()
-    check_id = session.connection().execute(sa.insert(table).returning(table.c.id), {
+    check_id = session.connection().execute(_STORE_CHECK, {
         "case_id": case, "company_id": company.id, "approval_item": approval_item, "verdict": verdict,
         "reasons": [r.model_dump(mode="json") for r in reasons], "inputs": inputs, "checked_by": actor,
         "checked_at": now,

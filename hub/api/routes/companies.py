@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
@@ -18,7 +19,6 @@ from hub.api.errors import ApiError
 from hub.companies import find_companies
 from hub.compliance import CheckResult, run_check
 from hub.history import CompanyHistory, HistoryFilter, company_history, find_company
-from hub.models import Company
 
 router = APIRouter(prefix="/api/v1/companies", tags=["reviewers"])
 Reviewer = Annotated[Principal, require(Permission.READ_COMPANIES)]
@@ -35,7 +35,7 @@ class CompanyPublic(BaseModel):
     reg_no: str | None
 
 
-def _company(session, key: str) -> Company:
+def _company(session, key: str) -> sa.Row:
     company = find_company(session, key)
     if company is None:
         raise ApiError(404, "company_not_found",
