@@ -26,7 +26,8 @@ def write_report(run: dict[str, Any], markdown: Path, json_file: Path, *, prefac
         "# Benchmarks", "",
         f"Scale **{run['scale']}** ({run['sizes_note']}), run {run['started']} on {platform.node() or 'this machine'} "
         f"({run['machine']}). Absolute numbers are noisy on this shared 2-core machine; the ratios (hub ÷ baseline, "
-        "measured in the same run) are the result. Regenerate with `make bench BENCH_ARGS='--scale small'`.", "",
+        "measured in the same run) are the result. Regenerate with `make bench BENCH_ARGS='--scale small'`; "
+        "several runs of one scale are combined with `python -m bench.report RUN.json…`.", "",
         "| # | scenario | db | hub | baseline | hub rec/s | base rec/s | hub p50/p99 ms | base p50/p99 ms "
         "| hub peak MiB | ratio | target | met |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -49,3 +50,41 @@ def write_report(run: dict[str, Any], markdown: Path, json_file: Path, *, prefac
         lines += ["", "## Baselines", ""] + sorted(set(notes))
     markdown.parent.mkdir(parents=True, exist_ok=True)
     markdown.write_text("\n".join(lines) + "\n" + (("\n" + preface) if preface else ""), encoding="utf-8")
+
+
+def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report from several runs of the same scale (scenarios run one after another, each with
+    its baseline in the same run): rows in scenario order, each run's start time in the notes."""
+    scales = {run["scale"] for run in runs}
+    if len(scales) != 1:
+        raise ValueError(f"runs of different scales cannot share one table: {sorted(scales)}")
+    merged = {**runs[0], "rows": [], "not_run": []}
+    merged["started"] = ", ".join(run["started"] for run in runs)
+    for run in runs:
+        scenarios = sorted({row["scenario"] for row in run["rows"]})
+        merged["not_run"].append(f"run {run['started']}: scenario(s) {', '.join(scenarios) or 'none'}")
+        merged["rows"] += run["rows"]
+        merged["not_run"] += run.get("not_run", [])
+    merged["rows"].sort(key=lambda row: row["scenario"])  # stable: a run's own row order is kept
+    return merged
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.report RUN.json… [--out DIR]`: docs/benchmarks.md from several runs' JSON."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description=main.__doc__)
+    parser.add_argument("runs", nargs="+", type=Path, help="latest.json files of runs at the same scale")
+    parser.add_argument("--out", type=Path, help="write benchmarks.md and latest.json here instead of docs/ and bench/results/")
+    args = parser.parse_args(argv)
+    repo = Path(__file__).resolve().parent.parent
+    merged = merge_runs([json.loads(path.read_text(encoding="utf-8")) for path in args.runs])
+    out_md = (args.out / "benchmarks.md") if args.out else repo / "docs" / "benchmarks.md"
+    out_json = (args.out / "latest.json") if args.out else repo / "bench" / "results" / "latest.json"
+    analysis = repo / "bench" / "analysis.md"
+    write_report(merged, out_md, out_json, preface=analysis.read_text(encoding="utf-8") if analysis.exists() else "")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,33 @@
+"""Several runs of one scale become one benchmarks table (scenarios run one after another)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.report import main, merge_runs
+
+
+def _run(started: str, scenarios: list[str], scale: str = "full") -> dict:
+    rows = [{"scenario": s, "title": f"scenario {s}", "db": "sqlite", "hub": {"name": f"hub {s}", "records": 10},
+             "baseline": {"name": "base", "note": "same"}, "ratio": 1.0, "target": "t", "met": True}
+            for s in scenarios]  # fmt: skip
+    return {"scale": scale, "sizes": {}, "started": started, "machine": "m", "sizes_note": "n", "rows": rows,
+            "not_run": [f"note of {started}"]}  # fmt: skip
+
+
+def test_rows_of_every_run_in_scenario_order_with_each_runs_time(tmp_path):
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps(_run("T1", ["1", "2", "5"])), encoding="utf-8")
+    second.write_text(json.dumps(_run("T2", ["4"])), encoding="utf-8")
+    assert main([str(first), str(second), "--out", str(tmp_path / "out")]) == 0
+    table = (tmp_path / "out" / "benchmarks.md").read_text(encoding="utf-8")
+    assert [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ") and "| hub " in line] == \
+        ["1", "2", "4", "5"]  # fmt: skip
+    assert "run T1: scenario(s) 1, 2, 5" in table and "run T2: scenario(s) 4" in table and "note of T2" in table
+
+
+def test_runs_of_different_scales_are_refused():
+    with pytest.raises(ValueError, match="different scales"):
+        merge_runs([_run("T1", ["1"]), _run("T2", ["4"], scale="small")])
