@@ -4,6 +4,17 @@ Built from the agency's data file: ``endpoint`` (``file:///abs/path`` for a moun
 share, ``sftp://user@host:port/path`` for SFTP) plus the ``[filedrop]`` table. Secrets never
 sit in the data file: for SFTP the resolved credentials (``context.secret``) are the path
 of the hub's private key, or — when ``key_file`` is configured — that key's passphrase.
+
+``seal`` says what protects a batch beyond its manifest's SHA-256 digests, both ways:
+
+- ``"none"``: nothing; the manifest is trusted as found.
+- ``"sign"``: the manifest is signed (``manifest.jws``, certs.sealer) and data files are
+  plain, so they are still hashed and parsed as streams: any size, never whole in memory.
+- ``"sign+encrypt"``: signed manifest and every data file a JWE, decrypted whole in memory
+  (bounded by ``max_sealed_file_bytes``).
+
+``sealed = true`` (the old spelling) still means ``"sign+encrypt"`` and ``sealed = false``
+``"none"``; giving both ``sealed`` and a ``seal`` that says otherwise is refused.
 """
 
 from __future__ import annotations
@@ -15,13 +26,15 @@ from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 import paramiko
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator
 
 from adapters.drop_formats import DropFormat
 from adapters.drop_transport import DropTransport, LocalTransport, SftpTransport
 from hub.errors import ConfigurationError
 
-__all__ = ["FileDropConfig", "load_host_key", "make_transport"]
+__all__ = ["FileDropConfig", "SealMode", "load_host_key", "make_transport"]
+
+SealMode = Literal["none", "sign", "sign+encrypt"]
 
 
 class FileDropConfig(BaseModel):
@@ -43,10 +56,12 @@ class FileDropConfig(BaseModel):
     poll_interval: float = Field(1.0, gt=0)
     incomplete_grace: float = Field(600.0, ge=0)  # a manifest whose files stay short this long is corrupt
     claim_stale_after: float = Field(900.0, gt=0)  # a claim older than this was left by a dead worker
-    # a data file larger than this is refused; unsealed files are streamed, so disk, not memory, bounds it
+    # a data file larger than this is refused; unencrypted files are streamed, so disk, not memory, bounds it
     max_file_bytes: int = Field(2 * 1024**3, ge=1)
     chunk_records: int = Field(5000, ge=1)  # inbound records per page: each page commits on its own
-    sealed: bool = False  # JWS-signed manifests and JWE files (certs.sealer), keys from the agency's [tls]
+    # "none" | "sign" | "sign+encrypt" (module docstring); signing uses certs.sealer and the agency's [tls] files
+    sealed: StrictBool | None = None  # the old spelling, declared first: seal's validator reads it
+    seal: SealMode = Field(None, validate_default=True)  # absent: what sealed says, else "none"
     # an encrypted (JWE) file is decrypted whole, in memory: this bounds it (certs.dropseal's own limit is 64 MiB)
     max_sealed_file_bytes: int = Field(64 * 1024 * 1024, ge=1)
     # SFTP only
@@ -68,6 +83,28 @@ class FileDropConfig(BaseModel):
         else:
             raise ValueError(f"scheme {url.scheme!r} is not file or sftp")
         return value
+
+    @field_validator("seal", mode="before")
+    @classmethod
+    def _seal(cls, value: object, info: ValidationInfo) -> object:
+        sealed = info.data.get("sealed")  # validated before seal: it is declared first
+        if sealed is None:
+            return "none" if value is None else value
+        implied = "sign+encrypt" if sealed else "none"
+        if value is not None and value != implied:
+            raise ValueError(f"{value!r} contradicts sealed = {str(sealed).lower()}, the old spelling of "
+                             f"seal = {implied!r}; give seal alone: 'none', 'sign' or 'sign+encrypt'")  # fmt: skip
+        return implied
+
+    @property
+    def signs(self) -> bool:
+        """Manifests are signed (``manifest.jws``) both ways."""
+        return self.seal != "none"
+
+    @property
+    def encrypts(self) -> bool:
+        """Data files are JWEs, decrypted whole in memory."""
+        return self.seal == "sign+encrypt"
 
     @property
     def scheme(self) -> Literal["file", "sftp"]:

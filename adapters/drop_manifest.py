@@ -13,9 +13,10 @@ plaintext data file into what is stored (e.g. ``penalties.csv`` → ``penalties.
 ``sign_manifest`` returns sidecar files (e.g. ``manifest.jws``) written before the
 manifest; on the way in, ``verify_manifest`` checks them and ``unseal_file`` decrypts. The
 manifest's sizes and hashes are of the stored bytes, so transport damage is found before
-any decryption. :class:`NoSeal` (the default) stores plaintext and signs nothing; its files are
-hashed and parsed as streams (:func:`verify_stream`), while a seal that transforms files gets
-and returns them whole.
+any decryption. A seal whose ``encrypts`` is False stores files as they are (its
+``seal_file``/``unseal_file`` change nothing), so they are hashed and parsed as streams
+(:func:`verify_stream`): :class:`NoSeal` (the default, signs nothing) and a sign-only seal
+(signed manifest, plain files). A seal that encrypts gets and returns files whole.
 """
 
 from __future__ import annotations
@@ -165,6 +166,7 @@ class Seal(Protocol):
     """
 
     sidecars: tuple[str, ...]  # extra file names verify_manifest wants, e.g. ("manifest.jws",)
+    encrypts: bool  # False: files are stored as they are, and read as streams rather than whole
 
     def seal_file(self, name: str, data: bytes) -> tuple[str, bytes]:
         """Plaintext data file → (stored name, stored bytes)."""
@@ -183,6 +185,7 @@ class NoSeal:
     """No signing, no encryption: files are stored as they are."""
 
     sidecars: tuple[str, ...] = ()
+    encrypts = False
 
     def seal_file(self, name: str, data: bytes) -> tuple[str, bytes]:
         return name, data

@@ -13,9 +13,10 @@ Then :meth:`BatchReader.take` hands out the records in file order, as many as as
 :meth:`BatchReader.seek` moves to a record offset (where a previous worker stopped). How far
 a batch has been handed out travels in the cursor token (:attr:`BatchReader.token`).
 
-Unsealed files are parsed from a seekable local file, never held in memory: the file itself
-on a share, a streamed copy for SFTP (``SftpTransport.open_read`` says why). Sealed files
-(JWE) are read and decrypted whole, in memory, bounded by ``max_sealed_file_bytes``: joserfc
+Unencrypted files (no seal, or a sign-only seal whose signed manifest carries their digests)
+are hashed and parsed from a seekable local file, never held in memory: the file itself on a
+share, a streamed copy for SFTP (``SftpTransport.open_read`` says why). Encrypted files (JWE)
+are read and decrypted whole, in memory, bounded by ``max_sealed_file_bytes``: joserfc
 decrypts a compact JWE only whole, and AES-GCM vouches for no byte before its tag, at the very
 end, is checked. Their records are still handed out chunk by chunk.
 """
@@ -33,7 +34,7 @@ from typing import BinaryIO
 from adapters.base import InboundRecord
 from adapters.drop_config import FileDropConfig
 from adapters.drop_formats import count_records, iter_records
-from adapters.drop_manifest import MANIFEST_NAME, Manifest, NoSeal, Seal, verify_file, verify_stream
+from adapters.drop_manifest import MANIFEST_NAME, Manifest, Seal, verify_file, verify_stream
 from adapters.drop_transport import DropTransport
 from hub.errors import RefusedInput
 
@@ -140,14 +141,14 @@ def open_batch(transport: DropTransport, folder: str, manifest: Manifest, manife
             if item.name not in present:
                 raise RefusedInput(f"{batch_id}/{item.name}: listed in the manifest but missing")
             path = f"{folder}/{item.name}"
-            if isinstance(seal, NoSeal):  # stored as it is: hashed and parsed as a stream
+            if not seal.encrypts:  # stored as it is: hashed and parsed as a stream
                 stream: BinaryIO = transport.open_read(path)
                 files.append(_DataFile(f"{batch_id}/{item.name}", stream, 0))
                 verify_stream(item, stream, where=batch_id)
             else:
                 if item.size > config.max_sealed_file_bytes:
                     raise RefusedInput(f"{batch_id}/{item.name}: {item.size} bytes is over the "
-                                       f"{config.max_sealed_file_bytes} byte limit for sealed files")  # fmt: skip
+                                       f"{config.max_sealed_file_bytes} byte limit for encrypted files")  # fmt: skip
                 stored = transport.read(path)
                 verify_file(item, stored, where=batch_id)
                 stream = io.BytesIO(seal.unseal_file(item.name, stored))

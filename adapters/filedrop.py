@@ -82,7 +82,7 @@ class FileDropAdapter:
     Args:
         config: the agency's validated FileDropConfig.
         transport: a LocalTransport or SftpTransport rooted at the drop root.
-        seal: signs/encrypts outbound and verifies/decrypts inbound batches (default: none).
+        seal: signs (and encrypts) outbound and verifies (and decrypts) inbound batches (default: none).
         is_loaded: optional; True for batch ids the hub has loaded already (they are moved
             to processed/ unread).
     """
@@ -294,17 +294,19 @@ def _seal_from_context(config: FileDropConfig, context) -> Seal:
              "trusted_ca": tls.ca, "peer_cert": tls.agency_cert}  # fmt: skip
     missing = sorted(k for k, v in files.items() if v is None)
     if missing:
-        raise ConfigurationError(f"agency {config.code}: sealed drops need TLS files: {', '.join(missing)}")
-    from certs.sealer import DropSeal  # only sealed agencies need the JOSE stack
+        raise ConfigurationError(f"agency {config.code}: signed drops (seal = {config.seal!r}) need TLS files: "
+                                 f"{', '.join(missing)}")  # fmt: skip
+    from certs.sealer import DropSeal  # only agencies that sign need the JOSE stack
 
-    return DropSeal.from_files(**files)
+    return DropSeal.from_files(**files, encrypt=config.encrypts)
 
 
 def from_spec(spec, context, *, seal: Seal | None = None, is_loaded: Callable[[str], bool] | None = None):
     """Build the adapter from an AgencySpec (endpoint + ``[filedrop]`` table) and an AdapterContext.
 
-    With ``sealed = true`` in ``[filedrop]`` and no explicit ``seal``, the seal is built from
-    ``context.tls`` (hub signing cert/key, CA, the agency's signing certificate).
+    With ``seal = "sign"`` or ``"sign+encrypt"`` (or the old ``sealed = true``) in ``[filedrop]``
+    and no explicit ``seal``, the seal is built from ``context.tls`` (hub signing cert/key, CA,
+    the agency's signing certificate); ``"sign"`` signs manifests and leaves files plain.
     """
     data = {"code": spec.code, "endpoint": spec.endpoint, "record_id_field": spec.violation_mapping.record_id,
             "connect_timeout": context.connect_timeout, "read_timeout": context.read_timeout, **spec.transport}  # fmt: skip
@@ -312,7 +314,7 @@ def from_spec(spec, context, *, seal: Seal | None = None, is_loaded: Callable[[s
         config = FileDropConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigurationError(f"agency {spec.code}: [filedrop] {describe_errors(exc)}") from exc
-    if seal is None and config.sealed:
+    if seal is None and config.signs:
         seal = _seal_from_context(config, context)
     transport = make_transport(config, secret=context.secret, staging_dir=context.work_dir)
     return FileDropAdapter(config, transport, seal=seal, is_loaded=is_loaded)

@@ -4,5 +4,6 @@
 - :mod:`certs.lifecycle` — ``cert_status``, ``rotate``, ``accepted_certificates``.
 - :mod:`certs.tls` — ``server_ssl_context``, ``client_ssl_context``, ``uvicorn_ssl_options``.
 - :mod:`certs.dropseal` — ``seal_manifest``, ``verify_manifest``, ``encrypt_file``, ``decrypt_file``.
-- :mod:`certs.sealer` — :class:`~certs.sealer.DropSeal`, the file-drop adapter's ``Seal``.
+- :mod:`certs.sealer` — :class:`~certs.sealer.DropSeal`, the file-drop adapter's ``Seal`` (sign-only or
+  sign and encrypt).
 """

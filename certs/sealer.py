@@ -1,10 +1,13 @@
 """DropSeal: the JOSE seal a file-drop adapter takes in its constructor.
 
-It fits ``adapters.drop_manifest.Seal``: data files are stored as ``<name>.jwe`` encrypted
-to the peer's signing certificate; the manifest is signed into a ``manifest.jws`` sidecar
-whose payload is the manifest's exact bytes. On the way in, the sidecar must be present,
-verify against our CA, be signed by the expected peer with a currently accepted
-certificate, and carry exactly the manifest that was found next to it.
+It fits ``adapters.drop_manifest.Seal``: the manifest is signed into a ``manifest.jws``
+sidecar whose payload is the manifest's exact bytes, and data files are stored as
+``<name>.jwe`` encrypted to the peer's signing certificate — or, sign-only
+(``encrypt=False``), as they are: the signed manifest's SHA-256 and size of each file then
+vouch for it, and the adapter hashes and parses it as a stream, whatever its size. On the
+way in, the sidecar must be present, verify against our CA, be signed by the expected peer
+with a currently accepted certificate, and carry exactly the manifest that was found next
+to it.
 
 The hub seals for agency SCJG with ``DropSeal.from_pki(pki_dir, own="hub", peer="SCJG")``;
 the SCJG sandbox seals for the hub with ``own="SCJG", peer="hub"``.
@@ -40,7 +43,7 @@ JWE_SUFFIX = ".jwe"
 
 
 class DropSeal:
-    """Signs and encrypts outbound drops for one peer; verifies and decrypts the peer's drops.
+    """Signs (and encrypts) outbound drops for one peer; verifies (and decrypts) the peer's drops.
 
     Args:
         signing_cert: our signing certificate (goes into the JWS ``x5c``).
@@ -52,6 +55,7 @@ class DropSeal:
             rotation overlap), or a function of the time returning them; default ``[peer_cert]``.
         decryption_keys: our previous keys still in a rotation overlap.
         clock: returns the current UTC time (tests pass a fixed one).
+        encrypt: False for sign-only drops: files are stored plain and an encrypted one is refused.
     """
 
     sidecars: tuple[str, ...] = (JWS_SIDECAR,)
@@ -66,7 +70,9 @@ class DropSeal:
         peer_accepted: Sequence[x509.Certificate] | Callable[[dt.datetime], Sequence[x509.Certificate]] | None = None,
         decryption_keys: Sequence[ec.EllipticCurvePrivateKey] = (),
         clock: Callable[[], dt.datetime] | None = None,
+        encrypt: bool = True,
     ) -> None:
+        self.encrypts = encrypt
         self._cert = signing_cert
         self._key = signing_key
         self._cas = [trusted_ca] if isinstance(trusted_ca, x509.Certificate) else list(trusted_ca)
@@ -81,7 +87,8 @@ class DropSeal:
 
     @classmethod
     def from_pki(
-        cls, directory: Path, *, own: str, peer: str, clock: Callable[[], dt.datetime] | None = None
+        cls, directory: Path, *, own: str, peer: str, clock: Callable[[], dt.datetime] | None = None,
+        encrypt: bool = True,
     ) -> "DropSeal":
         """Build from a PKI directory: ``own`` and ``peer`` are ``"hub"`` or party codes.
 
@@ -100,12 +107,13 @@ class DropSeal:
             peer_accepted=lambda at: accepted_certificates(layout.root, f"{peer}/signing", at),
             decryption_keys=accepted_keys(layout.root, f"{own}/signing", now)[1:],
             clock=clock,
+            encrypt=encrypt,
         )
 
     @classmethod
     def from_files(
         cls, *, signing_cert: Path, signing_key: Path, trusted_ca: Path, peer_cert: Path,
-        clock: Callable[[], dt.datetime] | None = None,
+        clock: Callable[[], dt.datetime] | None = None, encrypt: bool = True,
     ) -> "DropSeal":
         """Build from files, e.g. an agency data file's ``[tls]`` references resolved to paths.
 
@@ -114,17 +122,27 @@ class DropSeal:
         peers = load_certificates(peer_cert)
         return cls(
             load_certificate(signing_cert), load_private_key(signing_key), load_certificates(trusted_ca),
-            peers[0], peer_accepted=peers, clock=clock,
+            peers[0], peer_accepted=peers, clock=clock, encrypt=encrypt,
         )
 
     # --- adapters.drop_manifest.Seal ---------------------------------------------------
 
     def seal_file(self, name: str, data: bytes) -> tuple[str, bytes]:
-        """Encrypt a data file to the peer: stored as ``<name>.jwe``."""
+        """Encrypt a data file to the peer: stored as ``<name>.jwe`` (sign-only: as it is)."""
+        if not self.encrypts:
+            return name, data
         return name + JWE_SUFFIX, encrypt_file(data, self._peer)
 
     def unseal_file(self, name: str, data: bytes) -> bytes:
-        """Decrypt a stored ``.jwe`` file; an unencrypted file is refused, not passed through."""
+        """Decrypt a stored ``.jwe`` file; a file of the other kind is refused, not passed through.
+
+        Sign-only, a plain file is returned as it is and a ``.jwe`` one refused: the two sides
+        disagree on the agency's ``seal`` setting.
+        """
+        if not self.encrypts:
+            if name.endswith(JWE_SUFFIX):
+                raise _refuse(Reason.MALFORMED, f"{name}: an encrypted file in a sign-only drop")
+            return data
         if not name.endswith(JWE_SUFFIX):
             raise _refuse(Reason.MALFORMED, f"{name}: expected an encrypted {JWE_SUFFIX} file")
         return decrypt_file(data, self._keys)
@@ -146,6 +164,13 @@ class DropSeal:
         )
         if not hmac.compare_digest(verified.payload, bytes(manifest)):
             raise _refuse(Reason.BAD_SIGNATURE, f"{JWS_SIDECAR} signs a different manifest than {_MANIFEST}")
+        if not self.encrypts:  # said here, before its files are read as plain ones and fail to parse
+            files = verified.manifest.get("files")
+            for entry in files if isinstance(files, list) else []:
+                name = entry.get("name") if isinstance(entry, dict) else None
+                if isinstance(name, str) and name.endswith(JWE_SUFFIX):
+                    raise _refuse(Reason.MALFORMED, f"{name}: an encrypted file in a sign-only drop "
+                                                    "(the peer encrypts: seal = \"sign+encrypt\")")  # fmt: skip
         self.last_verified = verified
 
 

@@ -14,7 +14,8 @@ A poller thread picks up licence batches from ``to_agency/`` (only once their ma
 there and every file matches it), records each licence with ``book.receive`` and writes
 ``receipts/<batch_id>.json``; consumed batches move to ``agency_archive/``. ``publish()``
 writes the penalties the book invented since the last publication as one batch in
-``from_agency/``, manifest last; ``write_rows()`` streams a batch too big to render whole.
+``from_agency/``, manifest last; ``write_rows()`` streams a batch too big to render whole
+(plain, or sign-only: a signed manifest over plain files).
 
 Faults (``book.inject``): HALF_WRITTEN leaves the next penalty batch without its manifest
 (or, with ``half_written="truncated"``, with a manifest over a truncated file; see
@@ -159,7 +160,7 @@ class FileDropAgency:
     poll_interval: float = 0.05
     auto_publish: bool = False
     half_written: str = "missing_manifest"  # or "truncated"
-    seal: Any = None  # optional adapters.drop_manifest.Seal-shaped object (signed, encrypted drops)
+    seal: Any = None  # optional adapters.drop_manifest.Seal-shaped object (signed, maybe encrypted drops)
     published_seq: int = 0
     batches: int = 0
     pending_completion: list[tuple[Path, bytes]] = field(default_factory=list)
@@ -315,13 +316,14 @@ class FileDropAgency:
         return batch_id
 
     def write_rows(self, rows: Iterable[dict[str, str]]) -> str:
-        """Write penalty rows as one unsealed batch, row by row, never all in memory; returns the batch id.
+        """Write penalty rows as one batch, row by row, never all in memory; returns the batch id.
 
         For batches too big to render whole (benchmarks: a million rows). The data file is hashed
-        as it is written, synced and renamed into place; the manifest comes last, as always.
+        as it is written, synced and renamed into place; with a sign-only seal the manifest's
+        signature follows; the manifest comes last, as always. An encrypting seal is refused.
         """
-        if self.seal is not None:
-            raise ValueError("a sealed batch is encrypted whole: use write_batch")
+        if self.seal is not None and self.seal.encrypts:
+            raise ValueError("an encrypted batch is encrypted whole: use write_batch")
         d = self.dialect
         self.batches += 1
         batch_id = f"{d.code}-{dt.datetime.now(dt.UTC):%Y%m%d}-{self.batches:06d}-{uuid.uuid4().hex[:4]}"
@@ -358,7 +360,10 @@ class FileDropAgency:
             "created": dt.datetime.now(dt.UTC).isoformat(), "format": d.format, "encoding": d.encoding,
             "producer": d.code, "files": [{"name": name, "size": sink.size, "sha256": sink.digest.hexdigest()}],
         }  # fmt: skip
-        _write_atomic(folder / "manifest.json", json.dumps(manifest, ensure_ascii=False, indent=1).encode("utf-8"))
+        manifest_bytes = json.dumps(manifest, ensure_ascii=False, indent=1).encode("utf-8")
+        for sidecar, blob in (self.seal.sign_manifest(manifest_bytes) if self.seal else {}).items():
+            _write_atomic(folder / sidecar, blob)
+        _write_atomic(folder / "manifest.json", manifest_bytes)
         return batch_id
 
     def complete_half_written(self) -> None:
@@ -421,8 +426,9 @@ def start_filedrop_agency(
         poll_interval: seconds between looks into ``to_agency/``.
         auto_publish: publish new penalties after every poll.
         half_written: how a HALF_WRITTEN fault shows: ``missing_manifest`` or ``truncated``.
-        seal: signs/encrypts its penalty batches and checks/decrypts the hub's licence batches
-            (e.g. ``certs.sealer.DropSeal.from_pki(pki, own=code, peer="hub")``); none by default.
+        seal: signs (and encrypts) its penalty batches and checks (and decrypts) the hub's licence
+            batches (e.g. ``certs.sealer.DropSeal.from_pki(pki, own=code, peer="hub")``, with
+            ``encrypt=False`` for sign-only drops); none by default.
         hub_public_key: SFTP: the hub's public key; when None a key pair is generated and the
             private key written (mode 0600) to ``key_dir`` (default: next to ``root``).
         username: SFTP: the user the hub logs in as.
