@@ -1,9 +1,11 @@
-"""Scenario 2: ingest of one GBK CSV penalty drop (XFZD's dialect, with its manifest) vs a raw bulk load.
+"""Scenario 2: ingest of one GBK CSV penalty drop (XFZD's dialect, with its signed manifest) vs a raw bulk load.
 
 The drop is written the way 消防支队 writes it (sandbox.filedrop_agencies: Chinese headers,
-GBK, 元, 2026年03月01日 dates, manifest with SHA-256 last) on a directory share; the hub
-loads it through the real file-drop adapter and hub.sync.pull_agency. The baseline loads the
-same rows, already parsed into tuples, with sqlite3 executemany or PostgreSQL COPY.
+GBK, 元, 2026年03月01日 dates, manifest with SHA-256 last, signed with ES256 by the agency's
+certificate from a throw-away dev PKI: ``seal = "sign"``) on a directory share; the hub checks
+the signature against our CA, streams the file against the signed digests, and loads it
+through the real file-drop adapter and hub.sync.pull_agency. The baseline loads the same rows,
+already parsed into tuples, with sqlite3 executemany or PostgreSQL COPY.
 """
 
 from __future__ import annotations
@@ -26,12 +28,22 @@ from sandbox.filedrop_agencies import DIALECTS, LAYOUT, FileDropAgency, _xfzd_pe
 __all__ = ["hub_ingest", "raw_load", "write_drop"]
 
 
-def write_drop(root: Path, count: int) -> Path:
-    """One XFZD penalty batch of ``count`` rows under ``root``; returns the CSV file's path."""
+def make_pki(directory: Path):
+    """A dev PKI with the hub and XFZD (certificates issued now, keys 0600), as `hub certs init` makes."""
+    from certs.pki import init_pki
+
+    return init_pki(directory, parties=[("XFZD", DIALECTS["XFZD"].name)])
+
+
+def write_drop(root: Path, count: int, pki) -> Path:
+    """One signed XFZD penalty batch of ``count`` rows under ``root``; returns the CSV file's path."""
+    from certs.sealer import DropSeal
+
     d = DIALECTS["XFZD"]
     for name in LAYOUT:
         (root / name).mkdir(parents=True, exist_ok=True)
-    agency = FileDropAgency(d, root, AgencyBook(code="XFZD", name=d.name, uscc=d.uscc))
+    seal = DropSeal.from_pki(pki.root, own="XFZD", peer="hub", encrypt=False)
+    agency = FileDropAgency(d, root, AgencyBook(code="XFZD", name=d.name, uscc=d.uscc), seal=seal)
     drafts = LazyPenalties("XFZD", count, abbreviation="消")
     # streamed: a million rendered rows held at once would be the benchmark's own memory peak
     batch_id = agency.write_rows(_xfzd_penalty(drafts[i], {}) for i in range(count))
@@ -41,12 +53,13 @@ def write_drop(root: Path, count: int) -> Path:
 def _spec(root: Path):
     table = tomllib.loads((AGENCIES_DIR / "xfzd.toml").read_text(encoding="utf-8"))["filedrop"]
     table["incomplete_grace"] = 0
+    table["seal"] = "sign"
     return load_registry(overrides={"XFZD": {"endpoint": root.resolve().as_uri(), "transport": table}})["XFZD"]
 
 
-def hub_ingest(url: str, root: Path, work: Path) -> Measurement:
-    """Claim, verify against the manifest, decode GBK, map, validate, dedupe and store the drop."""
-    from adapters import AdapterContext, build_adapter
+def hub_ingest(url: str, root: Path, work: Path, pki) -> Measurement:
+    """Claim, verify the signed manifest and the file against it, decode GBK, map, validate, dedupe and store."""
+    from adapters import AdapterContext, TlsFiles, build_adapter
     from hub.db import create_db_engine, migrate, session_scope
     from hub.licences import ensure_agencies
     from hub.sync import pull_agency
@@ -57,7 +70,9 @@ def hub_ingest(url: str, root: Path, work: Path) -> Measurement:
     with session_scope(engine) as session:
         ensure_agencies(session, [spec])
     (work / "xfzd").mkdir(exist_ok=True)
-    adapter = build_adapter(spec, AdapterContext(work_dir=work / "xfzd"))
+    tls = TlsFiles(ca=pki.ca_cert, agency_cert=pki.party("XFZD").signing_cert,
+                   hub_signing_cert=pki.hub.signing_cert, hub_signing_key=pki.hub.signing_key)  # fmt: skip
+    adapter = build_adapter(spec, AdapterContext(work_dir=work / "xfzd", tls=tls))
     with timed() as t:
         result = pull_agency(engine, spec, adapter)
     with engine.connect() as conn:
