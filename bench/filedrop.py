@@ -35,10 +35,14 @@ def make_pki(directory: Path):
     return init_pki(directory, parties=[("XFZD", DIALECTS["XFZD"].name)])
 
 
-def write_drop(root: Path, count: int, pki) -> Path:
-    """One signed XFZD penalty batch of ``count`` rows under ``root``; returns the CSV file's path."""
+def write_drop(root: Path, count: int, pki=None) -> Path:
+    """One signed XFZD penalty batch of ``count`` rows under ``root``; returns the CSV file's path.
+
+    Without ``pki``, the one beside ``root`` (``drop-pki``) is made or reused, as hub_ingest finds it.
+    """
     from certs.sealer import DropSeal
 
+    pki = pki or make_pki(root.parent / "drop-pki")
     d = DIALECTS["XFZD"]
     for name in LAYOUT:
         (root / name).mkdir(parents=True, exist_ok=True)
@@ -57,9 +61,12 @@ def _spec(root: Path):
     return load_registry(overrides={"XFZD": {"endpoint": root.resolve().as_uri(), "transport": table}})["XFZD"]
 
 
-def hub_ingest(url: str, root: Path, work: Path, pki) -> Measurement:
+def hub_ingest(url: str, root: Path, work: Path, pki=None) -> Measurement:
     """Claim, verify the signed manifest and the file against it, decode GBK, map, validate, dedupe and store."""
     from adapters import AdapterContext, TlsFiles, build_adapter
+    from certs.pki import PkiLayout
+
+    pki = pki or PkiLayout(root.parent / "drop-pki")
     from hub.db import create_db_engine, migrate, session_scope
     from hub.licences import ensure_agencies
     from hub.sync import pull_agency
