@@ -1,6 +1,6 @@
 """Scenario 2: ingest of one GBK CSV penalty drop (XFZD's dialect, with its signed manifest) vs a raw bulk load.
 
-The drop is written the way 消防支队 writes it (sandbox.filedrop_agencies: Chinese headers,
+The drop is written the way 消防支队 writes it (sandbox.filedrop_dialects: Chinese headers,
 GBK, 元, 2026年03月01日 dates, manifest with SHA-256 last, signed with ES256 by the agency's
 certificate from a throw-away dev PKI: ``seal = "sign"``) on a directory share; the hub checks
 the signature against our CA, streams the file against the signed digests, and loads it
@@ -23,7 +23,7 @@ from bench.measure import Measurement, peak_rss_mb, timed
 from bench.synthetic import LazyPenalties
 from contracts.registry import AGENCIES_DIR, load_registry
 from sandbox.core import AgencyBook
-from sandbox.filedrop_agencies import DIALECTS, LAYOUT, FileDropAgency, _xfzd_penalty
+from sandbox.filedrop_agencies import DIALECTS, LAYOUT, FileDropAgency
 
 __all__ = ["hub_ingest", "raw_load", "write_drop"]
 
@@ -50,7 +50,7 @@ def write_drop(root: Path, count: int, pki=None) -> Path:
     agency = FileDropAgency(d, root, AgencyBook(code="XFZD", name=d.name, uscc=d.uscc), seal=seal)
     drafts = LazyPenalties("XFZD", count, abbreviation="消")
     # streamed: a million rendered rows held at once would be the benchmark's own memory peak
-    batch_id = agency.write_rows(_xfzd_penalty(drafts[i], {}) for i in range(count))
+    batch_id = agency.write_rows(d.render_penalty(drafts[i], {}) for i in range(count))
     return next((root / "from_agency" / batch_id).glob("*.csv"))
 
 

@@ -1,14 +1,16 @@
 """Simulated agencies reachable only by file drops: 消防支队 XFZD (SFTP) and 规划分局 GHFJ (VPN share).
 
 Each agency owns a drop root laid out as the hub's file-drop adapter expects (see
-adapters/filedrop.py); it is written here independently, with the standard library and
-lxml, so the tests prove two implementations agree on the format rather than one
-implementation agreeing with itself:
+adapters/filedrop.py); it is written here independently, with the standard library, so the
+tests prove two implementations agree on the drop rather than one implementation agreeing
+with itself:
 
-- XFZD 消防支队: GBK CSV with Chinese headers; dates like 2026年03月01日; fines in 元;
-  served by a real paramiko SFTP server on 127.0.0.1 (key authentication).
-- GHFJ 规划分局: UTF-8 XML in a plain directory (the VPN share); penalty kinds as codes;
-  dates like 20260301; fines in 万元.
+- XFZD 消防支队: served by a real paramiko SFTP server on 127.0.0.1 (key authentication).
+- GHFJ 规划分局: a plain directory (the VPN share).
+
+What each writes in its files (GBK CSV with Chinese headers, or XML with penalty codes and
+万元) is its dialect, in sandbox.filedrop_dialects; ``DIALECTS`` and ``Dialect`` are
+importable from here too. This module is the running agency around a dialect.
 
 A poller thread picks up licence batches from ``to_agency/`` (only once their manifest is
 there and every file matches it), records each licence with ``book.receive`` and writes
@@ -26,7 +28,6 @@ publishes the previous penalty batch's records again under a new batch id.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hashlib
 import io
@@ -36,87 +37,16 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import paramiko
-from lxml import etree
 
-from sandbox.core import AgencyBook, Fault, PenaltyDraft, ReplayConflict
+from sandbox.core import AgencyBook, Fault, ReplayConflict
+from sandbox.filedrop_dialects import DIALECTS, Dialect
 from sandbox.sftp_server import SftpServer
 
 __all__ = ["DIALECTS", "Dialect", "FileDropAgency", "RunningAgency", "start_filedrop_agency"]
 
-
-def _date(iso: str, fmt: str) -> str:
-    try:
-        return dt.date.fromisoformat(iso).strftime(fmt)
-    except ValueError:  # a malformed date is passed on as the agency would write it
-        y, _, rest = iso.partition("-")
-        m, _, d = rest.partition("-")
-        return fmt.replace("%Y", y).replace("%m", m).replace("%d", d)
-
-
-_XFZD_WORDS = {"暂扣许可证件": "暂扣许可证", "吊销许可证件": "吊销许可证", "责令停产停业": "责令停业"}
-_GHFJ_CODES = {"警告": "01", "通报批评": "02", "罚款": "03", "没收违法所得": "04", "没收非法财物": "05",
-               "暂扣许可证件": "06", "吊销许可证件": "07", "责令停产停业": "08"}  # fmt: skip
-
-
-_XFZD_KINDS = {"法人及非法人组织": "单位", "自然人": "个人", "个体工商户": "个体户"}
-
-
-def _xfzd_penalty(p: PenaltyDraft, licence: dict[str, Any]) -> dict[str, str]:
-    """A penalty row as 消防支队 writes it; subject details come from the licence it holds."""
-    fmt = "%Y年%m月%d日"
-    return {
-        "记录编号": p.record_id, "当事人名称": p.subject_name,
-        "当事人类别": _XFZD_KINDS.get(licence.get("行政相对人类别", ""), "单位"), "统一社会信用代码": p.uscc,
-        "工商注册号": licence.get("工商注册号", ""), "组织机构代码": "", "税务登记号": "", "事业单位证书号": "",
-        "社会组织登记证号": "", "法定代表人": licence.get("法定代表人", ""), "处罚决定书文号": p.decision_no, "违法行为类型": p.violation_type, "违法事实": p.facts,
-        "处罚依据": p.legal_basis, "处罚种类": "、".join(_XFZD_WORDS.get(w, w) for w in p.penalties),
-        "处罚内容": p.content, "罚款金额（元）": p.amount_text("yuan") or "", "没收金额（元）": "",
-        "暂扣吊销证照": "", "处罚决定日期": _date(p.decision_date, fmt), "处罚有效期至": _date(p.validity_end, fmt),
-        "公示截止日期": "", "备注": "",
-    }  # fmt: skip
-
-
-def _ghfj_penalty(p: PenaltyDraft, licence: dict[str, Any]) -> dict[str, str]:
-    """A penalty item as 规划分局 writes it; subject details come from the licence it holds."""
-    fmt = "%Y%m%d"
-    return {
-        "RecordNo": p.record_id, "PartyName": p.subject_name, "PartyType": licence.get("SubjectType", "1"),
-        "CreditCode": p.uscc, "RegNo": licence.get("RegNo", ""), "OrgCode": "", "TaxNo": "", "InstitutionNo": "",
-        "SocialOrgNo": "", "LegalRep": licence.get("LegalRep", ""),
-        "DecisionNo": p.decision_no, "IllegalAct": p.violation_type, "Facts": p.facts, "Basis": p.legal_basis,
-        "PenaltyKinds": ";".join(_GHFJ_CODES.get(w, w) for w in p.penalties), "PenaltyContent": p.content,
-        "FineWanYuan": p.amount_text("wanyuan") or "", "ConfiscatedWanYuan": "", "SuspendedLicence": "",
-        "DecisionDate": _date(p.decision_date, fmt), "ValidUntil": _date(p.validity_end, fmt),
-        "PublishUntil": "", "Remark": "",
-    }  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Dialect:
-    """How one agency writes and reads its drops."""
-
-    code: str
-    name: str
-    uscc: str
-    transport: str  # "sftp" or "dir"
-    format: str  # "csv" or "xml"
-    encoding: str
-    message_id_field: str
-    subject_fields: tuple[str, str]
-    render_penalty: Callable[[PenaltyDraft, dict[str, Any]], dict[str, str]]
-    xml_root: str = "records"
-    xml_record: str = "record"
-
-
-DIALECTS = {
-    "XFZD": Dialect("XFZD", "天津市南开区消防救援支队", "11120104MB0212345Y", "sftp", "csv", "gbk",
-                    "报送编号", ("行政相对人名称", "统一社会信用代码"), _xfzd_penalty),
-    "GHFJ": Dialect("GHFJ", "天津市规划和自然资源局南开分局", "11120104MB0312346L", "dir", "xml", "utf-8",
-                    "MessageId", ("SubjectName", "CreditCode"), _ghfj_penalty, "GHFJData", "Item"),
-}  # fmt: skip
 
 LAYOUT = ("to_agency", "receipts", "from_agency", "agency_archive")
 
@@ -144,10 +74,6 @@ class _HashingSink(io.RawIOBase):
         self.size += len(data)
         self._fh.write(data)
         return len(data)
-
-
-def _parser() -> etree.XMLParser:
-    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 
 
 @dataclass
@@ -221,7 +147,7 @@ class FileDropAgency:
                 break
             if self.seal is not None:
                 data = self.seal.unseal_file(item["name"], data)
-            rows.extend(self._parse(data, manifest["encoding"]))
+            rows.extend(self.dialect.parse(data, manifest["encoding"]))
         fault = self._take_fault(Fault.TIMEOUT, Fault.ERROR_500)
         receipt: dict[str, Any] = {"batch_id": manifest["batch_id"], "status": "accepted", "acks": [], "errors": []}
         if problem or fault == Fault.ERROR_500:
@@ -243,28 +169,7 @@ class FileDropAgency:
             _write_atomic(self.root / "receipts" / f"{manifest['batch_id']}.json",
                           json.dumps(receipt, ensure_ascii=False, indent=1).encode("utf-8"))  # fmt: skip
 
-    def _parse(self, data: bytes, encoding: str) -> list[dict[str, str]]:
-        if self.dialect.format == "csv":
-            return list(csv.DictReader(io.StringIO(data.decode(encoding), newline="")))
-        root = etree.fromstring(data, parser=_parser())
-        return [{child.tag: child.text or "" for child in item} for item in root]
-
     # --- penalties out ----------------------------------------------------------------
-    def _render(self, rows: list[dict[str, str]]) -> bytes:
-        d = self.dialect
-        if d.format == "csv":
-            buf = io.StringIO(newline="")
-            writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\r\n")
-            writer.writeheader()
-            writer.writerows(rows)
-            return buf.getvalue().encode(d.encoding)
-        root = etree.Element(d.xml_root)
-        for row in rows:
-            item = etree.SubElement(root, d.xml_record)
-            for key, value in row.items():
-                etree.SubElement(item, key).text = value
-        return etree.tostring(root, xml_declaration=True, encoding=d.encoding, pretty_print=True)
-
     def publish(self, limit: int = 500) -> str | None:
         """Write the penalties invented since the last publication as one batch; its id, or None."""
         with self._lock:
@@ -279,15 +184,14 @@ class FileDropAgency:
                 rows = [self.dialect.render_penalty(p, held.get(p.uscc, {})) for p in drafts]
                 self.published_seq = drafts[-1].seq
             self._last_rows = rows
-            return self.write_batch(self._render(rows), half_written=self._take_fault(Fault.HALF_WRITTEN) is not None)
+            return self.write_batch(self.dialect.render(rows), half_written=self._take_fault(Fault.HALF_WRITTEN) is not None)
 
     def write_batch(self, data: bytes, *, half_written: bool = False, file_name: str | None = None,
                     manifest_patch: dict[str, Any] | None = None) -> str:  # fmt: skip
         """Write raw bytes as a penalty batch (tests use it for hostile batches); returns the batch id."""
         self.batches += 1
         batch_id = f"{self.dialect.code}-{dt.datetime.now(dt.UTC):%Y%m%d}-{self.batches:06d}-{uuid.uuid4().hex[:4]}"
-        ext = "csv" if self.dialect.format == "csv" else "xml"
-        name = file_name or f"penalties_{self.batches:06d}.{ext}"
+        name = file_name or f"penalties_{self.batches:06d}.{self.dialect.extension}"
         folder = self.root / "from_agency" / batch_id
         folder.mkdir()
         if self.seal is not None:
@@ -327,31 +231,13 @@ class FileDropAgency:
         d = self.dialect
         self.batches += 1
         batch_id = f"{d.code}-{dt.datetime.now(dt.UTC):%Y%m%d}-{self.batches:06d}-{uuid.uuid4().hex[:4]}"
-        name = f"penalties_{self.batches:06d}.{'csv' if d.format == 'csv' else 'xml'}"
+        name = f"penalties_{self.batches:06d}.{d.extension}"
         folder = self.root / "from_agency" / batch_id
         folder.mkdir()
         tmp = folder / f".{name}.tmp"
         with open(tmp, "wb") as fh:
             sink = _HashingSink(fh)
-            if d.format == "csv":
-                text = io.TextIOWrapper(sink, encoding=d.encoding, newline="")
-                writer = None
-                for row in rows:
-                    if writer is None:
-                        writer = csv.DictWriter(text, fieldnames=list(row), lineterminator="\r\n")
-                        writer.writeheader()
-                    writer.writerow(row)
-                text.flush()
-                text.detach()
-            else:
-                with etree.xmlfile(sink, encoding=d.encoding) as xf:
-                    xf.write_declaration()
-                    with xf.element(d.xml_root):
-                        for row in rows:
-                            item = etree.Element(d.xml_record)
-                            for key, value in row.items():
-                                etree.SubElement(item, key).text = value
-                            xf.write(item, pretty_print=True)
+            d.stream(rows, sink)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, folder / name)

@@ -134,7 +134,7 @@ def test_a_batch_in_progress_that_was_taken_away_is_left_and_the_next_one_loaded
 
 def test_a_batch_whose_file_is_damaged_near_its_end_is_refused_before_any_page(paged):
     dialect = DIALECTS[paged.code]
-    data = paged.running.agency._render([dialect.render_penalty(p, {}) for p in paged.running.book.penalties])
+    data = dialect.render([dialect.render_penalty(p, {}) for p in paged.running.book.penalties])
     if dialect.format == "csv":
         damaged, words = data + "X-LAST,只有两格\r\n".encode(dialect.encoding), "has 2 cells"
     else:

@@ -176,7 +176,7 @@ def test_a_multi_page_batch_that_fails_its_manifest_loads_nothing(engine, make_r
     code = running.code
     runtime = make_runtime(engine.url.render_as_string(hide_password=False), overrides)
     dialect = DIALECTS[code]
-    data = running.agency._render([dialect.render_penalty(p, {}) for p in running.book.penalties])
+    data = dialect.render([dialect.render_penalty(p, {}) for p in running.book.penalties])
     name = f"penalties.{dialect.format}"
     batch_id = running.agency.write_batch(data, file_name=name, manifest_patch={
         "files": [{"name": name, "size": len(data), "sha256": "0" * 64}]})  # fmt: skip
