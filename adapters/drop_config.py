@@ -29,7 +29,9 @@ import paramiko
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator
 
 from adapters.drop_formats import DropFormat
-from adapters.drop_transport import DropTransport, LocalTransport, SftpTransport
+from adapters.drop_local import LocalTransport
+from adapters.drop_sftp import SftpTransport
+from adapters.drop_transport import DropTransport
 from hub.errors import ConfigurationError
 
 __all__ = ["FileDropConfig", "SealMode", "load_host_key", "make_transport"]

@@ -11,7 +11,9 @@ import pytest
 from adapters import AdapterContext
 from adapters.drop_config import FileDropConfig, make_transport
 from adapters.drop_formats import decode_records, encode_records
-from adapters.drop_transport import DropConflict, DropFileMissing, LocalTransport, SftpTransport, translate_errors
+from adapters.drop_local import LocalTransport
+from adapters.drop_sftp import SftpTransport
+from adapters.drop_transport import DropConflict, DropFileMissing, translate_errors
 from adapters.filedrop import from_spec
 from contracts.registry import load_registry
 from hub.errors import ConfigurationError, FatalError, RefusedInput, TransientError
