@@ -88,10 +88,6 @@ class DropTransport(Protocol):
     def close(self) -> None: ...
 
 
-_TRANSIENT_ERRNOS = {
-    errno.ETIMEDOUT, errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EHOSTUNREACH,
-    errno.ENETUNREACH, errno.ENETDOWN, errno.EPIPE, errno.ESTALE, errno.EIO, errno.EAGAIN, errno.EBUSY,
-}  # fmt: skip
 _FATAL_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EISDIR}
 
 
@@ -119,7 +115,8 @@ def _mapped(exc: BaseException, what: str) -> HubError:
     if isinstance(exc, PermissionError) or getattr(exc, "errno", None) in _FATAL_ERRNOS:
         return FatalError(detail)
     if isinstance(exc, OSError):
-        # a share that hiccups (or SFTP's status-less "Failure") is worth another try
+        # everything else an OS or a share can say (timeouts, resets, ESTALE, EIO, EBUSY…), and SFTP's
+        # status-less "Failure", is worth another try
         return TransientError(detail)
     return FatalError(detail)
 
