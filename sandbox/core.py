@@ -134,6 +134,9 @@ class AgencyBook:
     penalties: list[PenaltyDraft] = field(default_factory=list)
     faults: deque = field(default_factory=deque)
     _lock: threading.RLock = field(default_factory=threading.RLock)
+    # companies that already have penalties: looked up on every licence received, so a set, built
+    # from ``penalties`` on first use (a scan per licence made a 100,000-grant push quadratic)
+    _penalised: set[str] | None = field(default=None, repr=False)
     _acks: int = 0
 
     # --- licences in -------------------------------------------------------------------
@@ -172,13 +175,20 @@ class AgencyBook:
             for key, value in fields.items():
                 setattr(draft, key, value)
             self.penalties.append(draft)
+            self._penalised_set().add(draft.uscc)
             return draft
+
+    def _penalised_set(self) -> set[str]:
+        if self._penalised is None:
+            self._penalised = {p.uscc for p in self.penalties}
+        return self._penalised
 
     def _invent_penalties(self, company: str, uscc: str) -> None:
         # The placeholder code names no one: such records would need the registration number too.
         placeholder = uscc == "00000000000000000X"
-        if not uscc or placeholder or uscc in self.clean_companies or any(p.uscc == uscc for p in self.penalties):
+        if not uscc or placeholder or uscc in self.clean_companies or uscc in self._penalised_set():
             return
+        self._penalised_set().add(uscc)
         rng = random.Random(f"{self.seed}:{self.code}:{uscc}")
         for _ in range(rng.choice(self.penalties_per_company)):
             malformed = None
