@@ -122,17 +122,22 @@ def _locked_row(session: Session, agency_code: str) -> SyncLease | None:
     return session.exec(select(SyncLease).where(SyncLease.agency_code == agency_code).with_for_update()).first()
 
 
-def _extend(engine: Engine, lease: Lease, *, seconds: float, now: Clock) -> bool:
-    """Push the lease's expiry forward in a transaction of its own; False once it is no longer ours."""
+def _update_if_ours(engine: Engine, lease: Lease, **values) -> bool:
+    """Set ``values`` on the lease row only while it is still ours, with our token; True if it was."""
     table = SyncLease.__table__
     with session_scope(engine) as session:
         done = session.execute(
             table.update()
             .where(table.c.agency_code == lease.agency_code, table.c.holder == lease.holder,
                    table.c.fencing_token == lease.token)  # fmt: skip
-            .values(expires_at=now() + dt.timedelta(seconds=seconds))
+            .values(**values)
         ).rowcount
     return done == 1
+
+
+def _extend(engine: Engine, lease: Lease, *, seconds: float, now: Clock) -> bool:
+    """Push the lease's expiry forward in a transaction of its own; False once it is no longer ours."""
+    return _update_if_ours(engine, lease, expires_at=now() + dt.timedelta(seconds=seconds))
 
 
 class _Heartbeat(threading.Thread):
@@ -158,15 +163,7 @@ class _Heartbeat(threading.Thread):
 
 def release(engine: Engine, lease: Lease) -> bool:
     """Give the lease back (only if still ours, with our token). True when it was released."""
-    table = SyncLease.__table__
-    with session_scope(engine) as session:
-        done = session.execute(
-            table.update()
-            .where(table.c.agency_code == lease.agency_code, table.c.holder == lease.holder,
-                   table.c.fencing_token == lease.token)  # fmt: skip
-            .values(holder=None, expires_at=None)
-        ).rowcount
-    return done == 1
+    return _update_if_ours(engine, lease, holder=None, expires_at=None)
 
 
 class LeaseFence:
