@@ -33,7 +33,7 @@ from lxml import etree
 
 from hub.errors import ConfigurationError, RefusedInput
 
-__all__ = ["DropFormat", "count_records", "decode_records", "decode_text", "encode_records", "iter_records"]
+__all__ = ["DropFormat", "count_records", "decode_text", "encode_records", "iter_records"]
 
 DropFormat = Literal["csv", "xml", "jsonl"]
 
@@ -287,16 +287,3 @@ def count_records(stream: BinaryIO, fmt: DropFormat, encoding: str, *, name: str
                   xml_record: str = "record") -> int:  # fmt: skip
     """Read a whole data file, keeping nothing: its number of records, or RefusedInput for any damage."""
     return sum(1 for _ in iter_records(stream, fmt, encoding, name=name, xml_root=xml_root, xml_record=xml_record))
-
-
-def decode_records(
-    data: bytes,
-    fmt: DropFormat,
-    encoding: str,
-    *,
-    name: str,
-    xml_root: str = "records",
-    xml_record: str = "record",
-) -> list[dict[str, str]]:
-    """Parse one data file held in memory into flat records, or raise RefusedInput naming ``name`` and why."""
-    return list(iter_records(io.BytesIO(data), fmt, encoding, name=name, xml_root=xml_root, xml_record=xml_record))

@@ -97,10 +97,14 @@ class BatchReader:
             skip = 0
 
     def close(self) -> None:
-        for item in self._files:
-            with contextlib.suppress(OSError):
-                item.stream.close()
+        _close(self._files)
         self._files = []
+
+
+def _close(files: list[_DataFile]) -> None:
+    for item in files:
+        with contextlib.suppress(OSError):
+            item.stream.close()
 
 
 def in_progress(token: str | None) -> tuple[str, int] | None:
@@ -158,8 +162,6 @@ def open_batch(transport: DropTransport, folder: str, manifest: Manifest, manife
             files[-1].records = count_records(stream, manifest.format, manifest.encoding, name=files[-1].name,
                                               xml_root=config.xml_root, xml_record=config.xml_record)  # fmt: skip
     except BaseException:
-        for item in files:
-            with contextlib.suppress(OSError):
-                item.stream.close()
+        _close(files)
         raise
     return BatchReader(manifest, files, config)

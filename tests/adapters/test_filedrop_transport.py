@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import socket
 
 import paramiko
@@ -10,7 +11,7 @@ import pytest
 
 from adapters import AdapterContext
 from adapters.drop_config import FileDropConfig, make_transport
-from adapters.drop_formats import decode_records, encode_records
+from adapters.drop_formats import encode_records, iter_records
 from adapters.drop_local import LocalTransport
 from adapters.drop_sftp import SftpTransport
 from adapters.drop_transport import DropConflict, DropFileMissing, translate_errors
@@ -191,6 +192,10 @@ def test_the_sftp_key_path_can_come_from_the_credentials(tmp_path, drop_sftp):
 
 
 # --- formats ----------------------------------------------------------------------------------
+def decode_records(data: bytes, fmt, encoding: str, *, name: str) -> list[dict[str, str]]:
+    return list(iter_records(io.BytesIO(data), fmt, encoding, name=name))
+
+
 @pytest.mark.parametrize("fmt", ["csv", "xml", "jsonl"])
 @pytest.mark.parametrize("encoding", ["utf-8", "gbk"])
 def test_records_round_trip_with_chinese_names_and_values(fmt, encoding):
