@@ -8,17 +8,18 @@ nothing is forgotten.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from enum import StrEnum
 
 import sqlalchemy as sa
-from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
 from adapters.base import canonical_json, payload_digest
 from contracts.records import ViolationRecord
 from hub.clock import utcnow
 from contracts.uscc import PLACEHOLDER
+from hub.bulk import bulk_insert
 from hub.companies import company_ids_by_uscc, resolve_identity
 from hub.models import IdentityStatus, Violation, ViolationRevision
 
@@ -31,19 +32,6 @@ class StoreOutcome(StrEnum):
     CREATED = "created"
     UPDATED = "updated"
     UNCHANGED = "unchanged"
-
-
-class _JSONText(sa.types.TypeDecorator):
-    """A JSON column's value given as its JSON text already: bound as is, not serialised again."""
-
-    impl = sa.JSON
-    cache_ok = True
-
-    def bind_processor(self, dialect):  # noqa: ARG002 - the text is already JSON
-        return None
-
-
-_PAYLOAD_TEXT = sa.bindparam("payload_text", type_=_JSONText())
 
 
 def _columns(record: ViolationRecord, digest: str) -> dict:
@@ -90,27 +78,30 @@ def store_violation(session: Session, record: ViolationRecord) -> tuple[StoreOut
     return outcome, row
 
 
-def _insert_returning_ids(session: Session, statement: sa.Insert, rows: list[dict]) -> list[int]:
-    """Insert ``rows`` and return their new ids, in order.
+_VIOLATION_COLUMNS = (
+    "id", "source_agency", "agency_record_id", "company_id", "identity_status", "identity_note", "subject_name",
+    "uscc", "decision_no", "decision_date", "severity", "penalty_types", "fine", "confiscated", "validity_end",
+    "publication_end", "repair_status", "repair_date", "version", "digest", "payload", "created_at", "updated_at",
+)  # fmt: skip
+_REVISION_COLUMNS = ("violation_id", "version", "digest", "payload", "recorded_at")
 
-    The ids are chosen first and the rows inserted with a plain executemany, the drivers' fast
-    path: INSERT … RETURNING over thousands of rows is split into multi-row statements that
-    psycopg parses in pure Python and that pysqlite runs row by row through SQLAlchemy — more
-    than half of a pull's storing time either way. PostgreSQL draws the ids from the table's
-    sequence. SQLite continues from max(id), as its own rowid choice would: every hub transaction
-    on SQLite begins IMMEDIATE (hub.db), so no other writer can take those ids meanwhile.
+
+def _new_ids(session: Session, table: sa.Table, count: int) -> list[int]:
+    """Ids for ``count`` new rows, chosen before the rows are written.
+
+    The fast insert paths (COPY, a plain executemany) return nothing, and INSERT … RETURNING
+    over thousands of rows cost more than half of a pull's storing time. PostgreSQL draws the
+    ids from the table's sequence. SQLite continues from max(id), as its own rowid choice would:
+    every hub transaction on SQLite begins IMMEDIATE (hub.db), so no other writer can take those
+    ids meanwhile.
     """
-    table = statement.table
     if session.get_bind().dialect.name == "postgresql":
-        ids = list(session.execute(
+        return list(session.execute(
             sa.text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)"),
-            {"t": table.name, "n": len(rows)},
+            {"t": table.name, "n": count},
         ).scalars())  # fmt: skip
-    else:
-        start = session.execute(sa.select(sa.func.coalesce(sa.func.max(table.c.id), 0))).scalar_one() + 1
-        ids = list(range(start, start + len(rows)))
-    session.execute(statement, [{**row, "id": i} for row, i in zip(rows, ids, strict=True)])
-    return ids
+    start = session.execute(sa.select(sa.func.coalesce(sa.func.max(table.c.id), 0))).scalar_one() + 1
+    return list(range(start, start + count))
 
 
 def _existing_digests(session: Session, keys: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
@@ -161,26 +152,27 @@ def store_violations(session: Session, records: Sequence[ViolationRecord]) -> li
             fresh.append(index)
         seen.add(key)
     if fresh:
-        companies = company_ids_by_uscc(session, [prepared[i][0] for i in fresh])
-        now = utcnow()
-        rows = []
-        for i in fresh:
-            record, canonical, digest = prepared[i]
-            rows.append({
-                **_columns(record, digest), "source_agency": record.source_agency,
-                "agency_record_id": record.agency_record_id, "company_id": companies[record.uscc],
-                "identity_status": IdentityStatus.LINKED.value, "identity_note": None, "version": 1,
-                "payload_text": texts[i], "created_at": now, "updated_at": now,
-            })  # fmt: skip
-        table = Violation.__table__
-        new_ids = _insert_returning_ids(session, insert(table).values(payload=_PAYLOAD_TEXT), rows)
-        session.execute(insert(ViolationRevision.__table__).values(payload=_PAYLOAD_TEXT), [
-            {"violation_id": vid, "version": 1, "digest": row["digest"], "payload_text": row["payload_text"],
-             "recorded_at": now}
-            for vid, row in zip(new_ids, rows, strict=True)
-        ])  # fmt: skip
+        _insert_fresh(session, [prepared[i] for i in fresh], [texts[i] for i in fresh])
         for i in fresh:
             outcomes[i] = StoreOutcome.CREATED
     for i in slow:
         outcomes[i], _ = store_violation(session, prepared[i][0])
     return outcomes  # type: ignore[return-value]
+
+
+def _insert_fresh(session: Session, prepared: list[tuple[ViolationRecord, dict, str]], texts: list[str]) -> None:
+    """Insert records not stored before, each with its first revision, through hub.bulk."""
+    companies = company_ids_by_uscc(session, [record for record, _, _ in prepared])
+    ids = _new_ids(session, Violation.__table__, len(prepared))
+    now, linked = utcnow(), IdentityStatus.LINKED.value
+    rows, revisions = [], []
+    for vid, (r, _, digest), text in zip(ids, prepared, texts, strict=True):
+        revisions.append((vid, 1, digest, text, now))
+        rows.append((
+            vid, r.source_agency, r.agency_record_id, companies[r.uscc], linked, None, r.subject_name, r.uscc,
+            r.decision_no, r.decision_date, r.severity.value, json.dumps([p.value for p in r.penalty_types]), r.fine,
+            r.confiscated, r.validity_end, r.publication_end, r.repair_status.value, r.repair_date, 1, digest, text,
+            now, now,
+        ))  # fmt: skip
+    bulk_insert(session, Violation.__table__, _VIOLATION_COLUMNS, rows)
+    bulk_insert(session, ViolationRevision.__table__, _REVISION_COLUMNS, revisions)

@@ -64,3 +64,23 @@ def test_a_page_stores_each_payload_as_a_json_object_equal_to_the_record(engine)
         for table in ("violations", "violation_revisions"):
             kinds = s.connection().exec_driver_sql(f"SELECT DISTINCT {json_type}(payload) FROM {table}").scalars().all()
             assert kinds == ["object"]
+
+
+def test_a_page_written_in_bulk_reads_back_exactly_as_one_written_through_the_orm(engine):
+    """The bulk path (COPY / a plain executemany) stores the same values: dates, exact amounts,
+    aware timestamps, lists, the payload — so nothing downstream can tell which path wrote a row."""
+    alike = {"CF_NR_FK": "0.123456", "CF_GSJZQ": "2028-05-01", "CF_CFLB": ["警告", "罚款", "没收违法所得"],
+             "CF_NR_WFFF": "12.5"}  # fmt: skip
+    with session_scope(engine) as s:
+        store_violation(s, violation("ORM", **alike))
+    with session_scope(engine) as s:
+        assert store_violations(s, [violation("BULK", **alike)]) == [StoreOutcome.CREATED]
+    with Session(engine) as s:
+        by_id = {v.agency_record_id: v for v in s.exec(select(Violation)).all()}
+        orm, bulk = by_id["ORM"].model_dump(), by_id["BULK"].model_dump()
+        for varying in ("id", "agency_record_id", "digest", "payload", "created_at", "updated_at"):
+            orm.pop(varying), bulk.pop(varying)
+        assert bulk == orm
+        assert isinstance(by_id["BULK"].fine, Decimal) and by_id["BULK"].created_at.utcoffset() is not None
+        revision = s.exec(select(ViolationRevision).where(ViolationRevision.violation_id == by_id["BULK"].id)).one()
+        assert revision.recorded_at.utcoffset() is not None and revision.payload == by_id["BULK"].payload

@@ -1,0 +1,80 @@
+"""Inserting many rows at the database driver's own speed, inside the caller's transaction.
+
+SQLAlchemy's executemany builds a parameter dict and runs every bind processor through its
+compiled-statement machinery once per row; for a pull page that bookkeeping cost more than
+the database's work (docs/benchmarks.md). Here each column's bind processor is looked up once
+per call and the rows go to the driver as plain tuples: ``COPY … FROM STDIN`` on PostgreSQL,
+the ``executemany`` of sqlite3 on SQLite. The values stored are the ones SQLAlchemy would
+store: the same processors (dates as SQLite text, exact decimals, UTC timestamps) are applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+__all__ = ["bulk_insert"]
+
+
+def _processors(table: sa.Table, columns: Sequence[str], dialect) -> list:
+    found = []
+    for name in columns:
+        column_type = table.c[name].type
+        # JSON columns are handed over as their JSON text, serialised once by the caller
+        found.append(None if isinstance(column_type, sa.JSON) else column_type.dialect_impl(dialect).bind_processor(dialect))
+    return found
+
+
+def bulk_insert(session: Session, table: sa.Table, columns: Sequence[str], rows: Iterable[Sequence]) -> int:
+    """Insert ``rows`` (tuples in ``columns`` order) and return how many were written.
+
+    Values are what the ORM would be given, except JSON columns: those take the JSON text.
+    The rows must be new; a duplicate key fails the statement, and with it the transaction.
+    """
+    connection = session.connection()
+    dialect = connection.dialect
+    processors = _processors(table, columns, dialect)
+    pairs = [(i, p) for i, p in enumerate(processors) if p is not None]
+    last: dict[int, tuple] = {}  # per column, the last value processed: a page's timestamps are one value
+
+    def ready(row: Sequence) -> Sequence:
+        if not pairs:
+            return row
+        values = list(row)
+        for i, process in pairs:
+            value = values[i]
+            seen = last.get(i)
+            if seen is not None and seen[0] is value:
+                values[i] = seen[1]
+            else:
+                values[i] = process(value)
+                last[i] = (value, values[i])
+        return values
+
+    quote = dialect.identifier_preparer.quote
+    names = ", ".join(quote(name) for name in columns)
+    driver = connection.connection.driver_connection
+    if dialect.name == "postgresql":
+        statement = f"COPY {quote(table.name)} ({names}) FROM STDIN"
+    else:
+        statement = f"INSERT INTO {quote(table.name)} ({names}) VALUES ({', '.join('?' * len(columns))})"
+    written = 0
+    cursor = driver.cursor()
+    try:
+        if dialect.name == "postgresql":
+            with cursor.copy(statement) as copy:
+                for row in rows:
+                    copy.write_row(ready(row))
+                    written += 1
+        else:
+            batch = [ready(row) for row in rows]
+            cursor.executemany(statement, batch)
+            written = len(batch)
+    except dialect.loaded_dbapi.Error as exc:
+        # the same exception classes (IntegrityError, OperationalError…) a SQLAlchemy statement raises
+        raise sa.exc.DBAPIError.instance(statement, None, exc, dialect.loaded_dbapi.Error) from exc
+    finally:
+        cursor.close()
+    return written
