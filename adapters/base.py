@@ -142,6 +142,9 @@ class AgencyAdapter(Protocol):
     """What the hub needs from any agency, whatever protocol it speaks."""
 
     code: str
+    #: True when fetch(after) depends on ``after`` alone, so the next page may be requested while
+    #: this one is being stored; False when it needs the previous page acknowledged first.
+    read_ahead: bool
 
     def deliver(self, messages: Sequence[OutboundMessage]) -> list[Receipt]:
         """Send a batch of messages; return one receipt per message, in the same order.

@@ -87,6 +87,8 @@ class FileDropAdapter:
             to processed/ unread).
     """
 
+    read_ahead = False  # the next batch is found by listing the inbox once the last one has moved out
+
     def __init__(
         self,
         config: FileDropConfig,

@@ -150,6 +150,8 @@ def _raise_for_status(agency: str, action: str, response: requests.Response) -> 
 class RestAdapter:
     """An agency behind a REST/JSON API. One pooled session per adapter; close() releases it."""
 
+    read_ahead = True  # the cursor is the whole request
+
     def __init__(self, config: RestConfig, *, code: str = "REST", record_id_field: str | None = None) -> None:
         self.code = code
         self.config = config

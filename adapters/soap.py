@@ -220,6 +220,8 @@ def _text(value: Any) -> Any:
 class SoapAdapter:
     """An agency reached over SOAP, described entirely by its :class:`SoapConfig`."""
 
+    read_ahead = True  # the cursor is the whole request
+
     def __init__(self, config: SoapConfig) -> None:
         self.config = config
         self.code = config.code

@@ -14,10 +14,12 @@ leaves a cursor that resumes it after the last committed page, never a batch mar
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import random
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -227,29 +229,73 @@ def _store_page(session: Session, spec: AgencySpec, page: Page, result: PullResu
         setattr(result, outcome.value, getattr(result, outcome.value) + 1)
 
 
+class _PageReader:
+    """An adapter's pages in order; for an adapter that allows it, the next page is requested
+    while the caller stores this one, so the agency's time and ours overlap instead of adding up.
+
+    At most one page is read ahead (memory stays one page deep), and close() waits for it, so no
+    request outlives the pull. A failure of the page read ahead surfaces when that page is asked for,
+    as it would have unread ahead.
+    """
+
+    def __init__(self, adapter: AgencyAdapter) -> None:
+        self._adapter = adapter
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"read-ahead-{adapter.code}") if adapter.read_ahead else None
+        self._ahead: tuple[Cursor, Future[Page]] | None = None
+
+    def fetch(self, cursor: Cursor, *, read_ahead: bool = True) -> Page:
+        if self._ahead is not None and self._ahead[0] == cursor:
+            page = self._ahead[1].result()
+            self._ahead = None
+        else:
+            self._discard()
+            page = self._adapter.fetch(cursor)
+        if self._pool is not None and read_ahead and page.more:
+            self._ahead = (page.next_cursor, self._pool.submit(self._adapter.fetch, page.next_cursor))
+        return page
+
+    def _discard(self) -> None:
+        if self._ahead is not None:
+            future, self._ahead = self._ahead[1], None
+            if not future.cancel():
+                with contextlib.suppress(Exception):  # nobody will store that page: its failure is moot
+                    future.result()
+
+    def close(self) -> None:
+        self._discard()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
 def pull_agency(engine: Engine, spec: AgencySpec, adapter: AgencyAdapter, *, fence: Fence | None = None,
                 now: Callable[[], dt.datetime] = utcnow, max_pages: int | None = None) -> PullResult:  # fmt: skip
     """Fetch pages after the stored cursor until the agency has no more, committing page by page."""
     result = PullResult(spec.code)
     in_batch: tuple[str | None, int] = (None, 0)  # a file batch part-way through, and its records quarantined so far
-    while max_pages is None or result.pages < max_pages:
-        with session_scope(engine) as session:
-            row = session.get(SyncCursor, spec.code)
-            cursor = Cursor(row.position, row.token) if row else Cursor()
-        page = adapter.fetch(cursor)
-        earlier = in_batch[1] if page.batch_offset and in_batch[0] == page.batch_id else 0
-        quarantined_before = result.quarantined
-        with session_scope(engine) as session:
-            if fence:
-                fence(session)
-            _commit_page(session, spec, cursor, page, result, now(), quarantined_earlier=earlier)
-        if not page.batch_complete:
-            in_batch = (page.batch_id, earlier + result.quarantined - quarantined_before)
-        adapter.acknowledge(page)
-        result.pages += 1
-        result.cursor = page.next_cursor.position
-        if not page.more:
-            break
+    with session_scope(engine) as session:
+        row = session.get(SyncCursor, spec.code)
+        cursor = Cursor(row.position, row.token) if row else Cursor()
+    reader = _PageReader(adapter)
+    try:
+        while max_pages is None or result.pages < max_pages:
+            page = reader.fetch(cursor, read_ahead=max_pages is None or result.pages + 1 < max_pages)
+            earlier = in_batch[1] if page.batch_offset and in_batch[0] == page.batch_id else 0
+            quarantined_before = result.quarantined
+            with session_scope(engine) as session:
+                if fence:
+                    fence(session)
+                # checks the stored cursor is still `cursor`: nobody else moved it meanwhile
+                _commit_page(session, spec, cursor, page, result, now(), quarantined_earlier=earlier)
+            if not page.batch_complete:
+                in_batch = (page.batch_id, earlier + result.quarantined - quarantined_before)
+            adapter.acknowledge(page)
+            result.pages += 1
+            result.cursor = page.next_cursor.position
+            cursor = page.next_cursor
+            if not page.more:
+                break
+    finally:
+        reader.close()
     return result
 
 

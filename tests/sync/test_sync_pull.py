@@ -94,3 +94,31 @@ def test_status_shows_deliveries_pulls_and_quarantine(engine, make_runtime, star
     text = render_text(status)
     assert "4 delivered" in text and f"{malformed} quarantined" in text and "pull never" in text
     assert json.loads(status.model_dump_json())["agencies"][0]["code"] == "DSJ"
+
+
+def test_the_next_page_is_requested_while_this_one_is_stored(engine, make_runtime, start_agency):
+    """Pulling a slow agency costs its time plus ours only once: the request for page 2 reaches the
+    agency before page 1 is committed; what is stored and where the cursor stands do not change."""
+    agency = start_agency("SCJG", malformed_every=0)
+    transport = {**agency_table("SCJG")["rest"], "page_size": 5}
+    runtime = make_runtime(engine.url.render_as_string(hide_password=False),
+                           {"SCJG": {"endpoint": agency.endpoint, "transport": transport}})  # fmt: skip
+    scripted_penalties(agency.book, 12)
+    second_request = agency.book.arm("fetch", skip=1)
+    seen_while_storing_page_1 = []
+
+    def fence(_session) -> None:
+        if not seen_while_storing_page_1:
+            seen_while_storing_page_1.append(second_request.reached.wait(10))
+            second_request.release.set()
+
+    adapter = runtime.adapter_for("SCJG")
+    try:
+        first = pull_agency(runtime.engine, runtime.agency("SCJG"), adapter, fence=fence, max_pages=2)
+        assert seen_while_storing_page_1 == [True]
+        assert first.created == 10 and first.cursor == 10
+        rest = pull_agency(runtime.engine, runtime.agency("SCJG"), adapter)
+    finally:
+        adapter.close()
+    ids, _refs, cursor = pulled(runtime.engine, "SCJG")
+    assert rest.created == 2 and cursor == 12 and len(ids) == len(set(ids)) == 12
