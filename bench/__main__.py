@@ -45,7 +45,7 @@ def _rate_ratio(hub: Measurement, base: Measurement) -> float | None:
 
 
 def scenario_pull(size: dict[str, int], dbs: list[str], work: Path, rows: list, notes: list) -> None:
-    from bench.pull import bare_pull, dlt_pull, hub_pull, start_pull_agency
+    from bench.pull import bare_pull, dlt_pull, hub_pull, served_pull_agency
 
     try:
         import dlt  # noqa: F401
@@ -54,8 +54,7 @@ def scenario_pull(size: dict[str, int], dbs: list[str], work: Path, rows: list, 
         notes.append("1: dlt is not installed (pip install '.[bench]'); the bare requests+executemany baseline stands in")
     else:
         dlt_ok = True
-    agency = start_pull_agency(size["pull"])
-    try:
+    with served_pull_agency(size["pull"]) as agency:
         for db in dbs:
             with database(db, work, "pull_hub") as url:
                 hub = hub_pull(url, agency, work)
@@ -69,8 +68,6 @@ def scenario_pull(size: dict[str, int], dbs: list[str], work: Path, rows: list, 
                 ratio = _rate_ratio(hub, base)
                 rows.append(_row("1", "REST pull vs dlt", db, hub, base, target="≥ 3× dlt", ratio=ratio,
                                  met=ratio is not None and ratio >= 3))  # fmt: skip
-    finally:
-        agency.stop()
 
 
 def scenario_drop(size, dbs, work, rows, notes) -> None:

@@ -8,9 +8,13 @@ server, and a bare requests loop with executemany of the raw fields.
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import os
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,7 +25,7 @@ from contracts.registry import AGENCIES_DIR, load_registry
 from sandbox.rest_agencies import RunningAgency, start_rest_agency
 from sandbox.rest_dialects import REST_DIALECTS
 
-__all__ = ["bare_pull", "dlt_pull", "hub_pull", "pull_spec", "start_pull_agency"]
+__all__ = ["bare_pull", "dlt_pull", "hub_pull", "pull_spec", "served_pull_agency", "start_pull_agency"]
 
 PAGE = 1000
 
@@ -30,6 +34,35 @@ def start_pull_agency(count: int) -> RunningAgency:
     """SCJG on loopback serving ``count`` lazily rendered penalties."""
     d = REST_DIALECTS["SCJG"]
     return start_rest_agency("SCJG", book=synthetic_book("SCJG", d.name, d.uscc, count, subject_fields=d.licence_subject))
+
+
+def _serve(count: int, conn, stop) -> None:
+    agency = start_pull_agency(count)
+    conn.send((agency.endpoint, agency.token))
+    stop.wait()
+    agency.stop()
+
+
+@contextlib.contextmanager
+def served_pull_agency(count: int) -> Iterator[SimpleNamespace]:
+    """The SCJG agency of ``count`` records, served by a process of its own.
+
+    A real agency is another machine. Served from a thread of the measuring process, the sandbox's
+    rendering and JSON encoding took the same interpreter lock as the side being measured, so the
+    pull measured the sandbox about as much as the hub or dlt (and its caches counted as their memory).
+    """
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    stop = context.Event()
+    server = context.Process(target=_serve, args=(count, theirs, stop), daemon=True)
+    server.start()
+    theirs.close()  # so that a server dying before it answers ends recv() with EOFError, not a hang
+    try:
+        endpoint, token = ours.recv()
+        yield SimpleNamespace(endpoint=endpoint, token=token)  # what the pulls read of a running agency
+    finally:
+        stop.set()
+        server.join(10)
 
 
 def pull_spec(agency: RunningAgency):
