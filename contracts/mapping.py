@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from decimal import Decimal, InvalidOperation
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -128,21 +129,40 @@ def _parse_amount(value: Any, unit: str) -> Decimal:
     return amount / _TEN_THOUSAND if unit == "yuan" else amount
 
 
-def _convert(code: str, value: Any, mapping: FieldMapping) -> Any:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
+def _converter(code: str, mapping: FieldMapping) -> Callable[[Any], Any]:
+    """How one canonical field's native value is converted, decided once per mapping, not per record."""
     if code in _LIST_FIELDS:
-        items = value if isinstance(value, list) else str(value).split(mapping.list_separator)
-        words = mapping.values.get(code, {})
-        return [words.get(item.strip(), item.strip()) for item in items if item.strip()]
+        words, separator = mapping.values.get(code, {}), mapping.list_separator
+
+        def as_list(value: Any) -> list[str]:
+            items = value if isinstance(value, list) else str(value).split(separator)
+            return [words.get(item.strip(), item.strip()) for item in items if item.strip()]
+
+        return as_list
     if code in mapping.values:
-        text = str(value).strip()
-        return mapping.values[code].get(text, text)
+        words = mapping.values[code]
+        return lambda value: words.get(text := str(value).strip(), text)
     if code in _DATE_FIELDS:
-        return _parse_date(value, mapping.date_formats)
+        formats = mapping.date_formats
+        return lambda value: _parse_date(value, formats)
     if code in _AMOUNT_FIELDS:
-        return _parse_amount(value, mapping.units.get(code, "wanyuan"))
-    return value.strip() if isinstance(value, str) else value
+        unit = mapping.units.get(code, "wanyuan")
+        return lambda value: _parse_amount(value, unit)
+    return lambda value: value.strip() if isinstance(value, str) else value
+
+
+_PLANS: dict[int, tuple[FieldMapping, tuple[tuple[str, str, Callable[[Any], Any]], ...]]] = {}
+
+
+def _plan(mapping: FieldMapping) -> tuple[tuple[str, str, Callable[[Any], Any]], ...]:
+    """(canonical code, native field, converter) for each mapped field; built once per mapping (frozen)."""
+    cached = _PLANS.get(id(mapping))
+    if cached is None or cached[0] is not mapping:
+        if len(_PLANS) > 256:
+            _PLANS.clear()
+        plan = tuple((code, native, _converter(code, mapping)) for code, native in mapping.fields.items())
+        cached = _PLANS[id(mapping)] = (mapping, plan)
+    return cached[1]
 
 
 def native_to_violation(
@@ -158,14 +178,14 @@ def native_to_violation(
     """
     data: dict[str, Any] = dict(mapping.constants)
     problems: list[Problem] = []
-    for code, native_name in mapping.fields.items():
+    for code, native_name, convert in _plan(mapping):
+        value = native.get(native_name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
         try:
-            converted = _convert(code, native.get(native_name), mapping)
+            data[code] = convert(value)
         except ValueError as exc:
             problems.append(Problem(record=record, field=f"{code} ({native_name})", reason=str(exc)))
-            continue
-        if converted is not None:
-            data[code] = converted
     if problems:
         raise ContractViolation.of(problems)
     data["source_agency"] = agency_code
