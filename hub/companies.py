@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import sqlalchemy as sa
+
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, or_, select
@@ -13,7 +15,7 @@ from contracts.uscc import PLACEHOLDER, org_code_of
 from hub.clock import utcnow
 from hub.models import Company, IdentityStatus
 
-__all__ = ["Identity", "company_ids_by_uscc", "find_companies", "resolve_identity", "upsert_company"]
+__all__ = ["Identity", "company_ids_by_uscc", "find_companies", "resolve_identity", "upsert_companies", "upsert_company"]
 
 _IN_CHUNK = 500  # USCCs per IN (...) list: far below SQLite's and PostgreSQL's parameter limits
 
@@ -39,6 +41,41 @@ def upsert_company(session: Session, grant: LicenceGrant) -> Company:
     company.updated_at = utcnow()
     session.flush()
     return company
+
+
+def upsert_companies(session: Session, grants: list[LicenceGrant]) -> dict[str, int]:
+    """upsert_company for many grants with a USCC at once; returns {USCC: company id}.
+
+    The companies end as calling upsert_company for each grant in turn leaves them: the last grant
+    of a company names it, and a registration number or legal representative is only ever
+    replaced by another, never erased (a company whose fields do not change keeps its updated_at). A company another transaction adds meanwhile is skipped on insert
+    (ON CONFLICT DO NOTHING waits for it) and refreshed like any existing one.
+    """
+    latest: dict[str, dict] = {}
+    for grant in grants:
+        fields = latest.setdefault(grant.uscc, {"reg_no": None, "legal_rep": None})
+        fields.update(name=grant.subject_name, category=grant.subject_category.value, org_code=org_code_of(grant.uscc),
+                      reg_no=grant.reg_no or fields["reg_no"], legal_rep=grant.legal_rep or fields["legal_rep"])  # fmt: skip
+    table, now = Company.__table__, utcnow()
+    codes = list(latest)
+    dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(dialect_insert(table).on_conflict_do_nothing(index_elements=["uscc"]),
+                    [{"uscc": c, **latest[c], "created_at": now, "updated_at": now} for c in codes])  # fmt: skip
+    found, updates = {}, []
+    for start in range(0, len(codes), _IN_CHUNK):
+        chunk = codes[start : start + _IN_CHUNK]
+        rows = session.execute(sa.select(table.c.id, table.c.uscc, table.c.name, table.c.category, table.c.org_code,
+                                         table.c.reg_no, table.c.legal_rep).where(table.c.uscc.in_(chunk)))  # fmt: skip
+        for row in rows:
+            found[row.uscc] = row.id
+            want = latest[row.uscc]
+            want = {**want, "reg_no": want["reg_no"] or row.reg_no, "legal_rep": want["legal_rep"] or row.legal_rep}
+            if any(getattr(row, name) != value for name, value in want.items()):
+                updates.append({"_id": row.id, **want, "updated_at": now})
+    if updates:
+        session.execute(table.update().where(table.c.id == sa.bindparam("_id"))
+                        .values({name: sa.bindparam(name) for name in updates[0] if name != "_id"}), updates)  # fmt: skip
+    return found
 
 
 @dataclass(frozen=True)

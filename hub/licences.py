@@ -8,10 +8,12 @@ still waiting to be sent.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from adapters.base import payload_digest
@@ -19,7 +21,9 @@ from contracts.records import LicenceGrant
 from contracts.registry import AgencySpec
 from hub import audit
 from hub.clock import utcnow
-from hub.companies import upsert_company
+from contracts.uscc import PLACEHOLDER
+from hub.bulk import bulk_insert, new_ids
+from hub.companies import upsert_companies, upsert_company
 from hub.models import Agency, Delivery, DeliveryState, Licence, LicenceRevision
 from hub.routing import route
 
@@ -27,6 +31,13 @@ __all__ = ["IntakeResult", "ensure_agencies", "message_id_for", "record_grants"]
 
 _MESSAGE_NS = uuid.UUID("6f1c1d0e-3f0a-5b7e-9a51-5348475548ab")
 _OPEN = (DeliveryState.PENDING, DeliveryState.WAITING_RETRY, DeliveryState.DEAD)
+_CHUNK = 500  # grants per lookup and bulk insert: far below SQLite's and PostgreSQL's parameter limits
+_LICENCE_COLUMNS = ("id", "decision_no", "licence_no", "company_id", "approval_item", "bureau_section", "category",
+                    "industry", "lifecycle", "decision_date", "valid_from", "valid_to", "version", "digest", "payload",
+                    "created_at", "updated_at")  # fmt: skip
+_REVISION_COLUMNS = ("id", "licence_id", "version", "lifecycle", "digest", "payload", "recorded_at")
+_DELIVERY_COLUMNS = ("message_id", "licence_id", "revision_id", "agency_code", "state", "attempts", "next_attempt_at",
+                     "created_at", "updated_at")  # fmt: skip
 
 
 @dataclass
@@ -90,6 +101,12 @@ def record_grants(
 ) -> IntakeResult:
     """Upsert grants, append revisions and create routed deliveries, all in the caller's transaction.
 
+    Grants are taken in chunks: a chunk's licences are looked up with one query, and new
+    licences (the bulk of an import or a backfill) are written with one bulk insert per table.
+    A grant that changes a licence, repeats one within its chunk, or names its company only by
+    a legacy id is recorded one at a time after the chunk's new ones, so the outcome is what
+    recording the grants one by one in their order gives.
+
     Args:
         session: the open transaction; the caller commits (or rolls back everything).
         grants: validated grants.
@@ -98,43 +115,112 @@ def record_grants(
     """
     result, entries = IntakeResult(), []
     ensure_agencies(session, agencies.values())
+    specs = list(agencies.values())
+    chunk: list[LicenceGrant] = []
     for grant in grants:
-        canonical = _canonical(grant)
-        digest = payload_digest(canonical)
-        licence = session.exec(select(Licence).where(Licence.decision_no == grant.decision_no)).first()
-        if licence is not None and licence.digest == digest:
-            result.unchanged += 1
-            result.licence_ids.append(licence.id)
-            continue
-        company = upsert_company(session, grant)
-        if licence is None:
-            licence = Licence(decision_no=grant.decision_no, company_id=company.id, version=0, digest="",
-                              payload={}, approval_item="", bureau_section="", category="", lifecycle="",
-                              decision_date=grant.decision_date, valid_from=grant.valid_from,
-                              valid_to=grant.valid_to)  # fmt: skip
-            result.created += 1
-        else:
-            result.changed += 1
-        licence.company_id = company.id
-        licence.licence_no = grant.licence_no
-        licence.approval_item, licence.bureau_section = grant.approval_item, grant.bureau_section
-        licence.category, licence.industry = grant.licence_category.value, grant.industry
-        licence.lifecycle = grant.lifecycle.value
-        licence.decision_date, licence.valid_from, licence.valid_to = grant.decision_date, grant.valid_from, grant.valid_to
-        licence.version += 1
-        licence.digest, licence.payload, licence.updated_at = digest, canonical, utcnow()
-        session.add(licence)
-        session.flush()
-        revision = LicenceRevision(licence_id=licence.id, version=licence.version, lifecycle=licence.lifecycle,
-                                   digest=digest, payload=canonical)  # fmt: skip
-        session.add(revision)
-        session.flush()
-        codes = route(grant, agencies.values())
-        result.deliveries += _open_deliveries(session, revision, codes)
-        result.licence_ids.append(licence.id)
-        entries.append({"actor": actor, "action": f"licence.{grant.lifecycle.value}",
-                        "subject": f"licence:{grant.decision_no}",
-                        "detail": {"version": licence.version, "company": grant.uscc, "routed_to": codes},
-                        "payload_digest": digest})  # fmt: skip
+        chunk.append(grant)
+        if len(chunk) == _CHUNK:
+            entries += _record_chunk(session, chunk, specs, actor, result)
+            chunk = []
+    if chunk:
+        entries += _record_chunk(session, chunk, specs, actor, result)
     audit.append_many(session, entries)  # one read of the chain's head for the whole import
     return result
+
+
+def _record_chunk(session: Session, grants: list[LicenceGrant], specs: list[AgencySpec], actor: str,
+                  result: IntakeResult) -> list[dict]:  # fmt: skip
+    prepared = []
+    for grant in grants:
+        canonical = _canonical(grant)
+        prepared.append((grant, canonical, payload_digest(canonical)))
+    rows = session.execute(sa.select(Licence.decision_no, Licence.id, Licence.digest)
+                           .where(Licence.decision_no.in_({g.decision_no for g in grants})))  # fmt: skip
+    known = {decision_no: (licence_id, digest) for decision_no, licence_id, digest in rows}
+    ids: list[int | None] = [None] * len(grants)
+    entries: list[dict | None] = [None] * len(grants)
+    fresh, one_by_one, seen = [], [], set()
+    for index, (grant, _, digest) in enumerate(prepared):
+        key = grant.decision_no
+        if key in seen or (key in known and known[key][1] != digest) or not (grant.uscc and grant.uscc != PLACEHOLDER):
+            one_by_one.append(index)
+        elif key in known:
+            result.unchanged += 1
+            ids[index] = known[key][0]
+        else:
+            fresh.append(index)
+        seen.add(key)
+    if fresh:
+        for index, licence_id, entry in _insert_new(session, [prepared[i] for i in fresh], fresh, specs, actor, result):
+            ids[index], entries[index] = licence_id, entry
+    for index in one_by_one:
+        ids[index], entries[index] = _record_one(session, *prepared[index], specs, actor, result)
+    result.licence_ids += [i for i in ids if i is not None]
+    return [e for e in entries if e is not None]
+
+
+def _insert_new(session: Session, prepared: list, positions: list[int], specs: list[AgencySpec], actor: str,
+                result: IntakeResult) -> list[tuple[int, int, dict]]:  # fmt: skip
+    """Licences never recorded before, with their first revision and deliveries, one bulk insert per table."""
+    companies = upsert_companies(session, [grant for grant, _, _ in prepared])
+    licence_ids = new_ids(session, Licence.__table__, len(prepared))
+    revision_ids = new_ids(session, LicenceRevision.__table__, len(prepared))
+    now = utcnow()
+    licences, revisions, deliveries, done = [], [], [], []
+    for position, licence_id, revision_id, (grant, canonical, digest) in zip(
+        positions, licence_ids, revision_ids, prepared, strict=True
+    ):
+        text, lifecycle = json.dumps(canonical, ensure_ascii=False), grant.lifecycle.value
+        licences.append((licence_id, grant.decision_no, grant.licence_no, companies[grant.uscc], grant.approval_item,
+                         grant.bureau_section, grant.licence_category.value, grant.industry, lifecycle,
+                         grant.decision_date, grant.valid_from, grant.valid_to, 1, digest, text, now, now))  # fmt: skip
+        revisions.append((revision_id, licence_id, 1, lifecycle, digest, text, now))
+        codes = route(grant, specs)
+        deliveries += [(message_id_for(grant.decision_no, 1, code), licence_id, revision_id, code,
+                        DeliveryState.PENDING.value, 0, now, now, now) for code in codes]  # fmt: skip
+        result.created += 1
+        result.deliveries += len(codes)
+        done.append((position, licence_id, _entry(actor, grant, 1, codes, digest)))
+    bulk_insert(session, Licence.__table__, _LICENCE_COLUMNS, licences)
+    bulk_insert(session, LicenceRevision.__table__, _REVISION_COLUMNS, revisions)
+    bulk_insert(session, Delivery.__table__, _DELIVERY_COLUMNS, deliveries)
+    return done
+
+
+def _entry(actor: str, grant: LicenceGrant, version: int, codes: list[str], digest: str) -> dict:
+    return {"actor": actor, "action": f"licence.{grant.lifecycle.value}", "subject": f"licence:{grant.decision_no}",
+            "detail": {"version": version, "company": grant.uscc, "routed_to": codes}, "payload_digest": digest}  # fmt: skip
+
+
+def _record_one(session: Session, grant: LicenceGrant, canonical: dict, digest: str, specs: list[AgencySpec],
+                actor: str, result: IntakeResult) -> tuple[int, dict | None]:  # fmt: skip
+    licence = session.exec(select(Licence).where(Licence.decision_no == grant.decision_no)).first()
+    if licence is not None and licence.digest == digest:
+        result.unchanged += 1
+        return licence.id, None
+    company = upsert_company(session, grant)
+    if licence is None:
+        licence = Licence(decision_no=grant.decision_no, company_id=company.id, version=0, digest="",
+                          payload={}, approval_item="", bureau_section="", category="", lifecycle="",
+                          decision_date=grant.decision_date, valid_from=grant.valid_from,
+                          valid_to=grant.valid_to)  # fmt: skip
+        result.created += 1
+    else:
+        result.changed += 1
+    licence.company_id = company.id
+    licence.licence_no = grant.licence_no
+    licence.approval_item, licence.bureau_section = grant.approval_item, grant.bureau_section
+    licence.category, licence.industry = grant.licence_category.value, grant.industry
+    licence.lifecycle = grant.lifecycle.value
+    licence.decision_date, licence.valid_from, licence.valid_to = grant.decision_date, grant.valid_from, grant.valid_to
+    licence.version += 1
+    licence.digest, licence.payload, licence.updated_at = digest, canonical, utcnow()
+    session.add(licence)
+    session.flush()
+    revision = LicenceRevision(licence_id=licence.id, version=licence.version, lifecycle=licence.lifecycle,
+                               digest=digest, payload=canonical)  # fmt: skip
+    session.add(revision)
+    session.flush()
+    codes = route(grant, specs)
+    result.deliveries += _open_deliveries(session, revision, codes)
+    return licence.id, _entry(actor, grant, licence.version, codes, digest)

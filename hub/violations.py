@@ -19,7 +19,7 @@ from adapters.base import canonical_json, payload_digest
 from contracts.records import ViolationRecord
 from hub.clock import utcnow
 from contracts.uscc import PLACEHOLDER
-from hub.bulk import bulk_insert
+from hub.bulk import bulk_insert, new_ids
 from hub.companies import company_ids_by_uscc, resolve_identity
 from hub.models import IdentityStatus, Violation, ViolationRevision
 
@@ -86,24 +86,6 @@ _VIOLATION_COLUMNS = (
 _REVISION_COLUMNS = ("violation_id", "version", "digest", "payload", "recorded_at")
 
 
-def _new_ids(session: Session, table: sa.Table, count: int) -> list[int]:
-    """Ids for ``count`` new rows, chosen before the rows are written.
-
-    The fast insert paths (COPY, a plain executemany) return nothing, and INSERT … RETURNING
-    over thousands of rows cost more than half of a pull's storing time. PostgreSQL draws the
-    ids from the table's sequence. SQLite continues from max(id), as its own rowid choice would:
-    every hub transaction on SQLite begins IMMEDIATE (hub.db), so no other writer can take those
-    ids meanwhile.
-    """
-    if session.get_bind().dialect.name == "postgresql":
-        return list(session.execute(
-            sa.text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)"),
-            {"t": table.name, "n": count},
-        ).scalars())  # fmt: skip
-    start = session.execute(sa.select(sa.func.coalesce(sa.func.max(table.c.id), 0))).scalar_one() + 1
-    return list(range(start, start + count))
-
-
 def _existing_digests(session: Session, keys: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
     by_agency: dict[str, list[str]] = {}
     for agency, record_id in keys:
@@ -163,7 +145,7 @@ def store_violations(session: Session, records: Sequence[ViolationRecord]) -> li
 def _insert_fresh(session: Session, prepared: list[tuple[ViolationRecord, dict, str]], texts: list[str]) -> None:
     """Insert records not stored before, each with its first revision, through hub.bulk."""
     companies = company_ids_by_uscc(session, [record for record, _, _ in prepared])
-    ids = _new_ids(session, Violation.__table__, len(prepared))
+    ids = new_ids(session, Violation.__table__, len(prepared))
     now, linked = utcnow(), IdentityStatus.LINKED.value
     rows, revisions = [], []
     for vid, (r, _, digest), text in zip(ids, prepared, texts, strict=True):
