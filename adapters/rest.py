@@ -106,6 +106,9 @@ class RestConfig(BaseModel):
             raise ValueError("auth 'bearer' needs a token (the agency's credentials reference)")
         if self.auth == "mtls" and not (self.client_cert and self.client_key):
             raise ValueError("auth 'mtls' needs client_cert and client_key")
+        if bool(self.client_cert) != bool(self.client_key):
+            # one without the other used to be dropped silently: the agency then saw no certificate
+            raise ValueError("client_cert and client_key go together: a certificate is presented only with its key")
         if not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url {self.base_url!r} must start with http:// or https://")
         return self
@@ -158,11 +161,9 @@ class RestAdapter:
         self._record_id = config.fields.record_id or record_id_field
         self._base = config.base_url.rstrip("/")
         # A [tls] table with our certificate and its key is enough to present it, whatever the auth
-        # (mtls, or a bearer token on top of mutual TLS). REST presents a certificate only with its
-        # key, as RestConfig demands for mtls; SOAP also takes a PEM holding both.
-        with_key = config.client_cert if config.client_key else None
+        # (mtls, or a bearer token on top of mutual TLS). RestConfig refuses one without the other.
         session = AgencySession(connect_timeout=config.connect_timeout, read_timeout=config.read_timeout,
-                                ca_file=config.ca_file, client_cert=with_key, client_key=config.client_key,
+                                ca_file=config.ca_file, client_cert=config.client_cert, client_key=config.client_key,
                                 pool_size=config.pool_size)  # fmt: skip
         session.headers.update({"Accept": "application/json", "User-Agent": "shenguan-hub"})
         if config.auth == "bearer":

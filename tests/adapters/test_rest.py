@@ -273,6 +273,7 @@ def test_probe_reports_up_and_down(rest_agency: RunningAgency) -> None:
     [
         ({"auth": "bearer"}, None, "token"),
         ({"auth": "mtls"}, "x", "client_cert"),
+        ({"client_cert": "/etc/hub/pki/hub/client.pem"}, "x", "client_key"),
         ({"pagination": "scroll"}, "x", "pagination"),
         ({"page_sise": 10}, "x", "page_sise"),
         ({"token": "in-the-file"}, "x", "must not hold the token"),
