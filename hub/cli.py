@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -67,18 +68,31 @@ def licences_import(
 @handles_errors
 def history(
     key: Annotated[str, typer.Argument(help="USCC, organisation code or registration number")],
+    agency: Annotated[Optional[str], typer.Option(help="only this agency's violations (e.g. SCJG)")] = None,
+    severity: Annotated[Optional[str], typer.Option(help="only violations of this class: minor, ordinary, serious")] = None,
+    since: Annotated[Optional[datetime], typer.Option(formats=["%Y-%m-%d"], help="decided on or after")] = None,
+    until: Annotated[Optional[datetime], typer.Option(formats=["%Y-%m-%d"], help="decided on or before")] = None,
+    include_hidden: Annotated[bool, typer.Option("--all", help="also repaired and expired penalties")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
-    """Licences and violations of one company."""
+    """Licences and violations of one company, narrowed as a reviewer narrows them on the web page."""
+    from contracts.records import Severity
     from hub.db import session_scope
-    from hub.history import company_history, find_company
+    from hub.history import HistoryFilter, company_history, find_company
 
+    if severity is not None and severity not in {s.value for s in Severity}:
+        _fail(f"--severity {severity!r} is not one of {', '.join(s.value for s in Severity)}")
+    if since and until and since > until:
+        _fail(f"--since {since:%Y-%m-%d} is after --until {until:%Y-%m-%d}")
+    filters = HistoryFilter(agency=agency.upper() if agency else None, severity=severity,
+                            since=since.date() if since else None, until=until.date() if until else None,
+                            include_hidden=include_hidden)  # fmt: skip
     runtime = _runtime()
     with session_scope(runtime.engine) as session:
         company = find_company(session, key)
         if company is None:
             _fail(f"no company with USCC, organisation code or registration number {key!r}")
-        result = company_history(session, company)
+        result = company_history(session, company, filters)
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
         return
@@ -93,7 +107,8 @@ def render_history(h) -> str:
         for d in lic.deliveries:
             ack = f"ack {d.ack_id}" if d.ack_id else (d.last_error or "")
             lines.append(f"        → {d.agency:<6} {d.state:<13} {ack}")
-    lines.append(f"  violations ({len(h.violations)}):")
+    hidden = f"; {h.hidden} repaired or expired not shown (--all shows them)" if h.hidden else ""
+    lines.append(f"  violations ({len(h.violations)}{hidden}):")
     if not h.violations:
         lines.append("    none on record")
     for v in h.violations:

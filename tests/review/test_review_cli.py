@@ -41,3 +41,35 @@ def test_hub_tokens_add_prints_the_token_once_and_stores_its_hash(hub, tmp_path)
     refused = run_hub("tokens", "add", "x", "--role", "reviewer", "--agency", "SCJG", "--file",
                       str(tmp_path / "t.json"), env=_env(hub))  # fmt: skip
     assert refused.returncode == 1 and "regulator" in refused.stderr
+
+
+def test_hub_history_narrows_by_agency_severity_and_period_and_refuses_a_bad_filter(hub, uscc):
+    import datetime as dt
+
+    hub.grant(1, XK_XDR_SHXYM=uscc)
+    today = dt.date.today()
+    hub.violation(uscc, "GSJ", "G-1", severity="ordinary")
+    hub.violation(uscc, "SCJG", "S-1", severity="serious", penalties=("责令停产停业",))
+    hub.violation(uscc, "SCJG", "S-2", severity="ordinary", decided=today - dt.timedelta(days=200))
+    hub.violation(uscc, "SCJG", "S-3", severity="minor", penalties=("警告",), decided=today - dt.timedelta(days=400))
+
+    def shown(*options: str) -> set[str]:
+        out = run_hub("history", uscc, "--json", *options, env=_env(hub))
+        assert out.returncode == 0, out.stderr
+        return {v["decision_no"] for v in json.loads(out.stdout)["violations"]}
+
+    everything = shown()
+    assert len(everything) == 3 and not any("S-3" in d for d in everything)  # minor, past its 3 months
+    assert shown("--all") == everything | {f"SCJG罚〔{(today - dt.timedelta(days=400)).year}〕S-3号"}
+    assert shown("--agency", "scjg") == {d for d in everything if d.startswith("SCJG")}
+    assert shown("--severity", "serious") == {d for d in everything if "S-1" in d}
+    since = (today - dt.timedelta(days=100)).isoformat()
+    assert shown("--since", since) == {d for d in everything if "S-2" not in d}
+    assert shown("--until", since) == {d for d in everything if "S-2" in d}
+    text = run_hub("history", uscc, "--agency", "GSJ", env=_env(hub))
+    assert "violations (1)" in text.stdout and "GSJ" in text.stdout
+    assert "1 repaired or expired not shown" in run_hub("history", uscc, env=_env(hub)).stdout
+    bad = run_hub("history", uscc, "--severity", "grave", env=_env(hub))
+    assert bad.returncode != 0 and "grave" in bad.stderr and "serious" in bad.stderr
+    backwards = run_hub("history", uscc, "--since", "2026-05-01", "--until", "2026-01-01", env=_env(hub))
+    assert backwards.returncode != 0 and "after" in backwards.stderr
