@@ -155,6 +155,9 @@ def _licences_query(agency: str | None) -> sa.Select:
 
 _LICENCES = _licences_query(None)  # one query for licences and deliveries: a round trip fewer per lookup
 _VIOLATIONS = sa.select(*_VIOLATION_COLUMNS).where(_V.c.company_id == sa.bindparam("cid"))
+# ordered once here: an order_by() per call made a new statement whose cache key SQLAlchemy then
+# computed anew on every lookup (a tenth of a history's time in the profile)
+_VIOLATIONS_ORDERED = _VIOLATIONS.order_by(_V.c.decision_date, _V.c.id)
 
 
 def _licences(session: Session, company_id: int, f: HistoryFilter) -> list[tuple[sa.Row, list[DeliveryView]]]:
@@ -202,14 +205,17 @@ def company_history(session: Session, company: Company | sa.Row, filters: Histor
     if session.autoflush:
         session.flush()  # reads below go straight to the connection: they must see the caller's pending rows
     licences = _licences(session, company.id, f)
-    query = _VIOLATIONS
-    if f.agency:
-        query = query.where(_V.c.source_agency == f.agency)
-    if f.severity:
-        query = query.where(_V.c.severity == f.severity)
+    query = _VIOLATIONS_ORDERED
+    if f.agency or f.severity:  # a reviewer's narrowed view: rarer, built per call
+        query = _VIOLATIONS
+        if f.agency:
+            query = query.where(_V.c.source_agency == f.agency)
+        if f.severity:
+            query = query.where(_V.c.severity == f.severity)
+        query = query.order_by(_V.c.decision_date, _V.c.id)
     views = [
         _violation_view(v, today, months)
-        for v in session.connection().execute(query.order_by(_V.c.decision_date, _V.c.id), {"cid": company.id}).all()
+        for v in session.connection().execute(query, {"cid": company.id}).all()
         if _in_period(v.decision_date, f)
     ]
     shown = views if f.include_hidden else [v for v in views if v.standing == Standing.COUNTS]
