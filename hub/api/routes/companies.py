@@ -1,6 +1,7 @@
 """Reviewer endpoints: search companies, read a history, run the pre-approval check.
 
 Every lookup is appended to the audit log: who asked, about which company, for which case.
+Each endpoint's database work runs in one worker-thread hop (hub.api.deps.in_worker_thread).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pydantic import BaseModel
 
 from hub import audit
 from hub.api.auth import Permission, Principal
-from hub.api.deps import RuntimeDep, SessionDep, require
+from hub.api.deps import RuntimeDep, SessionDep, in_worker_thread, require
 from hub.api.errors import ApiError
 from hub.companies import find_companies
 from hub.compliance import CheckResult, run_check
@@ -44,6 +45,7 @@ def _company(session, key: str) -> sa.Row:
 
 
 @router.get("", response_model=list[CompanyPublic], summary="Find companies by USCC, legacy id or part of the name")
+@in_worker_thread
 def search(session: SessionDep, who: Reviewer,
            q: Annotated[str, Query(min_length=1, max_length=200)],
            limit: Annotated[int, Query(ge=1, le=100)] = 20) -> list[CompanyPublic]:  # fmt: skip
@@ -55,6 +57,7 @@ def search(session: SessionDep, who: Reviewer,
 
 
 @router.get("/{key}/history", response_model=CompanyHistory, summary="A company's licences and violations")
+@in_worker_thread
 def history(
     session: SessionDep,
     who: Reviewer,
@@ -79,6 +82,7 @@ def history(
 
 
 @router.get("/{key}/check", response_model=CheckResult, summary="Pre-approval verdict for an approval case")
+@in_worker_thread
 def check(session: SessionDep, runtime: RuntimeDep, request: Request, who: Reviewer, key: str, case: CaseId,
           item: Annotated[str | None, Query(max_length=100, description="approval item applied for")] = None,
           ) -> CheckResult:  # fmt: skip
