@@ -57,6 +57,33 @@ _TABLE = AuditEntry.__table__
 _LAST_HASH = sa.select(_TABLE.c.entry_hash).order_by(_TABLE.c.id.desc()).limit(1)
 _INSERT = sa.insert(_TABLE).returning(_TABLE.c.id, sort_by_parameter_order=True)
 _LOCK = sa.text("SELECT pg_advisory_xact_lock(:k)")
+_PG_LOCK = "SELECT pg_advisory_xact_lock(%s)"
+_PG_LAST_HASH = f"SELECT entry_hash FROM {_TABLE.name} ORDER BY id DESC LIMIT 1"
+
+
+def _chain_head(conn: sa.Connection) -> str:
+    """The last entry's hash, read while holding the writers' lock (until the transaction ends)."""
+    if conn.dialect.name != "postgresql":
+        return conn.execute(_LAST_HASH).scalar() or GENESIS  # SQLite: BEGIN IMMEDIATE holds the write lock
+    if conn.dialect.driver != "psycopg":
+        conn.execute(_LOCK, {"k": _ADVISORY_KEY})
+        return conn.execute(_LAST_HASH).scalar() or GENESIS
+    # Two statements, one round trip (a psycopg pipeline): a reviewer's check waited on three round
+    # trips to the server for its audit entry, and on a busy machine each is a scheduler wake-up.
+    # Still two statements: under READ COMMITTED each takes its snapshot when it starts, so the read,
+    # started once the lock is granted, sees the entry of whoever held the lock before; one statement
+    # doing both would have taken its snapshot before waiting and could chain onto a stale head.
+    dbapi = conn.dialect.loaded_dbapi
+    pg = conn.connection.driver_connection
+    try:
+        with pg.cursor() as lock, pg.cursor() as head:
+            with pg.pipeline():
+                lock.execute(_PG_LOCK, (_ADVISORY_KEY,))
+                head.execute(_PG_LAST_HASH)
+            row = head.fetchone()
+    except dbapi.Error as exc:  # what the callers catch, as for any statement sent through SQLAlchemy
+        raise sa.exc.DBAPIError.instance(_PG_LAST_HASH, None, exc, dbapi.Error) from exc
+    return row[0] if row else GENESIS
 
 
 def append_many(session: Session, entries: list[dict[str, Any]]) -> list[int]:
@@ -77,9 +104,7 @@ def append_many(session: Session, entries: list[dict[str, Any]]) -> list[int]:
         return []
     session.flush()  # the caller's pending rows go first, as when each entry was flushed with them
     conn = session.connection()
-    if conn.dialect.name == "postgresql":
-        conn.execute(_LOCK, {"k": _ADVISORY_KEY})
-    prev = conn.execute(_LAST_HASH).scalar() or GENESIS
+    prev = _chain_head(conn)
     at = utcnow()
     stamp = stamp_of(at)
     rows = []

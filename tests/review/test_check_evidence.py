@@ -1,0 +1,74 @@
+"""A check's evidence: the verdict and its audit entry commit together, and concurrent checks share one chain."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlmodel import Session, select
+
+from hub.audit import verify_chain
+from hub.compliance import load_rules, run_check
+from hub.db import session_scope
+from hub.history import find_company
+from hub.models import AuditEntry, ComplianceCheck
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_hub(request):
+    return request.getfixturevalue("hub" if request.param == "sqlite" else "pg_hub")
+
+
+def _check(hub, uscc: str, case: str, session=None):
+    def run(s):
+        return run_check(s, company=find_company(s, uscc), case_id=case, actor="reviewer:wang", rules=load_rules(),
+                         agencies=hub.runtime.registry, freshness_hours=24)  # fmt: skip
+
+    if session is not None:
+        return run(session)
+    with session_scope(hub.engine) as s:
+        return run(s)
+
+
+def _evidence(hub) -> tuple[list[int], list[int]]:
+    """Stored check ids, and the check ids the review.check audit entries name."""
+    with Session(hub.engine) as session:
+        checks = session.exec(select(ComplianceCheck.id)).all()
+        entries = session.exec(select(AuditEntry).where(AuditEntry.action == "review.check")).all()
+        return sorted(checks), sorted(e.detail["check_id"] for e in entries)
+
+
+def test_concurrent_checks_each_leave_one_entry_on_one_unbroken_chain(any_hub, uscc):
+    any_hub.grant(1, XK_XDR_SHXYM=uscc)
+    any_hub.pulled()
+    reviewers, each = 4, 8
+    start = threading.Barrier(reviewers)
+
+    def reviewer(n: int) -> None:
+        start.wait()  # all at once: the writers' lock, not luck, must keep them from chaining onto one head
+        for i in range(each):
+            _check(any_hub, uscc, case=f"CASE-{n}-{i}")
+
+    with ThreadPoolExecutor(reviewers) as pool:
+        for done in [pool.submit(reviewer, n) for n in range(reviewers)]:
+            done.result()
+
+    checks, audited = _evidence(any_hub)
+    assert len(checks) == reviewers * each and audited == checks
+    with Session(any_hub.engine) as session:
+        checked, broken = verify_chain(session)
+    assert broken is None and checked >= reviewers * each
+
+
+def test_a_check_whose_transaction_fails_leaves_neither_its_verdict_nor_its_audit_entry(any_hub, uscc):
+    any_hub.grant(1, XK_XDR_SHXYM=uscc)
+    any_hub.pulled()
+
+    with pytest.raises(RuntimeError), session_scope(any_hub.engine) as session:
+        _check(any_hub, uscc, "CASE-LOST", session=session)
+        raise RuntimeError("the request failed after the check was judged")
+    assert _evidence(any_hub) == ([], [])
+
+    kept = _check(any_hub, uscc, "CASE-KEPT")
+    assert _evidence(any_hub) == ([kept.check_id], [kept.check_id])
