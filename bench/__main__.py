@@ -123,11 +123,11 @@ def scenario_review(size, dbs, work, rows, notes) -> None:
         floor = run.http_floor
         notes.append(f"4 ({db}): {data.companies:,} companies, {data.licences:,} licences, {data.violations:,} "
                      f"violations bulk-loaded in {run.load_seconds:.0f} s; HTTP floor (GET /healthz, same keep-alive "
-                     f"session) p50 / p99 {floor.p50_ms:.2f} / {floor.p99_ms:.2f} ms")  # fmt: skip
+                     f"connection) p50 / p99 {floor.p50_ms:.2f} / {floor.p99_ms:.2f} ms")  # fmt: skip
     notes.append("4: the two targets of each row separately — " + "; ".join(verdicts))
     notes.append("4: ratio = hub p99 ÷ bare-SQL p99 (the three SELECTs, in-process). HTTP rows are `hub serve` "
-                 "(uvicorn, one process) on 127.0.0.1 with a reviewer token, timed by a requests.Session from this "
-                 "process; the history route also appends the lookup to the audit log and commits, which the "
+                 "(uvicorn, one process) on 127.0.0.1 with a reviewer token, timed from this process on one keep-alive "
+                 "http.client connection (requests cost ~2.5 ms of its own per call); the history route also appends the lookup to the audit log and commits, which the "
                  "in-process history row does not. Every key is read once untimed first, then the sides take "
                  "turns key by key")  # fmt: skip
 

@@ -12,8 +12,13 @@ Sides, each over the same random companies:
   (which also stores the check and audits it);
 - over HTTP: the real API (`hub serve`: hub.api.create_app under uvicorn, its own process,
   127.0.0.1) with a reviewer token from the token file, GET /api/v1/companies/{uscc}/history
-  and /check?case=… on one keep-alive requests.Session. The history route also appends the
+  and /check?case=… on one keep-alive connection. The history route also appends the
   lookup to the audit log and commits, as every reviewer lookup does.
+
+The HTTP client is the standard library's http.client, not requests: on the 2-core benchmark
+machine a requests.Session spent ~2.5 ms of its own per call (it scans the process environment
+for proxy settings twice per request, merges hooks, cookies and adapters), about as much as
+the server's whole /healthz, so the HTTP rows measured the client as much as the hub.
 
 Every key is queried once, untimed, by the bare SQL first (all sides then meet warm caches
 alike); then the sides take turns key by key, so a burst of load on the shared machine hits
@@ -23,6 +28,7 @@ them all rather than one.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import random
 import socket
@@ -32,6 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode, urlsplit
 
 import sqlalchemy as sa
 
@@ -39,7 +46,7 @@ from bench.bulkload import load_review_dataset
 from bench.measure import Measurement, percentile
 from bench.synthetic import ReviewDataset
 
-__all__ = ["HTTP_BOUND_MS", "IN_PROCESS_BOUND_MS", "ReviewRun", "measure_review", "serve_api"]
+__all__ = ["HTTP_BOUND_MS", "IN_PROCESS_BOUND_MS", "ReviewRun", "http_getter", "measure_review", "serve_api"]
 
 REPO = Path(__file__).resolve().parent.parent
 IN_PROCESS_BOUND_MS, HTTP_BOUND_MS = 10.0, 20.0  # the issue's p99 bounds
@@ -106,18 +113,43 @@ def serve_api(url: str, work: Path, *, timeout: float = 60.0) -> Iterator[tuple[
                 proc.wait()
 
 
+def http_getter(base: str, token: str) -> Callable[..., None]:
+    """``get(path, **params)``: one GET on a keep-alive connection to ``base``, the whole body read.
+
+    Raises:
+        RuntimeError: the answer was not 200.
+    """
+    where = urlsplit(base)
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def get(path: str, **params: str) -> None:
+        target = f"{path}?{urlencode(params)}" if params else path
+        for attempt in (1, 2):
+            try:
+                conn.request("GET", target, headers=headers)
+                response = conn.getresponse()
+                body = response.read()
+                break
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                conn.close()  # the server closed an idle keep-alive connection: reconnect once, as requests does
+                if attempt == 2:
+                    raise
+        if response.status != 200:
+            raise RuntimeError(f"GET {path}: {response.status} {body[:500]!r}")
+
+    return get
+
+
 def _sides(engine: sa.Engine, base: str, token: str) -> dict[str, Callable[[str], None]]:
     """Each side as a function of one USCC; the first is the baseline."""
-    import requests
-
     from contracts.registry import load_registry
     from hub.compliance import load_rules, run_check
     from hub.db import session_scope
     from hub.history import company_history, find_company
 
     registry, rules = load_registry(), load_rules()
-    http = requests.Session()
-    http.headers["Authorization"] = f"Bearer {token}"
+    get = http_getter(base, token)
 
     def bare(uscc: str) -> None:
         with engine.connect() as conn:
@@ -135,11 +167,6 @@ def _sides(engine: sa.Engine, base: str, token: str) -> dict[str, Callable[[str]
         with session_scope(engine) as session:
             run_check(session, company=find_company(session, uscc), case_id="BENCH-1", actor="bench",
                       rules=rules, agencies=registry, freshness_hours=24)  # fmt: skip
-
-    def get(path: str, **params: str) -> None:
-        response = http.get(f"{base}{path}", params=params, timeout=30)  # the whole body is read
-        if response.status_code != 200:
-            raise RuntimeError(f"GET {path}: {response.status_code} {response.text[:500]}")
 
     return {
         "bare SQL (3 SELECTs)": bare,
