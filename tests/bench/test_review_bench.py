@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import pytest
 import sqlalchemy as sa
 
 from adapters.base import payload_digest
@@ -79,3 +80,42 @@ def test_the_generated_records_are_ones_the_hub_would_accept():
     assert {row[9] for row in violations} == {"minor", "ordinary", "serious"}
     assert {row[15] for row in violations} >= {"none", "repaired"}
     assert {row[8] for row in licences} >= {"granted", "changed", "cancelled"}
+
+
+def test_the_http_client_reconnects_once_when_the_server_dropped_an_idle_keep_alive_connection():
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from bench.review import http_getter
+
+    seen: list[tuple[str, str | None, int]] = []
+
+    class DropsAfterEachAnswer(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive is promised, then broken: what an idle timeout does
+
+        def do_GET(self):
+            seen.append((self.path, self.headers.get("Authorization"), self.client_address[1]))
+            status = 200 if self.path.startswith("/ok") else 503
+            self.send_response(status)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), DropsAfterEachAnswer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        get = http_getter(f"http://127.0.0.1:{server.server_address[1]}", "t0ken")
+        get("/ok", case="A B")
+        get("/ok/2")
+        with pytest.raises(RuntimeError, match="503"):
+            get("/down")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [(path, auth) for path, auth, _ in seen] == [("/ok?case=A+B", "Bearer t0ken"), ("/ok/2", "Bearer t0ken"),
+                                                         ("/down", "Bearer t0ken")]  # fmt: skip
+    assert len({port for _, _, port in seen}) == 3  # each request after a drop went out on a new connection
