@@ -6,8 +6,11 @@ and the web server can share one file. Schema changes happen only through Alembi
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -23,7 +26,9 @@ from hub.errors import ConfigurationError
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
-__all__ = ["alembic_config", "create_db_engine", "is_current", "migrate", "session_scope"]
+__all__ = ["WalCheckpointer", "alembic_config", "create_db_engine", "is_current", "migrate", "session_scope"]
+
+log = logging.getLogger(__name__)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -98,3 +103,50 @@ def is_current(engine: Engine) -> bool:
     with engine.connect() as conn:
         current = set(MigrationContext.configure(conn).get_current_heads())
     return current == set(script.get_heads())
+
+
+class WalCheckpointer:
+    """Keep a SQLite database's write-ahead log short from a thread of its own, off the request path.
+
+    SQLite copies the log back into the database (a checkpoint, with its fsyncs) inside whichever
+    commit takes the log past 1,000 pages. A reviewer's check writes ~6 pages, so about one check
+    in 150 paid for a checkpoint: 10-35 ms against a 0.3 ms commit, and that made the check's p99
+    (scenario 4 in-process at 100,000 companies, two runs: 16.5 and 17.0 ms without this, 9.7 and
+    11.9 ms with it running in `hub serve`). A long-running process that answers requests
+    checkpoints every ``every`` seconds instead, so commits rarely find the log that long.
+    PASSIVE: it never waits for readers or writers; the automatic checkpoint stays on as the
+    fallback. Durability is unchanged: WAL with synchronous=NORMAL, as before.
+
+    Args:
+        engine: the hub's engine; anything but a SQLite file makes this a no-op.
+        every: seconds between checkpoints.
+    """
+
+    def __init__(self, engine: Engine, *, every: float = 0.25) -> None:
+        url = engine.url
+        on_file = url.drivername.startswith("sqlite") and url.database not in (None, "", ":memory:")
+        self.path = url.database if on_file else None
+        self.every = every
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "WalCheckpointer":
+        if self.path is not None and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="sqlite-wal-checkpoint", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def _run(self) -> None:
+        # a connection of its own, outside the pool: the engine would wrap the PRAGMA in BEGIN IMMEDIATE
+        with closing(sqlite3.connect(self.path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, isolation_level=None)) as db:
+            while not self._stop.wait(self.every):
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:  # the next round tries again; the automatic checkpoint still works
+                    log.warning("background WAL checkpoint of %s failed: %s", self.path, exc)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from hub.api.auth import TokenStore
@@ -10,6 +13,7 @@ from hub.api.metrics import build_registry
 from hub.api.middleware import BodySizeLimit, RequestTimer
 from hub.api.routes import agencies, companies, feeds, health, licences, violations
 from hub.compliance import VerdictRules, load_rules
+from hub.db import WalCheckpointer
 from hub.runtime import HubRuntime
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app"]
@@ -28,7 +32,16 @@ def create_app(runtime: HubRuntime, *, tokens: TokenStore | None = None, rules: 
         max_body_bytes: larger request bodies are refused with 413.
         web: also serve the server-rendered pages (search, company, status, login).
     """
-    app = FastAPI(title="Shenguan Hub", version="1.0",
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # every reviewer lookup commits: on SQLite the server keeps the WAL short so its requests don't checkpoint
+        checkpointer = WalCheckpointer(runtime.engine).start()
+        try:
+            yield
+        finally:
+            checkpointer.stop()
+
+    app = FastAPI(title="Shenguan Hub", version="1.0", lifespan=lifespan,
                   description="Licences out to agencies, violations back to reviewers.")  # fmt: skip
     app.state.runtime = runtime
     app.state.tokens = tokens if tokens is not None else TokenStore.load(runtime.settings.api_tokens_file)

@@ -1,9 +1,13 @@
-"""A check's evidence: the verdict and its audit entry commit together, and concurrent checks share one chain."""
+"""A check's evidence: the verdict and its audit entry commit together, concurrent checks share one chain, and
+on SQLite the API checkpoints the log in the background."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 
 import pytest
 from sqlmodel import Session, select
@@ -72,3 +76,25 @@ def test_a_check_whose_transaction_fails_leaves_neither_its_verdict_nor_its_audi
 
     kept = _check(any_hub, uscc, "CASE-KEPT")
     assert _evidence(any_hub) == ([kept.check_id], [kept.check_id])
+
+
+def _in_database_file(path: str, check_id: int) -> bool:
+    """Whether the stored check has reached the database file itself (immutable: the WAL is not read)."""
+    with closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as db:
+        if not db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'compliance_checks'").fetchone()[0]:
+            return False  # even the schema is still only in the log
+        return db.execute("SELECT count(*) FROM compliance_checks WHERE id = ?", (check_id,)).fetchone()[0] == 1
+
+
+def test_while_the_api_runs_it_checkpoints_the_sqlite_log_so_request_commits_need_not(hub, uscc):
+    hub.grant(1, XK_XDR_SHXYM=uscc)
+    hub.pulled()
+    path = hub.engine.url.database
+    check_id = _check(hub, uscc, "CASE-WAL").check_id
+    assert not _in_database_file(path, check_id)  # committed to the log; nothing has checkpointed it yet
+
+    with hub.client():  # the application's lifespan: what `hub serve` runs
+        deadline = time.monotonic() + 30
+        while not _in_database_file(path, check_id) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _in_database_file(path, check_id)
