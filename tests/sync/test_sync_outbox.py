@@ -8,13 +8,14 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 from sqlmodel import select
 
 from hub.clock import utcnow
 from hub.db import session_scope
-from hub.models import Delivery, DeliveryState
+from hub.models import Delivery, DeliveryState, LicenceRevision
 from hub.outbox import list_dead, retry_dead, sweep_stale
 from hub.sync import MAX_BACKOFF_SECONDS, backoff_delay, push_agency
 from sandbox.core import Fault
@@ -152,6 +153,52 @@ def test_a_resend_after_a_crash_is_recognised_by_the_agency(tmp_path, make_runti
     rows = deliveries(runtime.engine, "SCJG")
     assert {d.message_id for d in rows} == set(book.received)
     assert all(d.ack_id == book.received[d.message_id].ack.ack_id for d in rows)
+
+
+def test_a_batch_goes_out_only_after_its_claim_and_the_previous_receipts_are_committed(engine, make_runtime,
+                                                                                         start_agency):  # fmt: skip
+    """One commit per batch stores the last batch's receipts and claims the next, before the next is sent."""
+    agency = start_agency("SCJG")
+    runtime = make_runtime(engine.url.render_as_string(hide_password=False),
+                           {"SCJG": {"endpoint": agency.endpoint, "batch_size": 2}})  # fmt: skip
+    record(runtime.engine, runtime.registry, range(1, 6))
+    gate = agency.book.arm("before_receive", skip=2)  # holds the first licence of the second batch
+    adapter = runtime.adapter_for("SCJG")
+    done: list = []
+    push = threading.Thread(target=lambda: done.append(push_agency(runtime.engine, runtime.agency("SCJG"), adapter)))
+    push.start()
+    try:
+        assert gate.reached.wait(30)
+        in_flight = states(runtime.engine, "SCJG")
+    finally:
+        gate.release.set()
+        push.join(30)
+        adapter.close()
+    assert in_flight == {"delivered": 2, "sending": 2, "pending": 1}
+    assert done[0].delivered == 5 and states(runtime.engine, "SCJG") == {"delivered": 5}
+    assert {d.attempts for d in deliveries(runtime.engine, "SCJG")} == {1}
+
+
+def test_a_stored_grant_that_no_longer_maps_stops_the_push_after_storing_the_receipts_before_it(engine, make_runtime,
+                                                                                               start_agency):  # fmt: skip
+    agency = start_agency("SCJG")
+    runtime = make_runtime(engine.url.render_as_string(hide_password=False),
+                           {"SCJG": {"endpoint": agency.endpoint, "batch_size": 2}})  # fmt: skip
+    record(runtime.engine, runtime.registry, range(1, 6))
+    third = deliveries(runtime.engine, "SCJG")[2]
+    with session_scope(runtime.engine) as session:  # as if the contract had changed since it was recorded
+        revision = session.get(LicenceRevision, third.revision_id)
+        revision.payload = {**revision.payload, "XK_JDRQ": "not a date"}
+        session.add(revision)
+    adapter = runtime.adapter_for("SCJG")
+    try:
+        with pytest.raises(ValueError, match="XK_JDRQ"):
+            push_agency(runtime.engine, runtime.agency("SCJG"), adapter)
+    finally:
+        adapter.close()
+    # the first batch's receipts were committed with the failed claim's transaction: not resent next time
+    assert states(runtime.engine, "SCJG") == {"delivered": 2, "pending": 3}
+    assert len(agency.book.received) == 2
 
 
 def test_the_sweeper_requeues_deliveries_a_dead_worker_left_in_sending(sqlite_engine, make_runtime):
