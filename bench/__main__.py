@@ -23,10 +23,12 @@ from bench.measure import Measurement, run_child
 
 REPO = Path(__file__).resolve().parent.parent
 
-#: issue sizes (full) and what fits a session on a shared 2-core machine (small) or a test (tiny)
+#: issue sizes (full), a tenth of them where full would not fit a session (medium), a quick look (small), a test (tiny)
 SCALES: dict[str, dict[str, int]] = {
     "full": {"pull": 1_000_000, "drop": 1_000_000, "push": 100_000, "companies": 1_000_000, "queries": 1000,
              "mem": 100_000, "scale_push": 20_000, "scale_pull": 100_000},
+    "medium": {"pull": 100_000, "drop": 100_000, "push": 10_000, "companies": 100_000, "queries": 1000, "mem": 100_000,
+               "scale_push": 5_000, "scale_pull": 50_000},
     "small": {"pull": 5_000, "drop": 5_000, "push": 300, "companies": 20_000, "queries": 300, "mem": 1_000,
               "scale_push": 300, "scale_pull": 3_000},
     "tiny": {"pull": 200, "drop": 200, "push": 10, "companies": 200, "queries": 20, "mem": 100,
