@@ -7,6 +7,7 @@ import json
 import pytest
 
 from bench.__main__ import main
+from bench.push import PUSH_AGENCIES
 
 
 def test_tiny_run_writes_every_scenario_to_json_and_markdown(tmp_path):
@@ -18,6 +19,9 @@ def test_tiny_run_writes_every_scenario_to_json_and_markdown(tmp_path):
     assert {row["scenario"] for row in run["rows"]} == {"1", "2", "3", "4", "5"}
     assert all(row["hub"]["records"] > 0 for row in run["rows"])
     assert "| 1 | REST pull" in markdown and "6 scale-out" in markdown
+    push = {row["title"].split()[1]: row for row in run["rows"] if row["scenario"] == "3"}
+    assert sorted(push) == sorted(PUSH_AGENCIES)  # a row per agency, each protocol and security as its data file says
+    assert all(row["hub"]["records"] == row["baseline"]["records"] for row in push.values())  # the same messages
 
 
 @pytest.mark.slow
