@@ -155,13 +155,18 @@ def test_a_resend_after_a_crash_is_recognised_by_the_agency(tmp_path, make_runti
     assert all(d.ack_id == book.received[d.message_id].ack.ack_id for d in rows)
 
 
-def test_a_batch_goes_out_only_after_its_claim_and_the_previous_receipts_are_committed(engine, make_runtime,
-                                                                                         start_agency):  # fmt: skip
-    """One commit per batch stores the last batch's receipts and claims the next, before the next is sent."""
+def _five_grants_for_scjg_in_batches_of_two(engine, make_runtime, start_agency):
     agency = start_agency("SCJG")
     runtime = make_runtime(engine.url.render_as_string(hide_password=False),
                            {"SCJG": {"endpoint": agency.endpoint, "batch_size": 2}})  # fmt: skip
     record(runtime.engine, runtime.registry, range(1, 6))
+    return agency, runtime
+
+
+def test_a_batch_goes_out_only_after_its_claim_and_the_previous_receipts_are_committed(engine, make_runtime,
+                                                                                         start_agency):  # fmt: skip
+    """One commit per batch stores the last batch's receipts and claims the next, before the next is sent."""
+    agency, runtime = _five_grants_for_scjg_in_batches_of_two(engine, make_runtime, start_agency)
     gate = agency.book.arm("before_receive", skip=2)  # holds the first licence of the second batch
     adapter = runtime.adapter_for("SCJG")
     done: list = []
@@ -181,10 +186,7 @@ def test_a_batch_goes_out_only_after_its_claim_and_the_previous_receipts_are_com
 
 def test_a_stored_grant_that_no_longer_maps_stops_the_push_after_storing_the_receipts_before_it(engine, make_runtime,
                                                                                                start_agency):  # fmt: skip
-    agency = start_agency("SCJG")
-    runtime = make_runtime(engine.url.render_as_string(hide_password=False),
-                           {"SCJG": {"endpoint": agency.endpoint, "batch_size": 2}})  # fmt: skip
-    record(runtime.engine, runtime.registry, range(1, 6))
+    agency, runtime = _five_grants_for_scjg_in_batches_of_two(engine, make_runtime, start_agency)
     third = deliveries(runtime.engine, "SCJG")[2]
     with session_scope(runtime.engine) as session:  # as if the contract had changed since it was recorded
         revision = session.get(LicenceRevision, third.revision_id)
