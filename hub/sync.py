@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import random
 from collections.abc import Callable
@@ -107,7 +108,7 @@ _DUE = (  # built once: a claim per batch
     .order_by(Delivery.id)
     .limit(sa.bindparam("limit"))
 )
-_ONE_MORE_ATTEMPT = _DELIVERIES.c.attempts + 1
+_PUSHED = sa.update(Agency).where(Agency.code == sa.bindparam("b_code")).values(last_push_at=sa.bindparam("b_at"))
 
 
 def push_agency(engine: Engine, spec: AgencySpec, adapter: AgencyAdapter, *, fence: Fence | None = None,
@@ -162,15 +163,14 @@ def _store_and_claim(session: Session, spec: AgencySpec, fence: Fence | None, se
         raise
     if claimed:
         _update_deliveries(session, [c.id for c in claimed],
-                           {"state": DeliveryState.SENDING, "sending_since": now, "updated_at": now,
-                            "attempts": _ONE_MORE_ATTEMPT},
-                           {"sent_digest": [c.sent_digest for c in claimed]})  # fmt: skip
+                           {"state": DeliveryState.SENDING, "sending_since": now, "updated_at": now},
+                           {"sent_digest": [c.sent_digest for c in claimed]}, one_more_attempt=True)  # fmt: skip
     session.commit()
     return claimed
 
 
 def _due(session: Session, spec: AgencySpec, now: dt.datetime) -> list[sa.Row]:
-    return session.execute(_DUE, {"agency": spec.code, "now": now, "limit": spec.batch_size}).all()
+    return session.connection().execute(_DUE, {"agency": spec.code, "now": now, "limit": spec.batch_size}).all()
 
 
 def _message(spec: AgencySpec, delivery_id: int, message_id: str, payload: str) -> _Claimed:
@@ -179,7 +179,8 @@ def _message(spec: AgencySpec, delivery_id: int, message_id: str, payload: str) 
     return _Claimed(delivery_id, payload_digest(native), OutboundMessage(message_id, grant.decision_no, native))
 
 
-def _update_deliveries(session: Session, ids: list[int], same: dict[str, Any], each: dict[str, list]) -> None:
+def _update_deliveries(session: Session, ids: list[int], same: dict[str, Any], each: dict[str, list], *,
+                       one_more_attempt: bool = False) -> None:  # fmt: skip
     """Set ``same`` on every delivery of ``ids``, and ``each[column][i]`` on the i-th, in one statement.
 
     PostgreSQL: an UPDATE … FROM unnest(one array per column), one round trip per batch; the
@@ -187,20 +188,34 @@ def _update_deliveries(session: Session, ids: list[int], same: dict[str, Any], e
     the process, where a Core executemany costs no round trips. (A CASE per column was slower:
     SQLAlchemy compiled its hundreds of bind parameters for every batch.)
     """
-    if session.get_bind().dialect.name == "postgresql":
-        names = ["id", *each]
-        arrays = [sa.bindparam(f"_{name}", values, type_=postgresql.ARRAY(_DELIVERIES.c[name].type))
-                  for name, values in zip(names, [ids, *each.values()], strict=True)]  # fmt: skip
-        rows = sa.func.unnest(*arrays).table_valued(*names).render_derived(name="v")
-        # id = ANY(ids) as well: joined to unnest() alone, the planner may scan the whole outbox
-        session.execute(_DELIVERIES.update()
-                        .where(_DELIVERIES.c.id == sa.func.any(arrays[0]), _DELIVERIES.c.id == rows.c.id)
-                        .values({**same, **{name: rows.c[name] for name in each}}))  # fmt: skip
-        return
-    statement = (_DELIVERIES.update().where(_DELIVERIES.c.id == sa.bindparam("_id"))
-                 .values({**same, **{name: sa.bindparam(name) for name in each}}))  # fmt: skip
-    session.execute(statement, [{"_id": id_, **{name: values[i] for name, values in each.items()}}
-                                for i, id_ in enumerate(ids)])  # fmt: skip
+    postgres = session.get_bind().dialect.name == "postgresql"
+    statement = _by_id(postgres, tuple(same), tuple(each), one_more_attempt)
+    fixed = {f"v_{name}": value for name, value in same.items()}
+    if postgres:
+        params: dict | list = {**fixed, "a_id": ids, **{f"a_{name}": values for name, values in each.items()}}
+    else:
+        params = [{**fixed, "a_id": id_, **{f"a_{name}": values[i] for name, values in each.items()}}
+                  for i, id_ in enumerate(ids)]  # fmt: skip
+    session.connection().execute(statement, params)
+
+
+@functools.cache
+def _by_id(postgres: bool, fixed: tuple[str, ...], each: tuple[str, ...], one_more_attempt: bool) -> sa.Update:
+    """The statement of _update_deliveries, built once per shape: built per batch, its construction and
+    cache key cost as much CPU as running it."""
+    table = _DELIVERIES
+    values: dict[str, Any] = {name: sa.bindparam(f"v_{name}", type_=table.c[name].type) for name in fixed}
+    if one_more_attempt:
+        values["attempts"] = table.c.attempts + 1
+    if not postgres:
+        each_values = {name: sa.bindparam(f"a_{name}", type_=table.c[name].type) for name in each}
+        return table.update().where(table.c.id == sa.bindparam("a_id")).values({**values, **each_values})
+    names = ("id", *each)
+    arrays = [sa.bindparam(f"a_{name}", type_=postgresql.ARRAY(table.c[name].type)) for name in names]
+    rows = sa.func.unnest(*arrays).table_valued(*names).render_derived(name="v")
+    # id = ANY(ids) as well: joined to unnest() alone, the planner may scan the whole outbox
+    return (table.update().where(table.c.id == sa.func.any(arrays[0]), table.c.id == rows.c.id)
+            .values({**values, **{name: rows.c[name] for name in each}}))  # fmt: skip
 
 
 def _fail(session: Session, spec: AgencySpec, ids: list[int], exc: HubError, now: dt.datetime, result: PushResult) -> None:
@@ -254,7 +269,7 @@ def _store_receipts(session, spec, claimed: list[_Claimed], receipts, now, resul
         _fail(session, spec, mismatched, TransientError("no receipt, or the receipt's digest differs from what was sent"),
               now, result)  # fmt: skip
     # a Core UPDATE: loading the agency's row through the ORM cost two round trips per batch
-    session.execute(sa.update(Agency).where(Agency.code == spec.code).values(last_push_at=now))
+    session.connection().execute(_PUSHED, {"b_code": spec.code, "b_at": now})
 
 
 # --- pull -------------------------------------------------------------------------------
