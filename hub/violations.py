@@ -12,7 +12,6 @@ import json
 from collections.abc import Sequence
 from enum import StrEnum
 
-import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from adapters.base import canonical_json, payload_digest
