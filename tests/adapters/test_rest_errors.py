@@ -45,9 +45,11 @@ def fault(kind: Fault) -> Callable[[RunningAgency], dict]:
     return arrange
 
 
-def answer(status: int, body: str, **headers: str) -> Callable[[RunningAgency], dict]:
+def answer(status: int, body: str, **headers: str | Callable[[], str]) -> Callable[[RunningAgency], dict]:
+    """A canned answer; a header given as a function is computed when the test runs, not when it is collected."""
+
     def arrange(agency: RunningAgency) -> dict:
-        agency.queue_response(status, body, headers)
+        agency.queue_response(status, body, {name: v() if callable(v) else v for name, v in headers.items()})
         return {}
 
     return arrange
@@ -72,7 +74,7 @@ def wrong_paths(agency: RunningAgency) -> dict:
 # (row id, arrange, expected kind, expected retry_after: None, a number, or (low, high))
 TABLE = [
     ("429 Retry-After seconds", fault(Fault.RATE_LIMIT), TransientError, 7.0),
-    ("429 Retry-After HTTP-date", answer(429, "{}", **{"Retry-After": _http_date(120)}), TransientError, (60, 121)),
+    ("429 Retry-After HTTP-date", answer(429, "{}", **{"Retry-After": lambda: _http_date(120)}), TransientError, (60, 121)),
     ("500", fault(Fault.ERROR_500), TransientError, None),
     ("503 HTML from a gateway", answer(503, "<html>Service Unavailable</html>"), TransientError, None),
     ("400", answer(400, '{"error": "bad_request"}'), FatalError, None),
