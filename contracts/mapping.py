@@ -201,40 +201,38 @@ def native_to_violation(
     return parse_record(ViolationRecord, data, record=record)
 
 
-_INVERSES: dict[int, tuple[FieldMapping, dict[str, dict[str, str]]]] = {}
+_LICENCE_PLANS: dict[int, tuple[FieldMapping, tuple[tuple[str, str, dict[str, str]], ...]]] = {}
 
 
-def _inverse(code: str, mapping: FieldMapping) -> dict[str, str]:
-    # built once per mapping (frozen), not once per field of every record pushed
-    cached = _INVERSES.get(id(mapping))
+def _licence_plan(mapping: FieldMapping) -> tuple[tuple[str, str, dict[str, str]], ...]:
+    """(canonical code, native name, canonical word → native word) per field, built once per mapping
+    (frozen): looked up per field of every licence pushed, the inverse tables were a third of the mapping."""
+    cached = _LICENCE_PLANS.get(id(mapping))
     if cached is None or cached[0] is not mapping:
-        if len(_INVERSES) > 256:
-            _INVERSES.clear()
-        cached = _INVERSES[id(mapping)] = (mapping, {})
-    inverse = cached[1].get(code)
-    if inverse is None:
-        inverse = {canon: native for native, canon in reversed(list(mapping.values.get(code, {}).items()))}
-        cached[1][code] = inverse
-    return inverse
-
-
-def _format(code: str, value: Any, mapping: FieldMapping) -> str:
-    inverse = _inverse(code, mapping)
-    if isinstance(value, dt.date):
-        return value.strftime(mapping.date_formats[0])
-    if isinstance(value, (list, tuple)):
-        return mapping.list_separator.join(inverse.get(str(v), str(v)) for v in value)
-    text = value.value if hasattr(value, "value") else str(value)
-    return inverse.get(text, text)
+        if len(_LICENCE_PLANS) > 256:
+            _LICENCE_PLANS.clear()
+        inverse = {code: {canon: native for native, canon in reversed(list(words.items()))}
+                   for code, words in mapping.values.items()}  # fmt: skip
+        plan = tuple((code, native, inverse.get(code, {})) for code, native in mapping.fields.items())
+        cached = _LICENCE_PLANS[id(mapping)] = (mapping, plan)
+    return cached[1]
 
 
 def licence_to_native(grant: LicenceGrant, mapping: FieldMapping) -> dict[str, str]:
     """The grant in the agency's own field names and words; every value a string, None left out."""
     canonical = grant.model_dump(by_alias=True)
     native: dict[str, str] = {}
-    for code, native_name in mapping.fields.items():
+    for code, native_name, inverse in _licence_plan(mapping):
         value = canonical.get(code)
         if value is None:
             continue
-        native[native_name] = _format(code, value, mapping)
+        if type(value) is str:  # most fields: plain text, no enum, date or list to format
+            native[native_name] = inverse.get(value, value)
+        elif isinstance(value, dt.date):
+            native[native_name] = value.strftime(mapping.date_formats[0])
+        elif isinstance(value, (list, tuple)):
+            native[native_name] = mapping.list_separator.join(inverse.get(str(v), str(v)) for v in value)
+        else:
+            text = value.value if hasattr(value, "value") else str(value)
+            native[native_name] = inverse.get(text, text)
     return native
