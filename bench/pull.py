@@ -9,10 +9,8 @@ server, and a bare requests loop with executemany of the raw fields.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from bench.measure import Measurement, peak_rss_mb, timed
+from bench.served import served
 from bench.synthetic import synthetic_book
 from contracts.registry import AGENCIES_DIR, load_registry
 from sandbox.rest_agencies import RunningAgency, start_rest_agency
@@ -36,33 +35,14 @@ def start_pull_agency(count: int) -> RunningAgency:
     return start_rest_agency("SCJG", book=synthetic_book("SCJG", d.name, d.uscc, count, subject_fields=d.licence_subject))
 
 
-def _serve(count: int, conn, stop) -> None:
+def _pull_agency(count: int) -> tuple[RunningAgency, SimpleNamespace]:
     agency = start_pull_agency(count)
-    conn.send((agency.endpoint, agency.token))
-    stop.wait()
-    agency.stop()
+    return agency, SimpleNamespace(endpoint=agency.endpoint, token=agency.token)  # what the pulls read of it
 
 
-@contextlib.contextmanager
-def served_pull_agency(count: int) -> Iterator[SimpleNamespace]:
-    """The SCJG agency of ``count`` records, served by a process of its own.
-
-    A real agency is another machine. Served from a thread of the measuring process, the sandbox's
-    rendering and JSON encoding took the same interpreter lock as the side being measured, so the
-    pull measured the sandbox about as much as the hub or dlt (and its caches counted as their memory).
-    """
-    context = multiprocessing.get_context("spawn")
-    ours, theirs = context.Pipe()
-    stop = context.Event()
-    server = context.Process(target=_serve, args=(count, theirs, stop), daemon=True)
-    server.start()
-    theirs.close()  # so that a server dying before it answers ends recv() with EOFError, not a hang
-    try:
-        endpoint, token = ours.recv()
-        yield SimpleNamespace(endpoint=endpoint, token=token)  # what the pulls read of a running agency
-    finally:
-        stop.set()
-        server.join(10)
+def served_pull_agency(count: int) -> contextlib.AbstractContextManager[SimpleNamespace]:
+    """The SCJG agency of ``count`` records, served by a process of its own (bench.served)."""
+    return served(_pull_agency, count)
 
 
 def pull_spec(agency: RunningAgency):

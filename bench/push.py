@@ -1,9 +1,10 @@
 """Scenario 3: licence grants pushed to the seven sandbox agencies vs a bare loop sending the same requests.
 
 The hub side records the grants (routing creates the outbox rows; not timed), then times
-hub.sync.push_agency per agency: claim, map, send, store receipts, audit. The baseline is
+hub.push.push_agency per agency: claim, map, send, store receipts, audit. The baseline is
 the sandbox's ceiling: the very same OutboundMessages sent by a bare loop straight through
-each adapter (no database, no outbox, no receipts stored) to a second sandbox of its own.
+each adapter (no database, no outbox, no receipts stored) to a second sandbox of its own. Each
+sandbox runs in a process of its own (bench.served), as the agencies are other machines.
 An agency's two sides run one right after the other, so a busy neighbour on the shared
 machine weighs on both alike.
 
@@ -22,9 +23,12 @@ import os
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 from unittest import mock
 
 from bench.measure import Measurement, timed
+from bench.served import served
 from bench.synthetic import company_name, synthetic_uscc
 from contracts.records import LicenceGrant
 
@@ -59,6 +63,14 @@ def make_grants(count: int) -> list[LicenceGrant]:
                      "XK_XDR_SHXYM": synthetic_uscc(i), "XK_XDR_MC": company_name(i)})  # fmt: skip
         grants.append(LicenceGrant.model_validate(data))
     return grants
+
+
+def _sandbox(root: Path, codes: tuple[str, ...], pki: Path) -> tuple[Any, SimpleNamespace]:
+    """The agencies of one side, started in the process bench.served made for them."""
+    from sandbox.cluster import start_sandbox
+
+    box = start_sandbox(root, codes=codes, malformed_every=0, pki_dir=pki)
+    return box, SimpleNamespace(overrides=box.overrides, env=box.env)  # what the hub's side reads of it
 
 
 def _adapters(sandbox, data_dir: Path, pki: Path, codes: Sequence[str]):
@@ -103,8 +115,7 @@ def run_push(url: str, count: int, work: Path, *, codes: Sequence[str] = PUSH_AG
     from hub.db import create_db_engine, migrate, session_scope
     from hub.licences import record_grants
     from hub.routing import route
-    from hub.sync import push_agency
-    from sandbox.cluster import start_sandbox
+    from hub.push import push_agency
 
     limits = limits or {}
     grants = make_grants(count)
@@ -116,8 +127,8 @@ def run_push(url: str, count: int, work: Path, *, codes: Sequence[str] = PUSH_AG
     with ExitStack() as stack:
         stack.callback(engine.dispose)
         stack.callback(reset_clients)  # zeep clients are cached per process, with this run's certificates
-        hub_box = stack.enter_context(start_sandbox(work / "hub-sandbox", codes=codes, malformed_every=0, pki_dir=pki))
-        bare_box = stack.enter_context(start_sandbox(work / "bare-sandbox", codes=codes, malformed_every=0, pki_dir=pki))
+        hub_box = stack.enter_context(served(_sandbox, work / "hub-sandbox", tuple(codes), pki))
+        bare_box = stack.enter_context(served(_sandbox, work / "bare-sandbox", tuple(codes), pki))
         registry, hub_adapters = _adapters(hub_box, work / "hub-side", pki, codes)
         bare_registry, bare_adapters = _adapters(bare_box, work / "bare-side", pki, codes)
         for adapter in [*hub_adapters.values(), *bare_adapters.values()]:
