@@ -23,7 +23,8 @@ from hub.leases import LeaseFence, holder_name, lease_for
 from hub.models import Agency, Delivery, DeliveryState
 from hub.outbox import sweep_stale
 from hub.runtime import HubRuntime
-from hub.sync import pull_agency, push_agency
+from hub.push import push_agency
+from hub.sync import pull_agency
 
 __all__ = ["check_certificates_job", "pull_job", "push_job", "sweep_job", "sync_job"]
 
@@ -114,7 +115,7 @@ def push_job(runtime: HubRuntime, code: str, *, holder: str | None = None) -> di
     Raises:
         TransientError: the agency failed transiently; ``retry_after`` is when the earliest
             delivery is due again (the deliveries' own attempts are already counted in the DB).
-        FatalError, ConfigurationError: as hub.sync.push_agency.
+        FatalError, ConfigurationError: as hub.push.push_agency.
     """
     return _leased(runtime, code, holder, [("push", _push)])
 

@@ -5,7 +5,7 @@ the first time, an INSERT whose primary key is the arbiter:
 
 * ``acquire`` takes the row when it is free, expired, or already ours, and bumps the fencing
   token; when no row exists yet, the INSERT that wins the primary key wins the lease.
-* ``LeaseFence`` is called inside every transaction that writes sync results (see hub.sync). It
+* ``LeaseFence`` is called inside every transaction that writes sync results (see hub.sync and hub.push). It
   locks the row (``FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already serialises
   writers), checks holder and token, and renews the lease when half of it has gone. A worker
   that paused past its lease and lost the row to another finds a different token there and its
@@ -167,7 +167,7 @@ def release(engine: Engine, lease: Lease) -> bool:
 
 
 class LeaseFence:
-    """The ``fence(session)`` hook for hub.sync: refuses the transaction unless we still hold the lease.
+    """The ``fence(session)`` hook for hub.sync and hub.push: refuses the transaction unless we still hold the lease.
 
     It renews the lease when less than half of it is left, so a long sync keeps it as long as it
     keeps committing pages or batches.

@@ -7,7 +7,8 @@ from collections.abc import Iterable, Iterator
 from hub.errors import HubError, LeaseLost
 from hub.leases import holder_name, lease_for
 from hub.runtime import HubRuntime
-from hub.sync import pull_agency, push_agency
+from hub.push import push_agency
+from hub.sync import pull_agency
 
 __all__ = ["sync_agencies"]
 

@@ -1,6 +1,6 @@
 """Outbox housekeeping: stale deliveries back into the queue, dead letters listed and retried, counts.
 
-Deliveries move pending → sending → delivered | waiting_retry → … → dead (hub.sync does the
+Deliveries move pending → sending → delivered | waiting_retry → … → dead (hub.push does the
 moving). This module is what an operator and the sweeper need around that:
 
 * ``sweep_stale`` returns deliveries stuck in *sending* — their worker died and nobody holds the

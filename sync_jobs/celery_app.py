@@ -8,7 +8,7 @@ Reliability: late acks, prefetch 1 and reject-on-worker-lost, so a task whose wo
 given to another worker (Redis/RabbitMQ) instead of being lost; JSON only; soft and hard time
 limits; and every broker-side delay (retry countdown) is capped well below the broker's
 visibility timeout, so a delayed task is never redelivered while a worker still holds it.
-Delivery attempts are counted in the database (hub.sync), never by the broker: a task retry
+Delivery attempts are counted in the database (hub.push), never by the broker: a task retry
 only decides *when* to look again. Everything the tasks do is idempotent and leased per agency
 (hub.leases), so a redelivered or duplicated task does no harm.
 """

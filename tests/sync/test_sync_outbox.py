@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from sqlmodel import select
@@ -17,7 +18,8 @@ from hub.clock import utcnow
 from hub.db import session_scope
 from hub.models import Delivery, DeliveryState, LicenceRevision
 from hub.outbox import list_dead, retry_dead, sweep_stale
-from hub.sync import MAX_BACKOFF_SECONDS, backoff_delay, push_agency
+from hub.push import CLAIM_WINDOW, push_agency
+from hub.sync import MAX_BACKOFF_SECONDS, backoff_delay
 from sandbox.core import Fault
 from tests.helpers import REPO
 from tests.sync.support import deliveries, record, states, write_agency_files
@@ -163,25 +165,74 @@ def _five_grants_for_scjg_in_batches_of_two(engine, make_runtime, start_agency):
     return agency, runtime
 
 
-def test_a_batch_goes_out_only_after_its_claim_and_the_previous_receipts_are_committed(engine, make_runtime,
-                                                                                         start_agency):  # fmt: skip
-    """One commit per batch stores the last batch's receipts and claims the next, before the next is sent."""
+def _settles(engine, expected: dict[str, int], seconds: float = 20.0) -> dict[str, int]:
+    """The agency's delivery states once they equal ``expected``, or as they are after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while (seen := states(engine, "SCJG")) != expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return seen
+
+
+def test_while_a_batch_is_on_the_wire_the_last_receipts_are_stored_and_the_next_batch_claimed(engine, make_runtime,
+                                                                                              start_agency):  # fmt: skip
+    """A batch goes out only once its claim is committed, and the hub works while the agency answers."""
     agency, runtime = _five_grants_for_scjg_in_batches_of_two(engine, make_runtime, start_agency)
     gate = agency.book.arm("before_receive", skip=2)  # holds the first licence of the second batch
     adapter = runtime.adapter_for("SCJG")
     done: list = []
-    push = threading.Thread(target=lambda: done.append(push_agency(runtime.engine, runtime.agency("SCJG"), adapter)))
+    # a window of one batch: each transaction claims a single batch of two
+    push = threading.Thread(target=lambda: done.append(push_agency(runtime.engine, runtime.agency("SCJG"), adapter,
+                                                                   claim_window=2)))  # fmt: skip
     push.start()
     try:
         assert gate.reached.wait(30)
-        in_flight = states(runtime.engine, "SCJG")
+        second = deliveries(runtime.engine, "SCJG")[2:4]
+        # the first batch answered, the third claimed, with the second still held by the agency
+        while_held = _settles(runtime.engine, {"delivered": 2, "sending": 3})
     finally:
         gate.release.set()
         push.join(30)
         adapter.close()
-    assert in_flight == {"delivered": 2, "sending": 2, "pending": 1}
+    assert [(d.state, d.attempts) for d in second] == [("sending", 1), ("sending", 1)]
+    assert while_held == {"delivered": 2, "sending": 3}
     assert done[0].delivered == 5 and states(runtime.engine, "SCJG") == {"delivered": 5}
     assert {d.attempts for d in deliveries(runtime.engine, "SCJG")} == {1}
+
+
+@pytest.mark.parametrize(("claim_window", "claimed_while_the_first_is_held"), [
+    (2, {"sending": 4, "pending": 1}),  # a batch per transaction: the second claimed while the first is out
+    (CLAIM_WINDOW, {"sending": 5}),  # the default: all three batches claimed at once, sent one by one
+])  # fmt: skip
+def test_batches_claimed_behind_a_failed_one_go_back_unsent_and_uncounted(engine, make_runtime, start_agency,
+                                                                          claim_window, claimed_while_the_first_is_held):  # fmt: skip
+    agency, runtime = _five_grants_for_scjg_in_batches_of_two(engine, make_runtime, start_agency)
+    gate = agency.book.arm("before_receive")  # holds the first batch
+    adapter = runtime.adapter_for("SCJG")
+    done: list = []
+    push = threading.Thread(target=lambda: done.append(push_agency(runtime.engine, runtime.agency("SCJG"), adapter,
+                                                                   claim_window=claim_window)))  # fmt: skip
+    push.start()
+    try:
+        assert gate.reached.wait(30)
+        claimed = _settles(runtime.engine, claimed_while_the_first_is_held)
+        agency.book.inject(Fault.ERROR_500)  # the agency's answer to the second batch
+    finally:
+        gate.release.set()
+        push.join(30)
+        adapter.close()
+    assert claimed == claimed_while_the_first_is_held
+    assert (done[0].delivered, done[0].retrying) == (2, 2)
+    rows = deliveries(runtime.engine, "SCJG")
+    assert [(d.state, d.attempts) for d in rows] == [("delivered", 1), ("delivered", 1), ("waiting_retry", 1),
+                                                     ("waiting_retry", 1), ("pending", 0)]  # fmt: skip
+    assert rows[4].sending_since is None and len(agency.book.received) == 2
+    # the third batch was never sent: the next push sends it without waiting for the second's backoff
+    again = runtime.adapter_for("SCJG")
+    try:
+        assert push_agency(runtime.engine, runtime.agency("SCJG"), again).delivered == 1
+    finally:
+        again.close()
+    assert [(d.state, d.attempts) for d in deliveries(runtime.engine, "SCJG")][4] == ("delivered", 1)
 
 
 def test_a_stored_grant_that_no_longer_maps_stops_the_push_after_storing_the_receipts_before_it(engine, make_runtime,
@@ -198,7 +249,7 @@ def test_a_stored_grant_that_no_longer_maps_stops_the_push_after_storing_the_rec
             push_agency(runtime.engine, runtime.agency("SCJG"), adapter)
     finally:
         adapter.close()
-    # the first batch's receipts were committed with the failed claim's transaction: not resent next time
+    # the first batch's receipts were stored although the claim after it failed: not resent next time
     assert states(runtime.engine, "SCJG") == {"delivered": 2, "pending": 3}
     assert len(agency.book.received) == 2
 

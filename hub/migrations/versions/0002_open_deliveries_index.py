@@ -4,7 +4,7 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-28 09:30:00
 
-The claim query (hub.sync._claim) takes an agency's oldest open deliveries in id order. With
+The claim query (hub.push._DUE) takes an agency's oldest open deliveries in id order. With
 only the primary key to walk, the database skipped every delivered row on each batch, so a push
 slowed down as the outbox's history grew.
 """
