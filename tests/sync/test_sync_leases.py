@@ -16,8 +16,9 @@ from hub.errors import LeaseLost
 from hub.jobs import push_job
 from hub.leases import LeaseFence, acquire, holder_name, lease_for, release
 from hub.models import SyncLease
+from hub.push import push_agency
 from hub.sync import pull_agency
-from tests.sync.support import pulled, record, states
+from tests.sync.support import deliveries, pulled, record, states
 
 T0 = dt.datetime(2026, 6, 1, 8, 0, tzinfo=dt.UTC)
 
@@ -85,6 +86,47 @@ def test_a_stale_holders_commit_is_refused(engine, make_runtime, start_agency):
     finally:
         adapter.close()
     assert pulled(runtime.engine, "SCJG") == ([], [], 0)  # nothing of the refused page was written
+
+
+def test_a_push_that_loses_its_lease_while_a_batch_is_out_stores_nothing_more(engine, make_runtime, start_agency):
+    """The stale worker's receipts are refused with the rest: the new holder resends, and the agency recognises it."""
+    agency = start_agency("SCJG")
+    runtime = make_runtime(str(engine.url.render_as_string(hide_password=False)),
+                           {"SCJG": {"endpoint": agency.endpoint, "batch_size": 2}})  # fmt: skip
+    record(runtime.engine, runtime.registry, range(1, 6))
+    stale = acquire(runtime.engine, "SCJG", "paused-worker", seconds=30, now=at(0))
+    gate = agency.book.arm("before_receive")  # the first batch is held inside the agency
+    adapter = runtime.adapter_for("SCJG")
+    outcome: list = []
+
+    def push() -> None:
+        try:
+            outcome.append(push_agency(runtime.engine, runtime.agency("SCJG"), adapter,
+                                       fence=LeaseFence(stale, seconds=30, now=at(1)), claim_window=2))  # fmt: skip
+        except LeaseLost as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=push)
+    worker.start()
+    try:
+        assert gate.reached.wait(30)
+        # meanwhile the worker paused past its lease and another took the agency over
+        assert acquire(runtime.engine, "SCJG", "other-worker", seconds=30, now=at(31)) is not None
+    finally:
+        gate.release.set()
+        worker.join(30)
+        adapter.close()
+    assert isinstance(outcome[0], LeaseLost)
+    # what it claimed under its lease went out; the agency's answers were not stored, nor anything claimed after
+    sent_before = set(agency.book.received)
+    assert {d.message_id for d in deliveries(runtime.engine, "SCJG") if d.state == "sending"} == sent_before
+    assert "delivered" not in states(runtime.engine, "SCJG") and len(sent_before) in (2, 4)
+
+    assert push_job(runtime, "SCJG")["push"]["delivered"] == 5  # the new holder (its lease from the real clock)
+    assert states(runtime.engine, "SCJG") == {"delivered": 5}
+    assert {m: r.times_seen for m, r in agency.book.received.items()} == {
+        d.message_id: 2 if d.message_id in sent_before else 1 for d in deliveries(runtime.engine, "SCJG")
+    }  # the resend recognised as such
 
 
 def test_two_workers_racing_for_one_agency_only_one_pushes(sqlite_engine, make_runtime, start_agency):
