@@ -71,7 +71,12 @@ _DUE = (  # built once: a claim per batch
         | (Delivery.state.in_((DeliveryState.PENDING, DeliveryState.WAITING_RETRY))
            & (Delivery.next_attempt_at <= sa.bindparam("now")))
     )
-    .where(Delivery.id.not_in(sa.bindparam("on_the_wire", expanding=True)))  # sending too, but ours and alive
+    # past what this run claimed already: the window on the wire (sending, but ours and alive) and,
+    # above all, the index entries of every row delivered since the run began. Until vacuum removes
+    # them the index keeps those, and a claim from the start walked them all: 4 ms per claim at the
+    # start of a 40,000-delivery push, 21 ms at its end. A retry that falls due during the run, behind
+    # this point, waits for the next run.
+    .where(Delivery.id > sa.bindparam("after"))
     .order_by(Delivery.id)
     .limit(sa.bindparam("limit"))
 )
@@ -145,6 +150,7 @@ def push_agency(engine: Engine, spec: AgencySpec, adapter: AgencyAdapter, *, fen
     allowance = None if max_batches is None else max_batches * spec.batch_size
     landed = _Landed()  # its receipts are stored by the next transaction
     broken: Exception | None = None  # a grant that no longer maps: the push stops before it
+    after = 0  # the last delivery id claimed by this run
     wire = _Wire(adapter, spec.batch_size)
     # one connection for the run: no pool checkout (and pre-ping) per transaction
     with contextlib.closing(wire), engine.connect() as conn:
@@ -152,7 +158,7 @@ def push_agency(engine: Engine, spec: AgencySpec, adapter: AgencyAdapter, *, fen
             limit = 0 if broken else window if allowance is None else min(window, allowance)
             try:
                 claimed, stop = _transaction(conn, _store_and_claim, spec, fence, landed.answered, landed.receipts,
-                                             now(), result, limit=limit, on_the_wire=[c.id for c in wire.window])
+                                             now(), result, limit=limit, after=after)
             except BaseException:
                 if wire.window:
                     _store_landed_quietly(conn, spec, fence, wire, now(), result)
@@ -170,6 +176,7 @@ def push_agency(engine: Engine, spec: AgencySpec, adapter: AgencyAdapter, *, fen
                     return result
                 raise landed.error
             if claimed:
+                after = claimed[-1].id
                 wire.send(claimed)
                 allowance = None if allowance is None else allowance - len(claimed)
 
@@ -183,8 +190,8 @@ def _transaction(conn: Connection, work: Callable[..., Any], *args, **kwargs) ->
 
 def _store_and_claim(session: Session, spec: AgencySpec, fence: Fence | None, sent: list[_Claimed],
                      receipts: Sequence[Receipt], now: dt.datetime, result: PushResult, *, limit: int,
-                     on_the_wire: list[int]) -> tuple[list[_Claimed], Exception | None]:  # fmt: skip
-    """Store the receipts of ``sent`` and claim up to ``limit`` more deliveries, in the caller's transaction.
+                     after: int) -> tuple[list[_Claimed], Exception | None]:  # fmt: skip
+    """Store the receipts of ``sent`` and claim up to ``limit`` more deliveries after id ``after``, in the caller's transaction.
 
     Returns the claimed deliveries and, when a stored grant no longer maps (its agency's contract
     changed since it was recorded), why: the claim ends before that delivery.
@@ -194,7 +201,7 @@ def _store_and_claim(session: Session, spec: AgencySpec, fence: Fence | None, se
     if sent:
         _store_receipts(session, spec, sent, receipts, now, result)
     claimed, broken = [], None
-    for row in _due(session, spec, now, limit, on_the_wire) if limit > 0 else []:
+    for row in _due(session, spec, now, limit, after) if limit > 0 else []:
         try:
             claimed.append(_message(spec, *row))
         except Exception as exc:  # noqa: BLE001 - the caller raises it once what is before it is delivered
@@ -219,9 +226,8 @@ def _store_landed_quietly(conn: Connection, spec: AgencySpec, fence: Fence | Non
         _transaction(conn, _settle_failure, spec, fence, landed, [], now, result)
 
 
-def _due(session: Session, spec: AgencySpec, now: dt.datetime, limit: int, on_the_wire: list[int]) -> list[sa.Row]:
-    return session.connection().execute(_DUE, {"agency": spec.code, "now": now, "limit": limit,
-                                               "on_the_wire": on_the_wire}).all()  # fmt: skip
+def _due(session: Session, spec: AgencySpec, now: dt.datetime, limit: int, after: int) -> list[sa.Row]:
+    return session.connection().execute(_DUE, {"agency": spec.code, "now": now, "limit": limit, "after": after}).all()
 
 
 def _message(spec: AgencySpec, delivery_id: int, state: str, message_id: str, payload: str) -> _Claimed:
