@@ -108,7 +108,8 @@ def scenario_push(size, dbs, work, rows, notes) -> None:
                  "so a row's count is what that agency receives (all for SCJG, GSJ, DSJ; a half for XFZD, a quarter "
                  "for GAFJ and JJZD, an eighth for GHFJ). A development PKI is made for the run: JJZD and GSJ speak "
                  "mutual TLS and DSJ WS-Security on both sides. Each agency's hub push is followed at once by its bare "
-                 "loop, against a second sandbox")  # fmt: skip
+                 "loop, against a second sandbox; each sandbox runs in a process of its own, as an agency is another "
+                 "machine")  # fmt: skip
 
 
 def scenario_review(size, dbs, work, rows, notes) -> None:
