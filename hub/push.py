@@ -168,7 +168,12 @@ def push_agency(engine: Engine, spec: AgencySpec, adapter: AgencyAdapter, *, fen
                 if broken:
                     raise broken
                 return result
-            landed = wire.land() if wire.window else _Landed()
+            try:
+                landed = wire.land() if wire.window else _Landed()
+            except BaseException:  # not the agency (a HubError is in landed): a bug, or the process stopping
+                with contextlib.suppress(Exception):  # the window just claimed goes back unsent, if it can
+                    _transaction(conn, _settle_failure, spec, fence, _Landed(), claimed, now(), result)
+                raise
             if landed.error is not None:
                 _transaction(conn, _settle_failure, spec, fence, landed, claimed, now(), result)
                 result.error = f"{type(landed.error).__name__}: {landed.error}"
