@@ -59,7 +59,7 @@ class _Claimed:
 
 
 _DELIVERIES = Delivery.__table__
-_DUE = (  # built once: a claim per batch
+_DUE = (  # built once: a claim per window
     # the payload as its JSON text: pydantic parses and validates it in one step, in two thirds
     # of the time of the driver's json.loads followed by model_validate
     sa.select(Delivery.id, Delivery.state, Delivery.message_id, sa.cast(LicenceRevision.payload, sa.Text))
@@ -238,7 +238,9 @@ def _due(session: Session, spec: AgencySpec, now: dt.datetime, limit: int, after
 def _message(spec: AgencySpec, delivery_id: int, state: str, message_id: str, payload: str) -> _Claimed:
     grant = LicenceGrant.model_validate_json(payload)
     native = licence_to_native(grant, spec.licence_mapping)
-    return _Claimed(delivery_id, state, payload_digest(native), OutboundMessage(message_id, grant.decision_no, native))
+    # one left in sending by a crashed holder goes back, unsent, as the sweeper would return it
+    before = DeliveryState.WAITING_RETRY if state == DeliveryState.SENDING else state
+    return _Claimed(delivery_id, before, payload_digest(native), OutboundMessage(message_id, grant.decision_no, native))
 
 
 def _update_deliveries(session: Session, ids: list[int], same: dict[str, Any], each: dict[str, list], *,
@@ -337,7 +339,7 @@ def _store_receipts(session, spec, claimed: list[_Claimed], receipts, now, resul
                             "last_error": None},
                            {"ack_id": [r.ack_id for _, r in stored], "acked_at": [r.received_at for _, r in stored],
                             "receipt_digest": [r.digest for _, r in stored]})  # fmt: skip
-        # one hash-chained entry per batch, naming every receipt in it (was one per receipt, each
+        # one hash-chained entry per window, naming every receipt in it (was one per receipt, each
         # reading the chain's last hash: most of a push's time)
         digests = "\n".join(e["digest"] for e in entries).encode("utf-8")
         audit.append(session, actor="hub", action="delivery.receipt", subject=f"agency:{spec.code}",

@@ -235,6 +235,26 @@ def test_batches_claimed_behind_a_failed_one_go_back_unsent_and_uncounted(engine
     assert [(d.state, d.attempts) for d in deliveries(runtime.engine, "SCJG")][4] == ("delivered", 1)
 
 
+def test_batches_left_in_sending_by_a_crash_and_not_resent_go_back_as_the_sweeper_would_return_them(engine, make_runtime,
+                                                                                                    start_agency):  # fmt: skip
+    agency, runtime = _five_grants_for_scjg_in_batches_of_two(engine, make_runtime, start_agency)
+    crashed = [d.id for d in deliveries(runtime.engine, "SCJG")[2:4]]
+    with session_scope(runtime.engine) as session:  # a holder claimed the second batch, then died
+        for delivery in session.exec(select(Delivery).where(Delivery.id.in_(crashed))).all():
+            delivery.state, delivery.attempts, delivery.sending_since = DeliveryState.SENDING, 1, utcnow()
+    agency.book.inject(Fault.ERROR_500)  # the agency refuses the first batch of the next push
+    adapter = runtime.adapter_for("SCJG")
+    try:
+        result = push_agency(runtime.engine, runtime.agency("SCJG"), adapter)  # one window: all five claimed
+    finally:
+        adapter.close()
+    assert (result.delivered, result.retrying) == (0, 2)
+    rows = deliveries(runtime.engine, "SCJG")
+    assert [(d.state, d.attempts) for d in rows] == [("waiting_retry", 1), ("waiting_retry", 1), ("waiting_retry", 1),
+                                                     ("waiting_retry", 1), ("pending", 0)]  # fmt: skip
+    assert all(d.sending_since is None for d in rows) and agency.book.received == {}
+
+
 def test_a_stored_grant_that_no_longer_maps_stops_the_push_after_storing_the_receipts_before_it(engine, make_runtime,
                                                                                                start_agency):  # fmt: skip
     agency, runtime = _five_grants_for_scjg_in_batches_of_two(engine, make_runtime, start_agency)
