@@ -54,7 +54,11 @@ def write_report(run: dict[str, Any], markdown: Path, json_file: Path, *, prefac
 
 def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One report from several runs of the same scale (scenarios run one after another, each with
-    its baseline in the same run): rows in scenario order, each run's start time in the notes."""
+    its baseline in the same run): rows in scenario order, each run's start time in the notes.
+
+    A row of a later run replaces an earlier run's row of the same scenario, title and database:
+    a re-run supersedes what it measured again, and the notes say which run each row came from.
+    """
     scales = {run["scale"] for run in runs}
     if len(scales) != 1:
         raise ValueError(f"runs of different scales cannot share one table: {sorted(scales)}")
@@ -63,7 +67,11 @@ def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for run in runs:
         scenarios = sorted({row["scenario"] for row in run["rows"]})
         merged["not_run"].append(f"run {run['started']}: scenario(s) {', '.join(scenarios) or 'none'}")
-        merged["rows"] += run["rows"]
+        again = {(row["scenario"], row["title"], row.get("db")) for row in run["rows"]}
+        superseded = [row for row in merged["rows"] if (row["scenario"], row["title"], row.get("db")) in again]
+        if superseded:
+            merged["not_run"].append(f"run {run['started']} replaces {len(superseded)} row(s) of an earlier run")
+        merged["rows"] = [row for row in merged["rows"] if row not in superseded] + run["rows"]
         merged["not_run"] += run.get("not_run", [])
     merged["rows"].sort(key=lambda row: row["scenario"])  # stable: a run's own row order is kept
     return merged

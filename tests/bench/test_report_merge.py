@@ -32,3 +32,11 @@ def test_rows_of_every_run_in_scenario_order_with_each_runs_time(tmp_path):
 def test_runs_of_different_scales_are_refused():
     with pytest.raises(ValueError, match="different scales"):
         merge_runs([_run("T1", ["1"]), _run("T2", ["4"], scale="small")])
+
+
+def test_a_later_runs_row_replaces_the_same_row_of_an_earlier_run():
+    earlier, later = _run("T1", ["1", "2"]), _run("T2", ["2"])
+    later["rows"][0]["hub"]["records"] = 20
+    merged = merge_runs([earlier, later])
+    assert [(row["scenario"], row["hub"]["records"]) for row in merged["rows"]] == [("1", 10), ("2", 20)]
+    assert "run T2 replaces 1 row(s) of an earlier run" in merged["not_run"]
