@@ -120,10 +120,10 @@ class MatchingRows:
         """The matching rows, in no particular order; ``params`` fill the filters' bind parameters."""
         if not values:
             return []
-        connection = session.connection()
-        if connection.dialect.name == "postgresql":
-            return connection.execute(self._any, {"values": list(values), **params}).all()
+        # through the session, as the ORM selects these replace were: what it holds unflushed goes first
+        if session.get_bind().dialect.name == "postgresql":
+            return session.execute(self._any, {"values": list(values), **params}).all()
         found: list[sa.Row] = []  # .all(): iterating a result fetches row by row
         for start in range(0, len(values), _IN_CHUNK):
-            found.extend(connection.execute(self._in, {"values": list(values[start : start + _IN_CHUNK]), **params}).all())
+            found.extend(session.execute(self._in, {"values": list(values[start : start + _IN_CHUNK]), **params}).all())
         return found
