@@ -25,6 +25,7 @@ from hub.models import IdentityStatus, Violation, ViolationRevision
 
 __all__ = ["StoreOutcome", "store_violation", "store_violations"]
 
+
 class StoreOutcome(StrEnum):
     CREATED = "created"
     UPDATED = "updated"
