@@ -12,6 +12,7 @@ from sqlmodel import Session, col, or_, select
 
 from contracts.records import LicenceGrant, SubjectCategory, ViolationRecord
 from contracts.uscc import PLACEHOLDER, org_code_of
+from hub.bulk import MatchingRows
 from hub.clock import utcnow
 from hub.models import Company, IdentityStatus
 
@@ -94,12 +95,11 @@ def _by_legacy(session: Session, column, value: str, label: str) -> Identity:
     return Identity(None, IdentityStatus.UNKNOWN, f"{label} {value} matches no known company")
 
 
+_COMPANY_IDS = MatchingRows((Company.__table__.c.uscc, Company.__table__.c.id), Company.__table__.c.uscc)
+
+
 def _select_company_ids(session: Session, codes: list[str]) -> dict[str, int]:
-    ids: dict[str, int] = {}
-    for start in range(0, len(codes), _IN_CHUNK):
-        rows = session.exec(select(Company.uscc, Company.id).where(col(Company.uscc).in_(codes[start : start + _IN_CHUNK])))
-        ids.update(dict(rows.all()))
-    return ids
+    return {uscc: company_id for uscc, company_id in _COMPANY_IDS.all(session, codes)}
 
 
 def company_ids_by_uscc(session: Session, records: list[ViolationRecord]) -> dict[str, int]:

@@ -27,6 +27,7 @@ from hub import audit
 from hub.clock import utcnow
 from hub.db import session_scope
 from hub.errors import ContractViolation, FatalError, Problem, TransientError
+from hub.gcpause import cyclic_gc_paused
 from hub.models import Agency, InboundBatch, SyncCursor
 from hub.quarantine import quarantine
 from hub.violations import store_violations
@@ -131,14 +132,15 @@ def pull_agency(engine: Engine, spec: AgencySpec, adapter: AgencyAdapter, *, fen
     reader = _PageReader(adapter)
     try:
         while max_pages is None or result.pages < max_pages:
-            page = reader.fetch(cursor, read_ahead=max_pages is None or result.pages + 1 < max_pages)
-            earlier = in_batch[1] if page.batch_offset and in_batch[0] == page.batch_id else 0
-            quarantined_before = result.quarantined
-            with session_scope(engine) as session:
-                if fence:
-                    fence(session)
-                # checks the stored cursor is still `cursor`: nobody else moved it meanwhile
-                _commit_page(session, spec, cursor, page, result, now(), quarantined_earlier=earlier)
+            with cyclic_gc_paused():  # a page's objects are many and short-lived (hub.gcpause)
+                page = reader.fetch(cursor, read_ahead=max_pages is None or result.pages + 1 < max_pages)
+                earlier = in_batch[1] if page.batch_offset and in_batch[0] == page.batch_id else 0
+                quarantined_before = result.quarantined
+                with session_scope(engine) as session:
+                    if fence:
+                        fence(session)
+                    # checks the stored cursor is still `cursor`: nobody else moved it meanwhile
+                    _commit_page(session, spec, cursor, page, result, now(), quarantined_earlier=earlier)
             if not page.batch_complete:
                 in_batch = (page.batch_id, earlier + result.quarantined - quarantined_before)
             adapter.acknowledge(page)

@@ -12,19 +12,18 @@ import json
 from collections.abc import Sequence
 from enum import StrEnum
 
-from sqlmodel import Session, col, select
+import sqlalchemy as sa
+from sqlmodel import Session, select
 
 from adapters.base import canonical_json, payload_digest
 from contracts.records import ViolationRecord
 from hub.clock import utcnow
 from contracts.uscc import PLACEHOLDER
-from hub.bulk import bulk_insert, new_ids
+from hub.bulk import MatchingRows, bulk_insert, new_ids
 from hub.companies import company_ids_by_uscc, resolve_identity
 from hub.models import IdentityStatus, Violation, ViolationRevision
 
 __all__ = ["StoreOutcome", "store_violation", "store_violations"]
-
-_CHUNK = 500  # ids per IN (...) list: far below SQLite's and PostgreSQL's parameter limits
 
 
 class StoreOutcome(StrEnum):
@@ -85,19 +84,18 @@ _VIOLATION_COLUMNS = (
 _REVISION_COLUMNS = ("violation_id", "version", "digest", "payload", "recorded_at")
 
 
+_table = Violation.__table__
+_DIGESTS = MatchingRows((_table.c.agency_record_id, _table.c.digest), _table.c.agency_record_id,
+                        _table.c.source_agency == sa.bindparam("agency"))  # fmt: skip
+
+
 def _existing_digests(session: Session, keys: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
     by_agency: dict[str, list[str]] = {}
     for agency, record_id in keys:
         by_agency.setdefault(agency, []).append(record_id)
     found: dict[tuple[str, str], str] = {}
     for agency, ids in by_agency.items():
-        for start in range(0, len(ids), _CHUNK):
-            rows = session.exec(
-                select(Violation.agency_record_id, Violation.digest).where(
-                    Violation.source_agency == agency, col(Violation.agency_record_id).in_(ids[start : start + _CHUNK])
-                )
-            ).all()
-            found.update({(agency, rid): digest for rid, digest in rows})
+        found.update({(agency, rid): digest for rid, digest in _DIGESTS.all(session, ids, agency=agency)})
     return found
 
 

@@ -122,3 +122,21 @@ def test_the_next_page_is_requested_while_this_one_is_stored(engine, make_runtim
         adapter.close()
     ids, _refs, cursor = pulled(runtime.engine, "SCJG")
     assert rest.created == 2 and cursor == 12 and len(ids) == len(set(ids)) == 12
+
+
+@pytest.mark.parametrize("collector_on", [True, False])
+def test_a_pull_leaves_the_garbage_collector_as_it_found_it(sqlite_engine, make_runtime, start_agency, collector_on):
+    """Pages are stored with the cyclic collector paused (hub.gcpause); a worker finds it on again
+    after the pull, or still off if the process had turned it off itself."""
+    agency = start_agency("SCJG", malformed_every=0)
+    transport = {**agency_table("SCJG")["rest"], "page_size": 5}
+    runtime = make_runtime(str(sqlite_engine.url), {"SCJG": {"endpoint": agency.endpoint, "transport": transport}})
+    scripted_penalties(agency.book, 12)
+    was_enabled = gc.isenabled()
+    (gc.enable if collector_on else gc.disable)()
+    try:
+        result = pull_job(runtime, "SCJG")
+        assert gc.isenabled() is collector_on
+    finally:
+        (gc.enable if was_enabled else gc.disable)()
+    assert result["pull"]["created"] == 12
