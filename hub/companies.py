@@ -18,7 +18,6 @@ from hub.models import Company, IdentityStatus
 
 __all__ = ["Identity", "company_ids_by_uscc", "find_companies", "resolve_identity", "upsert_companies", "upsert_company"]
 
-_IN_CHUNK = 500  # USCCs per IN (...) list: far below SQLite's and PostgreSQL's parameter limits
 
 
 def upsert_company(session: Session, grant: LicenceGrant) -> Company:
@@ -63,16 +62,12 @@ def upsert_companies(session: Session, grants: list[LicenceGrant]) -> dict[str, 
     session.execute(dialect_insert(table).on_conflict_do_nothing(index_elements=["uscc"]),
                     [{"uscc": c, **latest[c], "created_at": now, "updated_at": now} for c in codes])  # fmt: skip
     found, updates = {}, []
-    for start in range(0, len(codes), _IN_CHUNK):
-        chunk = codes[start : start + _IN_CHUNK]
-        rows = session.execute(sa.select(table.c.id, table.c.uscc, table.c.name, table.c.category, table.c.org_code,
-                                         table.c.reg_no, table.c.legal_rep).where(table.c.uscc.in_(chunk)))  # fmt: skip
-        for row in rows:
-            found[row.uscc] = row.id
-            want = latest[row.uscc]
-            want = {**want, "reg_no": want["reg_no"] or row.reg_no, "legal_rep": want["legal_rep"] or row.legal_rep}
-            if any(getattr(row, name) != value for name, value in want.items()):
-                updates.append({"_id": row.id, **want, "updated_at": now})
+    for row in _COMPANY_ROWS.all(session, codes):
+        found[row.uscc] = row.id
+        want = latest[row.uscc]
+        want = {**want, "reg_no": want["reg_no"] or row.reg_no, "legal_rep": want["legal_rep"] or row.legal_rep}
+        if any(getattr(row, name) != value for name, value in want.items()):
+            updates.append({"_id": row.id, **want, "updated_at": now})
     if updates:
         session.execute(table.update().where(table.c.id == sa.bindparam("_id"))
                         .values({name: sa.bindparam(name) for name in updates[0] if name != "_id"}), updates)  # fmt: skip
@@ -96,6 +91,8 @@ def _by_legacy(session: Session, column, value: str, label: str) -> Identity:
 
 
 _COMPANY_IDS = MatchingRows((Company.__table__.c.uscc, Company.__table__.c.id), Company.__table__.c.uscc)
+_COMPANY_ROWS = MatchingRows([Company.__table__.c[name] for name in ("id", "uscc", "name", "category", "org_code", "reg_no",
+                                                                     "legal_rep")], Company.__table__.c.uscc)  # fmt: skip
 
 
 def _select_company_ids(session: Session, codes: list[str]) -> dict[str, int]:
