@@ -153,18 +153,25 @@ def _converter(code: str, mapping: FieldMapping) -> Callable[[Any], Any]:
     return lambda value: value.strip() if isinstance(value, str) else value
 
 
-_PLANS: dict[int, tuple[FieldMapping, tuple[tuple[str, str, Callable[[Any], Any]], ...]]] = {}
+_PLANS: dict[int, tuple[FieldMapping, Any]] = {}
+_LICENCE_PLANS: dict[int, tuple[FieldMapping, Any]] = {}
+
+
+def _built_once(cache: dict[int, tuple[FieldMapping, Any]], mapping: FieldMapping,
+                build: Callable[[FieldMapping], Any]) -> Any:  # fmt: skip
+    """``build(mapping)``, kept per mapping (frozen): mappings are few, their records many."""
+    cached = cache.get(id(mapping))
+    if cached is None or cached[0] is not mapping:  # a new mapping at a recycled id
+        if len(cache) > 256:
+            cache.clear()
+        cached = cache[id(mapping)] = (mapping, build(mapping))
+    return cached[1]
 
 
 def _plan(mapping: FieldMapping) -> tuple[tuple[str, str, Callable[[Any], Any]], ...]:
-    """(canonical code, native field, converter) for each mapped field; built once per mapping (frozen)."""
-    cached = _PLANS.get(id(mapping))
-    if cached is None or cached[0] is not mapping:
-        if len(_PLANS) > 256:
-            _PLANS.clear()
-        plan = tuple((code, native, _converter(code, mapping)) for code, native in mapping.fields.items())
-        cached = _PLANS[id(mapping)] = (mapping, plan)
-    return cached[1]
+    """(canonical code, native field, converter) for each mapped field."""
+    return _built_once(_PLANS, mapping, lambda m: tuple((code, native, _converter(code, m))
+                                                        for code, native in m.fields.items()))  # fmt: skip
 
 
 def native_to_violation(
@@ -201,21 +208,16 @@ def native_to_violation(
     return parse_record(ViolationRecord, data, record=record)
 
 
-_LICENCE_PLANS: dict[int, tuple[FieldMapping, tuple[tuple[str, str, dict[str, str]], ...]]] = {}
-
-
 def _licence_plan(mapping: FieldMapping) -> tuple[tuple[str, str, dict[str, str]], ...]:
-    """(canonical code, native name, canonical word → native word) per field, built once per mapping
-    (frozen): looked up per field of every licence pushed, the inverse tables were a third of the mapping."""
-    cached = _LICENCE_PLANS.get(id(mapping))
-    if cached is None or cached[0] is not mapping:
-        if len(_LICENCE_PLANS) > 256:
-            _LICENCE_PLANS.clear()
-        inverse = {code: {canon: native for native, canon in reversed(list(words.items()))}
-                   for code, words in mapping.values.items()}  # fmt: skip
-        plan = tuple((code, native, inverse.get(code, {})) for code, native in mapping.fields.items())
-        cached = _LICENCE_PLANS[id(mapping)] = (mapping, plan)
-    return cached[1]
+    """(canonical code, native name, canonical word → native word) per field: looked up per field of
+    every licence pushed, the inverse tables were a third of the mapping."""
+    return _built_once(_LICENCE_PLANS, mapping, _build_licence_plan)
+
+
+def _build_licence_plan(mapping: FieldMapping) -> tuple[tuple[str, str, dict[str, str]], ...]:
+    inverse = {code: {canon: native for native, canon in reversed(list(words.items()))}
+               for code, words in mapping.values.items()}  # fmt: skip
+    return tuple((code, native, inverse.get(code, {})) for code, native in mapping.fields.items())
 
 
 def licence_to_native(grant: LicenceGrant, mapping: FieldMapping) -> dict[str, str]:
