@@ -9,7 +9,9 @@ Sides, each over the same random companies:
 - bare SQL: the three indexed SELECTs a history needs (company by USCC, its licences, its
   violations), fetched as rows — the baseline;
 - in-process: hub.history.find_company + company_history, and hub.compliance.run_check
-  (which also stores the check and audits it);
+  (which also stores the check and audits it), in a process set up as `hub serve` is: on
+  SQLite a hub.db.WalCheckpointer keeps the write-ahead log short, so that the check's commits
+  do not checkpoint it themselves;
 - over HTTP: the real API (`hub serve`: hub.api.create_app under uvicorn, its own process,
   127.0.0.1) with a reviewer token from the token file, GET /api/v1/companies/{uscc}/history
   and /check?case=… on one keep-alive connection. The history route also appends the
@@ -180,7 +182,7 @@ def _sides(engine: sa.Engine, base: str, token: str) -> dict[str, Callable[[str]
 
 def measure_review(url: str, data: ReviewDataset, samples: int, work: Path, *, seed: int = 1) -> ReviewRun:
     """Load ``data`` into the empty database at ``url`` (migrating it first) and time every side on it."""
-    from hub.db import create_db_engine, migrate
+    from hub.db import WalCheckpointer, create_db_engine, migrate
 
     engine = create_db_engine(url)
     try:
@@ -188,7 +190,8 @@ def measure_review(url: str, data: ReviewDataset, samples: int, work: Path, *, s
         load_seconds = load_review_dataset(engine, data)
         rng = random.Random(seed)
         keys = [data.usccs[rng.randrange(data.companies)] for _ in range(samples)]
-        with serve_api(url, work) as (base, token):
+        # the in-process sides run as the serving process does, which keeps SQLite's log short
+        with serve_api(url, work) as (base, token), WalCheckpointer(engine):
             sides = _sides(engine, base, token)
             for key in keys:  # warm every page the keys touch, untimed, for all sides alike
                 sides["bare SQL (3 SELECTs)"](key)

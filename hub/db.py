@@ -160,6 +160,12 @@ class WalCheckpointer:
             sa.event.remove(self.engine, "connect", self._later_fallback)
             self.engine.dispose()  # back to SQLite's own threshold: nobody checkpoints for them now
 
+    def __enter__(self) -> "WalCheckpointer":
+        return self.start()
+
+    def __exit__(self, *_exc) -> None:
+        self.stop()
+
     def _run(self) -> None:
         # a connection of its own, outside the pool: the engine would wrap the PRAGMA in BEGIN IMMEDIATE
         with closing(sqlite3.connect(self.path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, isolation_level=None)) as db:

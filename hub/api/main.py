@@ -35,11 +35,8 @@ def create_app(runtime: HubRuntime, *, tokens: TokenStore | None = None, rules: 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # every reviewer lookup commits: on SQLite the server keeps the WAL short so its requests don't checkpoint
-        checkpointer = WalCheckpointer(runtime.engine).start()
-        try:
+        with WalCheckpointer(runtime.engine):
             yield
-        finally:
-            checkpointer.stop()
 
     app = FastAPI(title="Shenguan Hub", version="1.0", lifespan=lifespan,
                   description="Licences out to agencies, violations back to reviewers.")  # fmt: skip
