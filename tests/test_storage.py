@@ -116,3 +116,38 @@ def test_contract_schemas_export(tmp_path):
     assert {p.name for p in paths} == {"licence-grant.schema.json", "violation-record.schema.json"}
     assert "CF_NR_FK" in schema["properties"] and "CF_WSH" in schema["required"]
     assert schema["x-contract-version"]
+
+
+def test_a_pages_digest_lookup_probes_its_ids_even_when_postgresql_has_no_statistics(pg_url):
+    """An agency's records grow faster than the statistics: the lookup must not read them all per page.
+
+    As ``agency_record_id = ANY(:ids)``, PostgreSQL without fresh statistics read every record of
+    the agency for each page of a pull, through the first column of the unique index.
+    """
+    from hub.db import create_db_engine, migrate
+    from hub.violations import _DIGESTS
+
+    engine = create_db_engine(pg_url)
+    migrate(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE violations SET (autovacuum_enabled = false)"))  # no analyse mid-test
+        conn.execute(sa.text("""
+            INSERT INTO violations (source_agency, agency_record_id, identity_status, subject_name, decision_no,
+                                    decision_date, severity, penalty_types, validity_end, repair_status, version,
+                                    digest, payload, created_at, updated_at)
+            SELECT 'SCJG', 'SCJG-' || g, 'linked', 'c' || g, 'd' || g, DATE '2026-01-01', 'minor', '[]',
+                   DATE '2027-01-01', 'none', 1, md5(g::text), '{}', now(), now()
+            FROM generate_series(1, 30000) AS g"""))  # fmt: skip
+    page = [f"SCJG-{n}" for n in range(29_001, 30_001)]  # the last page of a pull: already stored
+    with Session(engine) as session:
+        assert len(_DIGESTS.all(session, page, agency="SCJG")) == 1000
+        lookup = str(_DIGESTS._probes.compile(dialect=engine.dialect))  # psycopg's own %(name)s placeholders
+        plan = session.connection().exec_driver_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {lookup}",
+                                                    {"agency": "SCJG", "values": page}).scalar_one()[0]["Plan"]
+
+    def rows_read(node: dict) -> int:
+        return node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0) + node.get(
+            "Rows Removed by Index Recheck", 0) + sum(rows_read(child) for child in node.get("Plans", []))
+
+    assert rows_read(plan) <= 3 * len(page), json.dumps(plan)[:2000]
+    engine.dispose()
