@@ -120,7 +120,8 @@ class MatchingRows:
     def __init__(self, columns: Sequence[sa.ColumnElement], key: sa.Column, *filters: sa.ColumnElement) -> None:
         values = sa.bindparam("values", type_=postgresql.ARRAY(key.type))
         wanted = sa.func.unnest(values).table_valued("value").render_derived(name="wanted")
-        found = sa.select(*columns).where(key == wanted.c.value, *filters).offset(sa.literal_column("0")).lateral("found")
+        found = (sa.select(*columns).where(key == wanted.c.value, *filters)
+                 .offset(sa.literal_column("0")).lateral("found"))  # fmt: skip
         self._probes = sa.select(*found.c).select_from(wanted).join(found, sa.true())
         self._in = sa.select(*columns).where(*filters).where(key.in_(sa.bindparam("values", expanding=True)))
 
