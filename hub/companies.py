@@ -19,7 +19,6 @@ from hub.models import Company, IdentityStatus
 __all__ = ["Identity", "company_ids_by_uscc", "find_companies", "resolve_identity", "upsert_companies", "upsert_company"]
 
 
-
 def upsert_company(session: Session, grant: LicenceGrant) -> Company:
     """The company a licence is granted to, created or refreshed from the grant's subject fields."""
     company = None
