@@ -208,33 +208,63 @@ def native_to_violation(
     return parse_record(ViolationRecord, data, record=record)
 
 
-def _licence_plan(mapping: FieldMapping) -> tuple[tuple[str, str, dict[str, str]], ...]:
-    """(canonical code, native name, canonical word → native word) per field: looked up per field of
-    every licence pushed, the inverse tables were a third of the mapping."""
+_LicencePlan = tuple[tuple[str, str, dict[str, str], Callable[[str], str] | None], ...]
+
+
+def _licence_plan(mapping: FieldMapping) -> _LicencePlan:
+    """(canonical code, native name, canonical word → native word, date formatter or None) per field:
+    looked up per field of every licence pushed, the inverse tables were a third of the mapping."""
     return _built_once(_LICENCE_PLANS, mapping, _build_licence_plan)
 
 
-def _build_licence_plan(mapping: FieldMapping) -> tuple[tuple[str, str, dict[str, str]], ...]:
+def _build_licence_plan(mapping: FieldMapping) -> _LicencePlan:
     inverse = {code: {canon: native for native, canon in reversed(list(words.items()))}
                for code, words in mapping.values.items()}  # fmt: skip
-    return tuple((code, native, inverse.get(code, {})) for code, native in mapping.fields.items())
+    dates = _date_formatter(mapping.date_formats[0])
+    return tuple((code, native, inverse.get(code, {}), dates if code in _DATE_FIELDS else None)
+                 for code, native in mapping.fields.items())  # fmt: skip
+
+
+def _date_formatter(fmt: str) -> Callable[[str], str]:
+    """ISO date text → ``fmt``, as ``date.strftime(fmt)`` writes it.
+
+    A format of only %Y, %m and %d is filled from the ISO text's own digits: strftime was a sixth
+    of a licence's mapping. Years before 1000 (which strftime does not pad) and any other format
+    take strftime.
+    """
+    template = fmt.replace("{", "{{").replace("}", "}}")
+    for directive, slot in (("%Y", "{0}"), ("%m", "{1}"), ("%d", "{2}")):
+        template = template.replace(directive, slot)
+
+    def by_strftime(iso: str) -> str:
+        return dt.date.fromisoformat(iso).strftime(fmt)
+
+    if "%" in template:
+        return by_strftime
+
+    def by_digits(iso: str) -> str:
+        if len(iso) != 10 or iso[0] == "0" or iso[4] != "-" or iso[7] != "-":
+            return by_strftime(iso)
+        return template.format(iso[0:4], iso[5:7], iso[8:10])
+
+    return by_digits
 
 
 def licence_to_native(grant: LicenceGrant, mapping: FieldMapping) -> dict[str, str]:
     """The grant in the agency's own field names and words; every value a string, None left out."""
-    canonical = grant.model_dump(by_alias=True)
+    canonical = grant.model_dump(mode="json", by_alias=True)  # enums as their words, dates as ISO text
     native: dict[str, str] = {}
-    for code, native_name, inverse in _licence_plan(mapping):
+    for code, native_name, inverse, format_date in _licence_plan(mapping):
         value = canonical.get(code)
         if value is None:
             continue
-        if type(value) is str:  # most fields: plain text, no enum, date or list to format
+        if format_date is not None:
+            native[native_name] = format_date(value)
+        elif type(value) is str:  # most fields: plain text or an enum's word
             native[native_name] = inverse.get(value, value)
-        elif isinstance(value, dt.date):
-            native[native_name] = value.strftime(mapping.date_formats[0])
-        elif isinstance(value, (list, tuple)):
+        elif type(value) is list:
             native[native_name] = mapping.list_separator.join(inverse.get(str(v), str(v)) for v in value)
         else:
-            text = value.value if hasattr(value, "value") else str(value)
+            text = str(value)
             native[native_name] = inverse.get(text, text)
     return native
