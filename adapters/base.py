@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -29,20 +29,21 @@ __all__ = [
     "Page",
     "Receipt",
     "Rejected",
+    "as_json_values",
     "canonical_json",
     "dotted_get",
     "payload_digest",
 ]
 
 
-def canonical_json(payload: Mapping[str, Any]) -> str:
+def canonical_json(payload: Mapping[str, Any], *, default: Callable[[Any], Any] | None = None) -> str:
     """Keys sorted, no insignificant whitespace, UTF-8 without escaping: the text digests are taken of.
 
-    Exactly what ``json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))``
-    gives, which is how an agency computes it.
+    Exactly what ``json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+    default=default)`` gives, which is how an agency computes it.
     """
     fast = _orjson_canonical(payload)
-    return fast.decode("utf-8") if fast is not None else _json_canonical(payload)
+    return fast.decode("utf-8") if fast is not None else _json_canonical(payload, default)
 
 
 def payload_digest(payload: Mapping[str, Any]) -> str:
@@ -55,8 +56,21 @@ def payload_digest(payload: Mapping[str, Any]) -> str:
     return hashlib.sha256(fast if fast is not None else _json_canonical(payload).encode("utf-8")).hexdigest()
 
 
-def _json_canonical(payload: Any) -> str:
-    return json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+def as_json_values(value: Any) -> Any:
+    """``value`` as JSON gives it back: ``json.loads(json.dumps(value, ensure_ascii=False, default=str))``.
+
+    What a log entry holds once stored; a copy, never ``value`` itself.
+    """
+    if _plain_json(value):
+        try:
+            return orjson.loads(orjson.dumps(value))
+        except orjson.JSONEncodeError:  # keys that are not text, integers past 64 bits: json's answer
+            pass
+    return json.loads(json.dumps(value, ensure_ascii=False, default=str))
+
+
+def _json_canonical(payload: Any, default: Callable[[Any], Any] | None = None) -> str:
+    return json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=default)
 
 
 def _orjson_canonical(payload: Any) -> bytes | None:

@@ -9,13 +9,13 @@ lock) so two workers never chain onto the same predecessor.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from adapters.base import as_json_values, canonical_json
 from hub.clock import utcnow
 from hub.models import AuditEntry
 
@@ -27,11 +27,8 @@ __all__ = ["GENESIS", "ChainBreak", "append", "append_many", "entry_hash", "stam
 
 def entry_hash(prev_hash: str, *, at: str, actor: str, action: str, subject: str,
                detail: dict[str, Any], payload_digest: str | None) -> str:  # fmt: skip
-    body = json.dumps(
-        {"prev": prev_hash, "at": at, "actor": actor, "action": action, "subject": subject,
-         "detail": detail, "payload_digest": payload_digest},
-        sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str,
-    )  # fmt: skip
+    body = canonical_json({"prev": prev_hash, "at": at, "actor": actor, "action": action, "subject": subject,
+                           "detail": detail, "payload_digest": payload_digest}, default=str)  # fmt: skip
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
@@ -111,7 +108,7 @@ def append_many(session: Session, entries: list[dict[str, Any]]) -> list[int]:
     for item in entries:
         actor, action, subject = item["actor"], item["action"], item["subject"]
         digest = item.get("payload_digest")
-        detail = json.loads(json.dumps(item.get("detail") or {}, ensure_ascii=False, default=str))
+        detail = as_json_values(item.get("detail") or {})  # hashed as the log will give it back
         entry = {"at": at, "actor": actor, "action": action, "subject": subject, "detail": detail,
                  "payload_digest": digest, "prev_hash": prev}  # fmt: skip
         entry["entry_hash"] = prev = entry_hash(prev, at=stamp, actor=actor, action=action, subject=subject,

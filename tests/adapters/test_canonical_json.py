@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.base import canonical_json, payload_digest
+from adapters.base import as_json_values, canonical_json, payload_digest
 
 
 def reference(payload) -> str:
@@ -30,7 +30,7 @@ JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dict
                     max_leaves=20)  # fmt: skip
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.dictionaries(TEXT, JSON, max_size=8))
 def test_canonical_json_is_the_standard_librarys_text(payload):
     expected = reference(payload)
@@ -62,3 +62,23 @@ def test_what_json_refuses_is_refused(value):
 def test_keys_that_are_not_text_are_written_as_json_writes_them():
     payload = {2: "a", 1: None, 10: [1]}
     assert canonical_json(payload) == reference(payload)
+
+
+ODD = st.dates() | st.decimals(allow_nan=False) | st.tuples(TEXT, st.integers()) | st.floats(allow_nan=False)
+LOGGED = st.recursive(SCALARS.filter(lambda v: v == v) | ODD, lambda inner: st.lists(inner, max_size=4)
+                      | st.dictionaries(TEXT | st.integers(), inner, max_size=4), max_leaves=20)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(TEXT, LOGGED, max_size=8))
+def test_a_log_entrys_detail_is_what_json_gives_back(detail):
+    expected = json.loads(json.dumps(detail, ensure_ascii=False, default=str))
+    values = as_json_values(detail)
+    assert values == expected and repr(values) == repr(expected)  # repr: 1 and 1.0, True and 1 differ
+
+
+def test_a_log_entrys_detail_is_a_copy():
+    detail = {"receipts": [{"ack": "A-1"}]}
+    values = as_json_values(detail)
+    detail["receipts"][0]["ack"] = "changed"
+    assert values == {"receipts": [{"ack": "A-1"}]}
