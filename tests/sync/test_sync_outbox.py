@@ -274,6 +274,32 @@ def test_a_stored_grant_that_no_longer_maps_stops_the_push_after_storing_the_rec
     assert len(agency.book.received) == 2
 
 
+def test_a_push_gives_its_connection_back_committing_durably_whether_it_ends_well_or_not(pg_url, make_runtime,
+                                                                                       start_agency):  # fmt: skip
+    """The push commits without waiting for the disk (see hub.push); nothing else on its connection may."""
+    agency = start_agency("SCJG")
+    runtime = make_runtime(pg_url, {"SCJG": {"endpoint": agency.endpoint, "batch_size": 2}})
+    record(runtime.engine, runtime.registry, range(1, 6))
+    adapter = runtime.adapter_for("SCJG")
+
+    def commits_of_the_pooled_connection() -> str:
+        assert runtime.engine.pool.checkedin() == 1  # the push's own: the next checkout gets it
+        with runtime.engine.connect() as conn:
+            return conn.exec_driver_sql("SHOW synchronous_commit").scalar()
+
+    try:
+        assert push_agency(runtime.engine, runtime.agency("SCJG"), adapter, max_batches=1).delivered == 2
+        assert commits_of_the_pooled_connection() == "on"
+        with session_scope(runtime.engine) as session:  # the next grant no longer maps: this push raises
+            revision = session.get(LicenceRevision, deliveries(runtime.engine, "SCJG")[2].revision_id)
+            revision.payload = {**revision.payload, "XK_JDRQ": "not a date"}
+        with pytest.raises(ValueError, match="XK_JDRQ"):
+            push_agency(runtime.engine, runtime.agency("SCJG"), adapter)
+        assert commits_of_the_pooled_connection() == "on"
+    finally:
+        adapter.close()
+
+
 def test_the_sweeper_requeues_deliveries_a_dead_worker_left_in_sending(sqlite_engine, make_runtime):
     runtime = make_runtime(str(sqlite_engine.url), {})
     record(runtime.engine, runtime.registry, range(1, 3))
