@@ -204,12 +204,13 @@ def _commits_without_flush(conn: Connection) -> Iterator[None]:
     try:
         yield
     finally:
-        # the connection goes back to the pool: whatever uses it next commits durably again. If
-        # this fails, the connection is broken, and the pool discards it
-        with contextlib.suppress(Exception):
+        # the connection goes back to the pool: whatever uses it next must commit durably again
+        try:
             conn.rollback()
             conn.exec_driver_sql("RESET synchronous_commit")
             conn.commit()
+        except Exception:  # noqa: BLE001 - whatever went wrong, the pool closes it instead of reusing it
+            conn.invalidate()
 
 
 def _transaction(conn: Connection, work: Callable[..., Any], *args, **kwargs) -> Any:
