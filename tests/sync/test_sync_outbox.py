@@ -255,6 +255,20 @@ def test_batches_left_in_sending_by_a_crash_and_not_resent_go_back_as_the_sweepe
     assert all(d.sending_since is None for d in rows) and agency.book.received == {}
 
 
+def test_each_delivery_keeps_the_receipt_the_agency_gave_for_it(engine, make_runtime, start_agency):
+    agency, runtime = _five_grants_for_scjg_in_batches_of_two(engine, make_runtime, start_agency)
+    adapter = runtime.adapter_for("SCJG")
+    try:
+        assert push_agency(runtime.engine, runtime.agency("SCJG"), adapter).delivered == 5
+    finally:
+        adapter.close()
+    for delivery in deliveries(runtime.engine, "SCJG"):
+        ack = agency.book.received[delivery.message_id].ack
+        acked_at = delivery.acked_at if delivery.acked_at.tzinfo else delivery.acked_at.replace(tzinfo=dt.UTC)
+        assert (delivery.ack_id, acked_at, delivery.receipt_digest) == (ack.ack_id, ack.received_at, ack.digest)
+        assert delivery.sent_digest == ack.digest and delivery.state == DeliveryState.DELIVERED
+
+
 def test_a_stored_grant_that_no_longer_maps_stops_the_push_after_storing_the_receipts_before_it(engine, make_runtime,
                                                                                                start_agency):  # fmt: skip
     agency, runtime = _five_grants_for_scjg_in_batches_of_two(engine, make_runtime, start_agency)
