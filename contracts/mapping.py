@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from decimal import Decimal, InvalidOperation
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,7 +20,7 @@ from contracts.records import LicenceGrant, PenaltyType, Severity, ViolationReco
 from contracts.validation import parse_record
 from hub.errors import ContractViolation, Problem
 
-__all__ = ["FieldMapping", "licence_to_native", "native_to_violation", "default_severity"]
+__all__ = ["FieldMapping", "canonical_licence_to_native", "licence_to_native", "native_to_violation", "default_severity"]
 
 _TEN_THOUSAND = Decimal(10000)
 _AMOUNT_FIELDS = ("CF_NR_FK", "CF_NR_WFFF")
@@ -226,7 +226,7 @@ def _build_licence_plan(mapping: FieldMapping) -> _LicencePlan:
 
 
 def _date_formatter(fmt: str) -> Callable[[str], str]:
-    """ISO date text → ``fmt``, as ``date.strftime(fmt)`` writes it.
+    """ISO date text → ``fmt``, as ``date.strftime(fmt)`` writes it; ValueError for text that is no date.
 
     A format of only %Y, %m and %d is filled from the ISO text's own digits: strftime was a sixth
     of a licence's mapping. Years before 1000 (which strftime does not pad) and any other format
@@ -235,31 +235,40 @@ def _date_formatter(fmt: str) -> Callable[[str], str]:
     template = fmt.replace("{", "{{").replace("}", "}}")
     for directive, slot in (("%Y", "{0}"), ("%m", "{1}"), ("%d", "{2}")):
         template = template.replace(directive, slot)
+    by_digits = "%" not in template
 
-    def by_strftime(iso: str) -> str:
-        return dt.date.fromisoformat(iso).strftime(fmt)
+    def write(iso: str) -> str:
+        date = dt.date.fromisoformat(iso)  # the check: the digits below are a real date's
+        if by_digits and len(iso) == 10 and iso[4] == "-" and iso[0] != "0":
+            return template.format(iso[0:4], iso[5:7], iso[8:10])
+        return date.strftime(fmt)
 
-    if "%" in template:
-        return by_strftime
-
-    def by_digits(iso: str) -> str:
-        if len(iso) != 10 or iso[0] == "0" or iso[4] != "-" or iso[7] != "-":
-            return by_strftime(iso)
-        return template.format(iso[0:4], iso[5:7], iso[8:10])
-
-    return by_digits
+    return write
 
 
 def licence_to_native(grant: LicenceGrant, mapping: FieldMapping) -> dict[str, str]:
     """The grant in the agency's own field names and words; every value a string, None left out."""
-    canonical = grant.model_dump(mode="json", by_alias=True)  # enums as their words, dates as ISO text
+    return canonical_licence_to_native(grant.model_dump(mode="json", by_alias=True), mapping)
+
+
+def canonical_licence_to_native(canonical: Mapping[str, Any], mapping: FieldMapping) -> dict[str, str]:
+    """A grant's canonical JSON form (``LicenceGrant.model_dump(mode="json", by_alias=True)``, as the
+    hub stores it) in the agency's own field names and words; every value a string, None left out.
+
+    The push maps stored grants this way, without validating them again: they were validated when
+    recorded, and validation was a third of a push's own work per licence. A date that is no date
+    still raises ValueError, naming its field.
+    """
     native: dict[str, str] = {}
     for code, native_name, inverse, format_date in _licence_plan(mapping):
         value = canonical.get(code)
         if value is None:
             continue
         if format_date is not None:
-            native[native_name] = format_date(value)
+            try:
+                native[native_name] = format_date(value)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{code} ({native_name}): {value!r} is not a date: {exc}") from exc
         elif type(value) is str:  # most fields: plain text or an enum's word
             native[native_name] = inverse.get(value, value)
         elif type(value) is list:

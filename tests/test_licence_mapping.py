@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contracts.mapping import FieldMapping, licence_to_native
+from contracts.mapping import FieldMapping, canonical_licence_to_native, licence_to_native
 from contracts.records import LicenceGrant
 from contracts.registry import load_registry
 from tests.helpers import REPO
@@ -39,3 +39,23 @@ def test_any_date_in_any_format_is_written_as_strftime_writes_it(date, fmt):
     mapping = FieldMapping(fields={"XK_JDRQ": "decided", "XK_WSH": "no"}, date_formats=[fmt])
     grant = GRANTS[0].model_copy(update={"decision_date": date})
     assert licence_to_native(grant, mapping) == {"decided": date.strftime(fmt), "no": grant.decision_no}
+
+
+@pytest.mark.parametrize("code", sorted(load_registry()))
+def test_a_stored_grant_maps_as_the_grant_itself_does(code):
+    """The push maps the stored JSON form (without None), not a validated model: the same payload."""
+    mapping = load_registry()[code].licence_mapping
+    for grant in GRANTS:
+        stored = json.loads(json.dumps(grant.model_dump(mode="json", by_alias=True, exclude_none=True)))
+        assert canonical_licence_to_native(stored, mapping) == licence_to_native(grant, mapping)
+
+
+@pytest.mark.parametrize("value", ["2026-13-45", "2026-02-30", "not a date", "", 20260105, None])
+def test_a_stored_date_that_is_no_date_is_refused_naming_its_field(value):
+    stored = {"XK_WSH": "no. 1", "XK_JDRQ": value}
+    mapping = FieldMapping(fields={"XK_JDRQ": "decided", "XK_WSH": "no"}, date_formats=["%Y年%m月%d日"])
+    if value is None:  # absent: left out, as every empty field
+        assert canonical_licence_to_native(stored, mapping) == {"no": "no. 1"}
+        return
+    with pytest.raises(ValueError, match=r"XK_JDRQ \(decided\)"):
+        canonical_licence_to_native(stored, mapping)
