@@ -32,6 +32,7 @@ __all__ = [
     "as_json_values",
     "canonical_json",
     "dotted_get",
+    "json_text",
     "payload_digest",
 ]
 
@@ -67,6 +68,17 @@ def as_json_values(value: Any) -> Any:
         except orjson.JSONEncodeError:  # keys that are not text, integers past 64 bits: json's answer
             pass
     return json.loads(json.dumps(value, ensure_ascii=False, default=str))
+
+
+def json_text(value: Any) -> str:
+    """JSON for ``value`` that reads back as ``json.dumps(value)`` does; orjson's compact UTF-8 where
+    the two agree on the value (the guard of canonical_json), json's text where they might not."""
+    if _plain_json(value):
+        try:
+            return orjson.dumps(value).decode("utf-8")
+        except orjson.JSONEncodeError:
+            pass
+    return json.dumps(value)
 
 
 def _json_canonical(payload: Any, default: Callable[[Any], Any] | None = None) -> str:

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.base import as_json_values, canonical_json, payload_digest
+from adapters.base import as_json_values, canonical_json, json_text, payload_digest
 
 
 def reference(payload) -> str:
@@ -82,3 +82,17 @@ def test_a_log_entrys_detail_is_a_copy():
     values = as_json_values(detail)
     detail["receipts"][0]["ack"] = "changed"
     assert values == {"receipts": [{"ack": "A-1"}]}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(TEXT | st.integers(), JSON, max_size=8))
+def test_a_json_column_reads_back_what_json_would_have_written(value):
+    """The PostgreSQL engine's JSON serialiser: other text than json.dumps, never other values."""
+    written, expected = json_text(value), json.dumps(value)
+    assert repr(json.loads(written)) == repr(json.loads(expected))  # repr: nan, 1 and 1.0, True and 1
+
+
+@pytest.mark.parametrize("value", [dt.date(2026, 1, 5), Decimal("1.5"), {"a": {1, 2}}])
+def test_a_json_column_refuses_what_json_refuses(value):
+    with pytest.raises(TypeError):
+        json_text({"a": value})
