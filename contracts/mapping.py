@@ -20,7 +20,13 @@ from contracts.records import LicenceGrant, PenaltyType, Severity, ViolationReco
 from contracts.validation import parse_record
 from hub.errors import ContractViolation, Problem
 
-__all__ = ["FieldMapping", "canonical_licence_to_native", "licence_to_native", "native_to_violation", "default_severity"]
+__all__ = [
+    "FieldMapping",
+    "canonical_licence_to_native",
+    "default_severity",
+    "licence_to_native",
+    "native_to_violation",
+]
 
 _TEN_THOUSAND = Decimal(10000)
 _AMOUNT_FIELDS = ("CF_NR_FK", "CF_NR_WFFF")

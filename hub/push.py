@@ -61,7 +61,7 @@ class _Claimed:
 
 _DELIVERIES = Delivery.__table__
 _DUE = (  # built once: a claim per window
-    # the payload as its JSON text, for orjson: the driver would parse it with json, three times slower
+    # the payload as its JSON text, for orjson: the driver would parse it with json, twice as slow
     sa.select(Delivery.id, Delivery.state, Delivery.message_id, sa.cast(LicenceRevision.payload, sa.Text))
     .join(LicenceRevision, LicenceRevision.id == Delivery.revision_id)  # the batch's grants in the same query
     .where(Delivery.agency_code == sa.bindparam("agency"))
