@@ -269,17 +269,20 @@ def test_each_delivery_keeps_the_receipt_the_agency_gave_for_it(engine, make_run
         assert delivery.sent_digest == ack.digest and delivery.state == DeliveryState.DELIVERED
 
 
+@pytest.mark.parametrize(("field", "stored"), [("XK_JDRQ", "not a date"), ("XK_JDRQ", "2026-02-30"), ("XK_WSH", None)])
 def test_a_stored_grant_that_no_longer_maps_stops_the_push_after_storing_the_receipts_before_it(engine, make_runtime,
-                                                                                               start_agency):  # fmt: skip
+                                                                                               start_agency, field,
+                                                                                               stored):  # fmt: skip
     agency, runtime = _five_grants_for_scjg_in_batches_of_two(engine, make_runtime, start_agency)
     third = deliveries(runtime.engine, "SCJG")[2]
     with session_scope(runtime.engine) as session:  # as if the contract had changed since it was recorded
         revision = session.get(LicenceRevision, third.revision_id)
-        revision.payload = {**revision.payload, "XK_JDRQ": "not a date"}
+        changed = {**revision.payload, field: stored}
+        revision.payload = {key: value for key, value in changed.items() if value is not None}  # None: left out
         session.add(revision)
     adapter = runtime.adapter_for("SCJG")
     try:
-        with pytest.raises(ValueError, match="XK_JDRQ"):
+        with pytest.raises(ValueError, match=field):
             push_agency(runtime.engine, runtime.agency("SCJG"), adapter)
     finally:
         adapter.close()
