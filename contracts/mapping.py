@@ -245,7 +245,7 @@ def _date_formatter(fmt: str) -> Callable[[str], str]:
 
     def write(iso: str) -> str:
         date = dt.date.fromisoformat(iso)  # the check: the digits below are a real date's
-        if by_digits and len(iso) == 10 and iso[4] == "-" and iso[0] != "0":
+        if by_digits and len(iso) == 10 and iso[4] == iso[7] == "-" and iso[0] != "0":  # not 2026-W01-1
             return template.format(iso[0:4], iso[5:7], iso[8:10])
         return date.strftime(fmt)
 

@@ -59,3 +59,10 @@ def test_a_stored_date_that_is_no_date_is_refused_naming_its_field(value):
         return
     with pytest.raises(ValueError, match=r"XK_JDRQ \(decided\)"):
         canonical_licence_to_native(stored, mapping)
+
+
+@pytest.mark.parametrize("iso", ["2026-W01-1", "20260105"])
+def test_a_stored_date_in_another_iso_form_is_written_as_strftime_writes_that_date(iso):
+    mapping = FieldMapping(fields={"XK_JDRQ": "decided"}, date_formats=["%Y年%m月%d日"])
+    expected = dt.date.fromisoformat(iso).strftime("%Y年%m月%d日")
+    assert canonical_licence_to_native({"XK_JDRQ": iso}, mapping) == {"decided": expected}
