@@ -43,7 +43,7 @@ def canonical_json(payload: Mapping[str, Any], *, default: Callable[[Any], Any] 
     Exactly what ``json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
     default=default)`` gives, which is how an agency computes it.
     """
-    fast = _orjson_canonical(payload)
+    fast = _orjson_where_json_agrees(payload, orjson.OPT_SORT_KEYS)
     return fast.decode("utf-8") if fast is not None else _json_canonical(payload, default)
 
 
@@ -53,7 +53,7 @@ def payload_digest(payload: Mapping[str, Any]) -> str:
     Agencies compute the same over what they received, so a receipt's digest proves
     the agency holds exactly what we sent, whatever the wire format was.
     """
-    fast = _orjson_canonical(payload)
+    fast = _orjson_where_json_agrees(payload, orjson.OPT_SORT_KEYS)
     return hashlib.sha256(fast if fast is not None else _json_canonical(payload).encode("utf-8")).hexdigest()
 
 
@@ -62,42 +62,34 @@ def as_json_values(value: Any) -> Any:
 
     What a log entry holds once stored; a copy, never ``value`` itself.
     """
-    if _plain_json(value):
-        try:
-            return orjson.loads(orjson.dumps(value))
-        except orjson.JSONEncodeError:  # keys that are not text, integers past 64 bits: json's answer
-            pass
-    return json.loads(json.dumps(value, ensure_ascii=False, default=str))
+    fast = _orjson_where_json_agrees(value)
+    return orjson.loads(fast) if fast is not None else json.loads(json.dumps(value, ensure_ascii=False, default=str))
 
 
 def json_text(value: Any) -> str:
-    """JSON for ``value`` that reads back as ``json.dumps(value)`` does; orjson's compact UTF-8 where
-    the two agree on the value (the guard of canonical_json), json's text where they might not."""
-    if _plain_json(value):
-        try:
-            return orjson.dumps(value).decode("utf-8")
-        except orjson.JSONEncodeError:
-            pass
-    return json.dumps(value)
+    """JSON for ``value`` that reads back as ``json.dumps(value)`` does: orjson's compact UTF-8 where
+    the two agree, json's text where they might not."""
+    fast = _orjson_where_json_agrees(value)
+    return fast.decode("utf-8") if fast is not None else json.dumps(value)
 
 
 def _json_canonical(payload: Any, default: Callable[[Any], Any] | None = None) -> str:
     return json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=default)
 
 
-def _orjson_canonical(payload: Any) -> bytes | None:
-    """The canonical text from orjson, or None where it would not be json's.
+def _orjson_where_json_agrees(value: Any, option: int = 0) -> bytes | None:
+    """``value`` written by orjson (compact, UTF-8), or None where json would write other text.
 
     orjson writes the same text as json for strings, integers, booleans, null, lists and objects
     with text keys, in a tenth of the time (a digest is taken per record pushed or pulled). It
     differs for some floats (1e-05 against 0.00001) and serialises what json refuses (datetimes,
-    dataclasses): a payload holding anything else goes to json.
+    dataclasses): a value holding anything else goes to json.
     """
-    if not _plain_json(payload):
+    if not _plain_json(value):
         return None
     try:
-        return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
-    except orjson.JSONEncodeError:  # integers past 64 bits, lone surrogates: json's answer, whatever it is
+        return orjson.dumps(value, option=option)
+    except orjson.JSONEncodeError:  # keys that are not text, integers past 64 bits, lone surrogates
         return None
 
 
