@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from sqlmodel import Session
 
 from hub.models import Company, Delivery, Licence, LicenceRevision, Violation
+from hub.pipelined import select_together
 from hub.publication import ORDER_36_MONTHS, Standing, publication_end, standing, today_in_china
 
 __all__ = [
@@ -160,10 +161,9 @@ _VIOLATIONS = sa.select(*_VIOLATION_COLUMNS).where(_V.c.company_id == sa.bindpar
 _VIOLATIONS_ORDERED = _VIOLATIONS.order_by(_V.c.decision_date, _V.c.id)
 
 
-def _licences(session: Session, company_id: int, f: HistoryFilter) -> list[tuple[sa.Row, list[DeliveryView]]]:
-    query = _licences_query(f.agency) if f.agency else _LICENCES
+def _licences(rows: list, f: HistoryFilter) -> list[tuple[sa.Row, list[DeliveryView]]]:
     out: dict[int, tuple[sa.Row, list[DeliveryView]]] = {}
-    for row in session.connection().execute(query, {"cid": company_id}).all():
+    for row in rows:
         if not _in_period(row.decision_date, f):
             continue
         _, deliveries = out.setdefault(row.id, (row, []))
@@ -204,7 +204,6 @@ def company_history(session: Session, company: Company | sa.Row, filters: Histor
     today = today or today_in_china()
     if session.autoflush:
         session.flush()  # reads below go straight to the connection: they must see the caller's pending rows
-    licences = _licences(session, company.id, f)
     query = _VIOLATIONS_ORDERED
     if f.agency or f.severity:  # a reviewer's narrowed view: rarer, built per call
         query = _VIOLATIONS
@@ -213,11 +212,13 @@ def company_history(session: Session, company: Company | sa.Row, filters: Histor
         if f.severity:
             query = query.where(_V.c.severity == f.severity)
         query = query.order_by(_V.c.decision_date, _V.c.id)
-    views = [
-        _violation_view(v, today, months)
-        for v in session.connection().execute(query, {"cid": company.id}).all()
-        if _in_period(v.decision_date, f)
-    ]
+    # both reads in one round trip where the driver allows (hub.pipelined)
+    licence_rows, violation_rows = select_together(session.connection(), [
+        (_licences_query(f.agency) if f.agency else _LICENCES, {"cid": company.id}),
+        (query, {"cid": company.id}),
+    ])  # fmt: skip
+    licences = _licences(licence_rows, f)
+    views = [_violation_view(v, today, months) for v in violation_rows if _in_period(v.decision_date, f)]
     shown = views if f.include_hidden else [v for v in views if v.standing == Standing.COUNTS]
     return CompanyHistory(
         uscc=company.uscc, name=company.name, category=company.category, org_code=company.org_code,
