@@ -18,6 +18,7 @@ from sqlmodel import Session, select
 from adapters.base import as_json_values, canonical_json
 from hub.clock import utcnow
 from hub.models import AuditEntry
+from hub.pipelined import pipelines
 
 GENESIS = "0" * 64
 _ADVISORY_KEY = 0x5348_4755  # 'SHGU'
@@ -42,10 +43,13 @@ def stamp_of(at) -> str:
 
 
 def append(session: Session, *, actor: str, action: str, subject: str,
-           detail: dict[str, Any] | None = None, payload_digest: str | None = None) -> int:  # fmt: skip
-    """Append one entry in the caller's transaction (it commits with the change it records); its id."""
+           detail: dict[str, Any] | None = None, payload_digest: str | None = None, commit: bool = False) -> int:  # fmt: skip
+    """Append one entry in the caller's transaction (it commits with the change it records); its id.
+
+    ``commit``: commit the transaction with this entry as its last statement (see append_many).
+    """
     return append_many(session, [{"actor": actor, "action": action, "subject": subject, "detail": detail,
-                                  "payload_digest": payload_digest}])[0]  # fmt: skip
+                                  "payload_digest": payload_digest}], commit=commit)[0]  # fmt: skip
 
 
 # built once: a reviewer's every history and check appends an entry, and building these per call
@@ -83,7 +87,7 @@ def _chain_head(conn: sa.Connection) -> str:
     return row[0] if row else GENESIS
 
 
-def append_many(session: Session, entries: list[dict[str, Any]]) -> list[int]:
+def append_many(session: Session, entries: list[dict[str, Any]], *, commit: bool = False) -> list[int]:
     """Append several entries, chained in order, in the caller's transaction.
 
     The last hash is read once, under the writers' lock, for all of them: the same chain as
@@ -93,11 +97,15 @@ def append_many(session: Session, entries: list[dict[str, Any]]) -> list[int]:
         session: the caller's session; the entries commit with the change they record.
         entries: dicts with the keyword arguments of ``append`` (actor, action, subject, and
             optionally detail and payload_digest).
+        commit: then commit the session (a reviewer's lookup, whose last write is its audit
+            entry). On psycopg the INSERT and the COMMIT share one round trip.
 
     Returns:
         The new entries' ids, in order.
     """
     if not entries:
+        if commit:
+            session.commit()
         return []
     session.flush()  # the caller's pending rows go first, as when each entry was flushed with them
     conn = session.connection()
@@ -114,8 +122,40 @@ def append_many(session: Session, entries: list[dict[str, Any]]) -> list[int]:
         entry["entry_hash"] = prev = entry_hash(prev, at=stamp, actor=actor, action=action, subject=subject,
                                                 detail=detail, payload_digest=digest)  # fmt: skip
         rows.append(entry)
+    if commit and pipelines(conn) and len(rows) == 1:
+        ids = [_insert_and_commit(conn, rows[0])]
+        session.commit()  # the session's bookkeeping: the driver's transaction is already committed
+        return ids
     # a Core INSERT … RETURNING: the ORM unit of work per entry cost more than the entry's hash
-    return list(conn.execute(_INSERT, rows).scalars().all())
+    ids = list(conn.execute(_INSERT, rows).scalars().all())
+    if commit:
+        session.commit()
+    return ids
+
+
+def _insert_and_commit(conn: sa.Connection, row: dict[str, Any]) -> int:
+    """One entry's INSERT and the transaction's COMMIT in one round trip (a psycopg pipeline).
+
+    A failed COMMIT ends the transaction on the server, as any failed COMMIT does; the error is
+    raised as SQLAlchemy's, so the caller's session rolls back as after any failed statement.
+    """
+    dialect = conn.dialect
+    compiled = _INSERT.compile(dialect=dialect, column_keys=list(row))
+    params = compiled.construct_params(row)
+    for name, bind in compiled.binds.items():
+        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None and name in params:
+            params[name] = process(params[name])
+    pg = conn.connection.driver_connection
+    try:
+        with pg.cursor() as insert, pg.cursor() as end:
+            # COMMIT as a statement in the pipeline: connection.commit() would wait for its own sync
+            with pg.pipeline():
+                insert.execute(compiled.string, params)
+                end.execute("COMMIT")
+            return insert.fetchone()[0]
+    except dialect.loaded_dbapi.Error as exc:
+        raise sa.exc.DBAPIError.instance(compiled.string, None, exc, dialect.loaded_dbapi.Error) from exc
 
 
 @dataclass(frozen=True)

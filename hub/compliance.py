@@ -207,10 +207,11 @@ def _licence_reasons(history: CompanyHistory, rules: list[Rule], today: dt.date)
 
 def run_check(session: Session, *, company: Company | sa.Row, case_id: str, actor: str, rules: VerdictRules,
               agencies: Mapping[str, AgencySpec], freshness_hours: float, approval_item: str | None = None,
-              now: dt.datetime | None = None) -> CheckResult:  # fmt: skip
+              now: dt.datetime | None = None, commit: bool = False) -> CheckResult:  # fmt: skip
     """Judge one company for one approval case, store the check with its inputs, and audit it.
 
-    Everything is written in the caller's transaction.
+    Everything is written in the caller's transaction, which ``commit`` then commits (with
+    the audit entry, in one round trip on PostgreSQL: hub.audit.append_many).
 
     Args:
         session: the open transaction.
@@ -258,7 +259,7 @@ def run_check(session: Session, *, company: Company | sa.Row, case_id: str, acto
     }).scalar_one()  # fmt: skip
     audit.append(session, actor=actor, action="review.check", subject=f"company:{company.uscc or company.id}",
                  detail={"case": case, "check_id": check_id, "verdict": verdict,
-                         "approval_item": approval_item, "stale": [f.code for f in stale]})  # fmt: skip
+                         "approval_item": approval_item, "stale": [f.code for f in stale]}, commit=commit)  # fmt: skip
     return CheckResult(check_id=check_id, case_id=case, uscc=company.uscc, company=company.name,
                        approval_item=approval_item, verdict=verdict, reasons=reasons, freshness=fresh,
                        stale_agencies=[f.code for f in stale], freshness_hours=freshness_hours,

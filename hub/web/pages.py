@@ -88,8 +88,7 @@ def search(request: Request, q: Annotated[str, Query(max_length=200)] = "",
         with _session(request) as session:
             hits = find_companies(session, q)
             audit.append(session, actor=who.actor, action="review.search", subject=f"query:{q[:200]}",
-                         detail={"hits": [c.uscc or c.id for c in hits], "case": case or None})  # fmt: skip
-            session.commit()
+                         detail={"hits": [c.uscc or c.id for c in hits], "case": case or None}, commit=True)  # fmt: skip
     return _page(request, "search.html", q=q, case=case, hits=hits)
 
 
@@ -118,8 +117,7 @@ def company(request: Request, key: str, case: Annotated[str, Query(max_length=20
             freshness = agency_freshness(session, runtime.registry, bound_hours=runtime.settings.freshness_hours,
                                          kinds=request.app.state.rules.freshness.kinds)  # fmt: skip
         audit.append(session, actor=who.actor, action="review.history", subject=f"company:{found.uscc or found.id}",
-                     detail={"case": case or None, "include_hidden": include_hidden, "via": "web"})  # fmt: skip
-        session.commit()
+                     detail={"case": case or None, "include_hidden": include_hidden, "via": "web"}, commit=True)  # fmt: skip
     return _page(request, "company.html", h=history, check=check, freshness=freshness, case=case, item=item,
                  timeline=build_timeline(history), can_see_hidden=who.can(Permission.READ_HIDDEN),
                  include_hidden=include_hidden, key=key)  # fmt: skip

@@ -51,8 +51,7 @@ def search(session: SessionDep, who: Reviewer,
            limit: Annotated[int, Query(ge=1, le=100)] = 20) -> list[CompanyPublic]:  # fmt: skip
     found = find_companies(session, q, limit=limit)
     audit.append(session, actor=who.actor, action="review.search", subject=f"query:{q[:200]}",
-                 detail={"hits": [c.uscc or c.id for c in found]})  # fmt: skip
-    session.commit()
+                 detail={"hits": [c.uscc or c.id for c in found]}, commit=True)  # fmt: skip
     return [CompanyPublic.model_validate(c, from_attributes=True) for c in found]
 
 
@@ -76,8 +75,7 @@ def history(
                             until=until, include_hidden=include_hidden)  # fmt: skip
     result = company_history(session, company, filters)
     audit.append(session, actor=who.actor, action="review.history", subject=f"company:{company.uscc or company.id}",
-                 detail={"case": case, "filters": filters.__dict__})  # fmt: skip
-    session.commit()
+                 detail={"case": case, "filters": filters.__dict__}, commit=True)  # fmt: skip
     return result
 
 
@@ -89,6 +87,5 @@ def check(session: SessionDep, runtime: RuntimeDep, request: Request, who: Revie
     company = _company(session, key)
     result = run_check(session, company=company, case_id=case, actor=who.actor, rules=request.app.state.rules,
                        agencies=runtime.registry, freshness_hours=runtime.settings.freshness_hours,
-                       approval_item=item)  # fmt: skip
-    session.commit()
+                       approval_item=item, commit=True)  # fmt: skip
     return result
