@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 from adapters.base import as_json_values, canonical_json
 from hub.clock import utcnow
 from hub.models import AuditEntry
-from hub.pipelined import pipelines
+from hub.pipelined import pipelines, select_together, write_and_commit
 
 GENESIS = "0" * 64
 _ADVISORY_KEY = 0x5348_4755  # 'SHGU'
@@ -57,34 +57,21 @@ def append(session: Session, *, actor: str, action: str, subject: str,
 _TABLE = AuditEntry.__table__
 _LAST_HASH = sa.select(_TABLE.c.entry_hash).order_by(_TABLE.c.id.desc()).limit(1)
 _INSERT = sa.insert(_TABLE).returning(_TABLE.c.id, sort_by_parameter_order=True)
-_LOCK = sa.text("SELECT pg_advisory_xact_lock(:k)")
-_PG_LOCK = "SELECT pg_advisory_xact_lock(%s)"
-_PG_LAST_HASH = f"SELECT entry_hash FROM {_TABLE.name} ORDER BY id DESC LIMIT 1"
+_LOCK = sa.select(sa.func.pg_advisory_xact_lock(sa.bindparam("k", type_=sa.BigInteger)))
 
 
-def _chain_head(conn: sa.Connection) -> str:
-    """The last entry's hash, read while holding the writers' lock (until the transaction ends)."""
+def _locked_head_reads(conn: sa.Connection) -> list[tuple[sa.Select, dict[str, Any]]]:
+    """SELECTs that take the writers' lock and then read the log's last hash (one round trip on psycopg).
+
+    The lock is held until the transaction ends. Two statements, not one: under READ COMMITTED
+    each takes its snapshot when it starts, so the read, started once the lock is granted, sees
+    the entry of whoever held the lock before; one statement doing both would take its snapshot
+    before waiting and could chain onto a stale head. On SQLite, BEGIN IMMEDIATE already holds
+    the write lock.
+    """
     if conn.dialect.name != "postgresql":
-        return conn.execute(_LAST_HASH).scalar() or GENESIS  # SQLite: BEGIN IMMEDIATE holds the write lock
-    if conn.dialect.driver != "psycopg":
-        conn.execute(_LOCK, {"k": _ADVISORY_KEY})
-        return conn.execute(_LAST_HASH).scalar() or GENESIS
-    # Two statements, one round trip (a psycopg pipeline): a reviewer's check waited on three round
-    # trips to the server for its audit entry, and on a busy machine each is a scheduler wake-up.
-    # Still two statements: under READ COMMITTED each takes its snapshot when it starts, so the read,
-    # started once the lock is granted, sees the entry of whoever held the lock before; one statement
-    # doing both would have taken its snapshot before waiting and could chain onto a stale head.
-    dbapi = conn.dialect.loaded_dbapi
-    pg = conn.connection.driver_connection
-    try:
-        with pg.cursor() as lock, pg.cursor() as head:
-            with pg.pipeline():
-                lock.execute(_PG_LOCK, (_ADVISORY_KEY,))
-                head.execute(_PG_LAST_HASH)
-            row = head.fetchone()
-    except dbapi.Error as exc:  # what the callers catch, as for any statement sent through SQLAlchemy
-        raise sa.exc.DBAPIError.instance(_PG_LAST_HASH, None, exc, dbapi.Error) from exc
-    return row[0] if row else GENESIS
+        return [(_LAST_HASH, {})]
+    return [(_LOCK, {"k": _ADVISORY_KEY}), (_LAST_HASH, {})]
 
 
 def append_many(session: Session, entries: list[dict[str, Any]], *, commit: bool = False) -> list[int]:
@@ -109,7 +96,8 @@ def append_many(session: Session, entries: list[dict[str, Any]], *, commit: bool
         return []
     session.flush()  # the caller's pending rows go first, as when each entry was flushed with them
     conn = session.connection()
-    prev = _chain_head(conn)
+    *_, head = select_together(conn, _locked_head_reads(conn))
+    prev = head[0][0] if head else GENESIS
     at = utcnow()
     stamp = stamp_of(at)
     rows = []
@@ -122,8 +110,8 @@ def append_many(session: Session, entries: list[dict[str, Any]], *, commit: bool
         entry["entry_hash"] = prev = entry_hash(prev, at=stamp, actor=actor, action=action, subject=subject,
                                                 detail=detail, payload_digest=digest)  # fmt: skip
         rows.append(entry)
-    if commit and pipelines(conn) and len(rows) == 1:
-        ids = [_insert_and_commit(conn, rows[0])]
+    if commit and len(rows) == 1 and pipelines(conn):
+        ids = [write_and_commit(conn, _INSERT, rows[0])[0]]
         session.commit()  # the session's bookkeeping: the driver's transaction is already committed
         return ids
     # a Core INSERT … RETURNING: the ORM unit of work per entry cost more than the entry's hash
@@ -131,31 +119,6 @@ def append_many(session: Session, entries: list[dict[str, Any]], *, commit: bool
     if commit:
         session.commit()
     return ids
-
-
-def _insert_and_commit(conn: sa.Connection, row: dict[str, Any]) -> int:
-    """One entry's INSERT and the transaction's COMMIT in one round trip (a psycopg pipeline).
-
-    A failed COMMIT ends the transaction on the server, as any failed COMMIT does; the error is
-    raised as SQLAlchemy's, so the caller's session rolls back as after any failed statement.
-    """
-    dialect = conn.dialect
-    compiled = _INSERT.compile(dialect=dialect, column_keys=list(row))
-    params = compiled.construct_params(row)
-    for name, bind in compiled.binds.items():
-        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
-        if process is not None and name in params:
-            params[name] = process(params[name])
-    pg = conn.connection.driver_connection
-    try:
-        with pg.cursor() as insert, pg.cursor() as end:
-            # COMMIT as a statement in the pipeline: connection.commit() would wait for its own sync
-            with pg.pipeline():
-                insert.execute(compiled.string, params)
-                end.execute("COMMIT")
-            return insert.fetchone()[0]
-    except dialect.loaded_dbapi.Error as exc:
-        raise sa.exc.DBAPIError.instance(compiled.string, None, exc, dialect.loaded_dbapi.Error) from exc
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,12 @@
 """Several small statements in one round trip to PostgreSQL (psycopg's pipeline mode).
 
 A reviewer's lookup is a handful of indexed reads and one audit entry. Each statement costs the
-server microseconds, but the client waits for each answer before sending the next: on the
-benchmark machine a round trip was 0.3-0.4 ms of a 2-3 ms lookup, and on a deployment whose
-database is on another host it is the network's round-trip time. Where a driver has no
-pipeline (SQLite, or another PostgreSQL driver) the statements simply run one after another,
-with the same results.
+server microseconds, but the client waits for each answer before sending the next. Over loopback
+on the benchmark machine a round trip cost 0.1-0.4 ms, and saving two of a lookup's seven did not
+stand out of that machine's noise (bench/analysis.md, eighth round); with the database on another
+host each one is the network's round-trip time. ``select_together`` sends a lookup's reads
+together; ``write_and_commit`` its last write with the COMMIT. Where a driver has no pipeline
+(SQLite, or another PostgreSQL driver) the statements run one after another, with the same results.
 
 The statements are SQLAlchemy Core statements, compiled once per statement object and run on
 the caller's connection in the caller's transaction: psycopg starts it (BEGIN) if none is open,
@@ -23,7 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-__all__ = ["pipelines", "select_together"]
+__all__ = ["pipelines", "select_together", "write_and_commit"]
 
 
 def pipelines(conn: sa.Connection) -> bool:
@@ -45,19 +46,24 @@ def _compile(statement: sa.Select, dialect: sa.engine.Dialect) -> _Compiled:
     compiled = statement.compile(dialect=dialect)
     if "POSTCOMPILE" in compiled.string:
         raise ValueError("select_together takes statements whose SQL is final at compile time (no expanding IN)")
+    keys = list(statement.selected_columns.keys())
+    types = tuple(column.type.dialect_impl(dialect) for column in statement.selected_columns)
+    return _Compiled(compiled.string, compiled, _bind_processors(compiled, dialect), namedtuple("Row", keys), types)
+
+
+def _bind_processors(compiled: sa.sql.compiler.Compiled, dialect: sa.engine.Dialect) -> dict[str, Callable]:
     binds = {}
     for name, bind in compiled.binds.items():
         process = bind.type.dialect_impl(dialect).bind_processor(dialect)
         if process is not None:
             binds[name] = process
-    keys = list(statement.selected_columns.keys())
-    types = tuple(column.type.dialect_impl(dialect) for column in statement.selected_columns)
-    return _Compiled(compiled.string, compiled, binds, namedtuple("Row", keys), types)
+    return binds
 
 
-def _parameters(plan: _Compiled, params: Mapping[str, Any]) -> dict[str, Any]:
-    values = plan.compiled.construct_params(dict(params))
-    for name, process in plan.binds.items():
+def _parameters(compiled: sa.sql.compiler.Compiled, binds: Mapping[str, Callable],
+                params: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
+    values = compiled.construct_params(dict(params))
+    for name, process in binds.items():
         if name in values:
             values[name] = process(values[name])
     return values
@@ -89,7 +95,7 @@ def select_together(conn: sa.Connection, queries: Sequence[tuple[sa.Select, Mapp
     try:
         with pg.pipeline():
             for cursor, (plan, params) in zip(cursors, plans, strict=True):
-                cursor.execute(plan.sql, _parameters(plan, params))
+                cursor.execute(plan.sql, _parameters(plan.compiled, plan.binds, params))
         return [_rows(plan, dialect, cursor) for cursor, (plan, _) in zip(cursors, plans, strict=True)]
     except dialect.loaded_dbapi.Error as exc:
         sql = ";\n".join(plan.sql for plan, _ in plans)  # which one failed, the driver's message says
@@ -97,3 +103,29 @@ def select_together(conn: sa.Connection, queries: Sequence[tuple[sa.Select, Mapp
     finally:
         for cursor in cursors:
             cursor.close()
+
+
+def write_and_commit(conn: sa.Connection, statement: sa.Insert, values: Mapping[str, Any]) -> tuple:
+    """Execute one INSERT … RETURNING with ``values`` and COMMIT, in one round trip (psycopg only).
+
+    The COMMIT goes as a statement in the pipeline: ``connection.commit()`` would wait for a sync of
+    its own. If the INSERT fails, the COMMIT does not run (the pipeline is aborted) and the error is
+    raised as SQLAlchemy's, so the caller's session rolls back as after any failed statement. The
+    caller then ends its SQLAlchemy transaction (``commit()``), which finds the driver's already
+    committed and sends nothing.
+
+    Returns:
+        The RETURNING row.
+    """
+    dialect = conn.dialect
+    compiled = statement.compile(dialect=dialect, column_keys=list(values))
+    params = _parameters(compiled, _bind_processors(compiled, dialect), values)
+    pg = conn.connection.driver_connection
+    try:
+        with pg.cursor() as write, pg.cursor() as end:
+            with pg.pipeline():
+                write.execute(compiled.string, params)
+                end.execute("COMMIT")
+            return write.fetchone()
+    except dialect.loaded_dbapi.Error as exc:
+        raise sa.exc.DBAPIError.instance(compiled.string, None, exc, dialect.loaded_dbapi.Error) from exc
