@@ -112,7 +112,7 @@ class LicenceRevision(SQLModel, table=True):
     __tablename__ = "licence_revisions"
     __table_args__ = (sa.UniqueConstraint("licence_id", "version"),)
     id: int | None = Field(default=None, primary_key=True)
-    licence_id: int = Field(foreign_key="licences.id", index=True)
+    licence_id: int = Field(foreign_key="licences.id")  # indexed by the unique constraint
     version: int
     lifecycle: str = Field(max_length=20)
     digest: str = Field(max_length=64)
@@ -214,7 +214,7 @@ class Violation(SQLModel, table=True):
     __tablename__ = "violations"
     __table_args__ = (sa.UniqueConstraint("source_agency", "agency_record_id"),)
     id: int | None = Field(default=None, primary_key=True)
-    source_agency: str = Field(max_length=16, index=True)
+    source_agency: str = Field(max_length=16)  # indexed by the unique constraint
     agency_record_id: str = Field(max_length=200)
     company_id: int | None = Field(default=None, foreign_key="companies.id", index=True)
     identity_status: str = Field(default=IdentityStatus.LINKED, max_length=20)
@@ -222,7 +222,7 @@ class Violation(SQLModel, table=True):
     subject_name: str = Field(max_length=500)
     uscc: str | None = Field(default=None, max_length=18, index=True)
     decision_no: str = Field(max_length=500)
-    decision_date: dt.date = Field(index=True)
+    decision_date: dt.date  # not indexed: read per company, never ranged over (migration 0003)
     severity: str = Field(max_length=20)
     penalty_types: list = _json()
     fine: Decimal | None = Field(default=None, sa_type=ExactDecimal)
@@ -244,7 +244,7 @@ class ViolationRevision(SQLModel, table=True):
     __tablename__ = "violation_revisions"
     __table_args__ = (sa.UniqueConstraint("violation_id", "version"),)
     id: int | None = Field(default=None, primary_key=True)
-    violation_id: int = Field(foreign_key="violations.id", index=True)
+    violation_id: int = Field(foreign_key="violations.id")  # indexed by the unique constraint
     version: int
     digest: str = Field(max_length=64)
     payload: dict = _json()
