@@ -181,6 +181,8 @@ class SyncCursor(SQLModel, table=True):
     agency_code: str = Field(primary_key=True, foreign_key="agencies.code", max_length=16)
     position: int = 0
     token: str | None = Field(default=None, max_length=2000)
+    # records quarantined so far in the file batch the token is part-way through (InboundBatch.quarantined)
+    batch_quarantined: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     updated_at: dt.datetime = Field(default_factory=utcnow)
 
 

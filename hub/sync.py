@@ -125,7 +125,6 @@ def pull_agency(engine: Engine, spec: AgencySpec, adapter: AgencyAdapter, *, fen
                 now: Callable[[], dt.datetime] = utcnow, max_pages: int | None = None) -> PullResult:  # fmt: skip
     """Fetch pages after the stored cursor until the agency has no more, committing page by page."""
     result = PullResult(spec.code)
-    in_batch: tuple[str | None, int] = (None, 0)  # a file batch part-way through, and its records quarantined so far
     with session_scope(engine) as session:
         row = session.get(SyncCursor, spec.code)
         cursor = Cursor(row.position, row.token) if row else Cursor()
@@ -134,15 +133,11 @@ def pull_agency(engine: Engine, spec: AgencySpec, adapter: AgencyAdapter, *, fen
         while max_pages is None or result.pages < max_pages:
             with cyclic_gc_paused():  # a page's objects are many and short-lived (hub.gcpause)
                 page = reader.fetch(cursor, read_ahead=max_pages is None or result.pages + 1 < max_pages)
-                earlier = in_batch[1] if page.batch_offset and in_batch[0] == page.batch_id else 0
-                quarantined_before = result.quarantined
                 with session_scope(engine) as session:
                     if fence:
                         fence(session)
                     # checks the stored cursor is still `cursor`: nobody else moved it meanwhile
-                    _commit_page(session, spec, cursor, page, result, now(), quarantined_earlier=earlier)
-            if not page.batch_complete:
-                in_batch = (page.batch_id, earlier + result.quarantined - quarantined_before)
+                    _commit_page(session, spec, cursor, page, result, now())
             adapter.acknowledge(page)
             result.pages += 1
             result.cursor = page.next_cursor.position
@@ -155,7 +150,7 @@ def pull_agency(engine: Engine, spec: AgencySpec, adapter: AgencyAdapter, *, fen
 
 
 def _commit_page(session: Session, spec: AgencySpec, before: Cursor, page: Page, result: PullResult,
-                 now: dt.datetime, *, quarantined_earlier: int = 0) -> None:  # fmt: skip
+                 now: dt.datetime) -> None:  # fmt: skip
     row = session.get(SyncCursor, spec.code) or SyncCursor(agency_code=spec.code)
     # the token too: the pages of one file batch share a position and differ in the token's offset
     if (row.position, row.token) != (before.position, before.token):
@@ -167,6 +162,7 @@ def _commit_page(session: Session, spec: AgencySpec, before: Cursor, page: Page,
     known_batch = page.batch_id and session.exec(
         select(InboundBatch).where(InboundBatch.agency_code == spec.code, InboundBatch.batch_id == page.batch_id)
     ).first()
+    in_batch = 0  # records of this file batch quarantined so far, this page's included
     if known_batch:
         # loaded before (a crash stopped its acknowledgement, or the agency dropped it again): never load twice
         result.skipped_batches += int(page.batch_complete)
@@ -174,11 +170,11 @@ def _commit_page(session: Session, spec: AgencySpec, before: Cursor, page: Page,
         quarantined_before = result.quarantined
         _store_page(session, spec, page, result)
         quarantined = result.quarantined - quarantined_before
+        # the earlier pages' count is on the cursor row, so it holds whoever committed them
+        in_batch = (row.batch_quarantined if page.batch_offset else 0) + quarantined
         if page.batch_id and page.batch_complete:  # its last page: only now is the batch loaded
-            # quarantined: over the pages this process committed (each page's count is in its audit entry)
             session.add(InboundBatch(agency_code=spec.code, batch_id=page.batch_id,
-                                     records=page.batch_offset + len(page.records),
-                                     quarantined=quarantined_earlier + quarantined))  # fmt: skip
+                                     records=page.batch_offset + len(page.records), quarantined=in_batch))  # fmt: skip
         if page.records or page.rejected:
             raws = "\n".join(r.raw for r in page.records).encode("utf-8")
             audit.append(session, actor="hub", action="pull.page", subject=f"agency:{spec.code}",
@@ -188,6 +184,7 @@ def _commit_page(session: Session, spec: AgencySpec, before: Cursor, page: Page,
                                  "rejected": [r.ref for r in page.rejected]},
                          payload_digest=hashlib.sha256(raws).hexdigest())  # fmt: skip
     row.position, row.token, row.updated_at = page.next_cursor.position, page.next_cursor.token, now
+    row.batch_quarantined = in_batch if page.batch_id and not page.batch_complete else 0
     session.add(row)
     if not page.more:
         agency = agency_row(session, spec.code)
