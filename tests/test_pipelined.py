@@ -64,9 +64,9 @@ def test_a_failing_read_raises_as_sqlalchemy_does_and_the_connection_goes_on(eng
 def test_an_entry_appended_with_commit_is_committed_and_chained(engine):
     with Session(engine) as s:
         audit.append(s, actor="t", action="test", subject="first")
-        first = audit.append(s, actor="t", action="test", subject="second", detail={"case": "C-1"}, commit=True)
+        second = audit.append(s, actor="t", action="test", subject="second", detail={"case": "C-1"}, commit=True)
         assert not s.in_transaction()
-        s.add(AuditEntry(at=s.get(AuditEntry, first).at, actor="t", action="x", subject="rolled back",
+        s.add(AuditEntry(at=s.get(AuditEntry, second).at, actor="t", action="x", subject="rolled back",
                          detail={}, prev_hash="0" * 64, entry_hash="f" * 64))  # fmt: skip
         s.rollback()  # what the request's session does at its end: nothing of the commit is undone
     with Session(engine) as s:
@@ -74,7 +74,7 @@ def test_an_entry_appended_with_commit_is_committed_and_chained(engine):
         assert audit.verify_chain(s) == (2, None)
         third = audit.append(s, actor="t", action="test", subject="third", commit=True)
     with Session(engine) as s:
-        assert s.get(AuditEntry, third).prev_hash == s.get(AuditEntry, first).entry_hash
+        assert s.get(AuditEntry, third).prev_hash == s.get(AuditEntry, second).entry_hash
         assert audit.verify_chain(s) == (3, None)
 
 
