@@ -16,9 +16,10 @@ callers catch for any statement sent through SQLAlchemy.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections import namedtuple
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,14 +93,12 @@ def select_together(conn: sa.Connection, queries: Sequence[tuple[sa.Select, Mapp
         conn.begin()  # as conn.execute would: the caller's commit or rollback then ends what psycopg begins
     pg = conn.connection.driver_connection
     cursors = [pg.cursor() for _ in plans]
+    # which statement failed, the driver's message says
     try:
-        with pg.pipeline():
+        with _as_sqlalchemy_error(dialect, ";\n".join(plan.sql for plan, _ in plans)), pg.pipeline():
             for cursor, (plan, params) in zip(cursors, plans, strict=True):
                 cursor.execute(plan.sql, _parameters(plan.compiled, plan.binds, params))
         return [_rows(plan, dialect, cursor) for cursor, (plan, _) in zip(cursors, plans, strict=True)]
-    except dialect.loaded_dbapi.Error as exc:
-        sql = ";\n".join(plan.sql for plan, _ in plans)  # which one failed, the driver's message says
-        raise sa.exc.DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error) from exc
     finally:
         for cursor in cursors:
             cursor.close()
@@ -121,11 +120,17 @@ def write_and_commit(conn: sa.Connection, statement: sa.Insert, values: Mapping[
     compiled = statement.compile(dialect=dialect, column_keys=list(values))
     params = _parameters(compiled, _bind_processors(compiled, dialect), values)
     pg = conn.connection.driver_connection
+    with pg.cursor() as write, pg.cursor() as end:
+        with _as_sqlalchemy_error(dialect, compiled.string), pg.pipeline():
+            write.execute(compiled.string, params)
+            end.execute("COMMIT")
+        return write.fetchone()
+
+
+@contextlib.contextmanager
+def _as_sqlalchemy_error(dialect: sa.engine.Dialect, sql: str) -> Iterator[None]:
+    """A driver error, raised as SQLAlchemy's (what callers catch for any statement)."""
     try:
-        with pg.cursor() as write, pg.cursor() as end:
-            with pg.pipeline():
-                write.execute(compiled.string, params)
-                end.execute("COMMIT")
-            return write.fetchone()
+        yield
     except dialect.loaded_dbapi.Error as exc:
-        raise sa.exc.DBAPIError.instance(compiled.string, None, exc, dialect.loaded_dbapi.Error) from exc
+        raise sa.exc.DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error) from exc
