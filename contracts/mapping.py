@@ -43,6 +43,7 @@ _SERIOUS = {
     PenaltyType.CLOSURE, PenaltyType.TRADE_BAN, PenaltyType.DETENTION,
 }  # fmt: skip
 _MINOR = {PenaltyType.WARNING, PenaltyType.REPRIMAND}
+_PENALTY_BY_WORD = {p.value: p for p in PenaltyType}  # PenaltyType(word) costs a microsecond per call
 
 
 class FieldMapping(BaseModel):
@@ -208,8 +209,8 @@ def native_to_violation(
         data["agency_record_id"] = str(native.get(mapping.record_id) or "").strip() or None
     if "severity" not in data and "CF_CFLB" in data:
         try:
-            data["severity"] = default_severity(tuple(PenaltyType(p) for p in data["CF_CFLB"]))
-        except ValueError:
+            data["severity"] = default_severity(tuple(_PENALTY_BY_WORD[p] for p in data["CF_CFLB"]))
+        except KeyError:
             pass  # the contract check below names the unknown penalty type
     return parse_record(ViolationRecord, data, record=record)
 
