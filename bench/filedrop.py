@@ -25,7 +25,7 @@ from contracts.registry import AGENCIES_DIR, load_registry
 from sandbox.core import AgencyBook
 from sandbox.filedrop_agencies import DIALECTS, LAYOUT, FileDropAgency
 
-__all__ = ["hub_ingest", "raw_load", "write_drop"]
+__all__ = ["hub_checked_read", "hub_ingest", "raw_load", "write_drop"]
 
 
 def make_pki(directory: Path):
@@ -61,9 +61,27 @@ def _spec(root: Path):
     return load_registry(overrides={"XFZD": {"endpoint": root.resolve().as_uri(), "transport": table}})["XFZD"]
 
 
+def _tls(pki):
+    from adapters import TlsFiles
+
+    return TlsFiles(ca=pki.ca_cert, agency_cert=pki.party("XFZD").signing_cert,
+                    hub_signing_cert=pki.hub.signing_cert, hub_signing_key=pki.hub.signing_key)  # fmt: skip
+
+
+def hub_checked_read(root: Path, work: Path, pki) -> Measurement:
+    """bench.pull.checked_read over the drop: claim, verify, decode GBK, parse, map and validate; no database."""
+    from adapters import AdapterContext, build_adapter
+    from bench.pull import checked_read
+
+    spec = _spec(root)
+    (work / "xfzd-read").mkdir(exist_ok=True)
+    adapter = build_adapter(spec, AdapterContext(work_dir=work / "xfzd-read", tls=_tls(pki)))
+    return checked_read(spec, adapter, "hub read + verify + parse + map + validate, no database")
+
+
 def hub_ingest(url: str, root: Path, work: Path, pki=None) -> Measurement:
     """Claim, verify the signed manifest and the file against it, decode GBK, map, validate, dedupe and store."""
-    from adapters import AdapterContext, TlsFiles, build_adapter
+    from adapters import AdapterContext, build_adapter
     from certs.pki import PkiLayout
 
     pki = pki or PkiLayout(root.parent / "drop-pki")
@@ -77,9 +95,7 @@ def hub_ingest(url: str, root: Path, work: Path, pki=None) -> Measurement:
     with session_scope(engine) as session:
         ensure_agencies(session, [spec])
     (work / "xfzd").mkdir(exist_ok=True)
-    tls = TlsFiles(ca=pki.ca_cert, agency_cert=pki.party("XFZD").signing_cert,
-                   hub_signing_cert=pki.hub.signing_cert, hub_signing_key=pki.hub.signing_key)  # fmt: skip
-    adapter = build_adapter(spec, AdapterContext(work_dir=work / "xfzd", tls=tls))
+    adapter = build_adapter(spec, AdapterContext(work_dir=work / "xfzd", tls=_tls(pki)))
     with timed() as t:
         result = pull_agency(engine, spec, adapter)
     with engine.connect() as conn:

@@ -24,7 +24,8 @@ from contracts.registry import AGENCIES_DIR, load_registry
 from sandbox.rest_agencies import RunningAgency, start_rest_agency
 from sandbox.rest_dialects import REST_DIALECTS
 
-__all__ = ["bare_pull", "dlt_pull", "hub_pull", "pull_spec", "served_pull_agency", "start_pull_agency"]
+__all__ = ["bare_pull", "checked_read", "dlt_pull", "hub_checked_pull", "hub_pull", "pull_spec", "served_pull_agency",
+           "start_pull_agency"]
 
 PAGE = 1000
 
@@ -75,6 +76,61 @@ def hub_pull(url: str, agency: RunningAgency, work: Path, *, label: str = "hub")
         close()
     return Measurement(label, records=stored, seconds=t.seconds, peak_mb=peak_rss_mb(),
                        extra={"pages": result.pages, "created": result.created, "quarantined": result.quarantined})  # fmt: skip
+
+
+def checked_read(spec, adapter, label: str) -> Measurement:
+    """The hub's inbound work short of the database: every page read as a pull reads it (the next
+    one requested while this one is worked on), every record mapped and validated; nothing stored.
+
+    A reference, not a target: a pull that also dedupes, stores, audits and commits can be no
+    faster than this, so this row's ratio to a baseline bounds what the whole path could reach.
+    """
+    from adapters.base import Cursor
+    from contracts.mapping import native_to_violation
+    from hub.errors import ContractViolation
+    from hub.gcpause import cyclic_gc_paused
+    from hub.sync import PageReader
+
+    checked = refused = pages = 0
+    cursor = Cursor()
+    reader = PageReader(adapter)
+    try:
+        with timed() as t:
+            while True:
+                with cyclic_gc_paused():  # as pull_agency does per page
+                    page = reader.fetch(cursor)
+                    refused += len(page.rejected)
+                    for index, inbound in enumerate(page.records, start=1):
+                        try:
+                            native_to_violation(inbound.native, spec.violation_mapping, agency_code=spec.code,
+                                                record=inbound.ref or f"item {index}")  # fmt: skip
+                            checked += 1
+                        except ContractViolation:
+                            refused += 1
+                adapter.acknowledge(page)
+                pages += 1
+                cursor = page.next_cursor
+                if not page.more:
+                    break
+    finally:
+        reader.close()
+    return Measurement(label, records=checked, seconds=t.seconds, peak_mb=peak_rss_mb(),
+                       extra={"pages": pages, "refused": refused})  # fmt: skip
+
+
+def hub_checked_pull(agency: RunningAgency, work: Path) -> Measurement:
+    """checked_read over the REST agency: fetch, JSON, mapping and validation of every record, no database."""
+    from adapters import AdapterContext, build_adapter
+
+    spec = pull_spec(agency)
+    (work / "scjg-read").mkdir(exist_ok=True)
+    adapter = build_adapter(spec, AdapterContext(work_dir=work / "scjg-read", secret=agency.token))
+    try:
+        return checked_read(spec, adapter, "hub fetch + map + validate, no database")
+    finally:
+        close = getattr(adapter, "close", None)
+        if close:
+            close()
 
 
 def dlt_pull(url: str, agency: RunningAgency, work: Path) -> Measurement:

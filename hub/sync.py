@@ -32,7 +32,7 @@ from hub.models import Agency, InboundBatch, SyncCursor
 from hub.quarantine import quarantine
 from hub.violations import store_violations
 
-__all__ = ["Fence", "PullResult", "agency_row", "backoff_delay", "pull_agency"]
+__all__ = ["Fence", "PageReader", "PullResult", "agency_row", "backoff_delay", "pull_agency"]
 
 MAX_BACKOFF_SECONDS = 3600.0
 Fence = Callable[[Session], None]  # raises LeaseLost when this worker no longer holds the agency
@@ -83,7 +83,7 @@ def _store_page(session: Session, spec: AgencySpec, page: Page, result: PullResu
         setattr(result, outcome.value, getattr(result, outcome.value) + 1)
 
 
-class _PageReader:
+class PageReader:
     """An adapter's pages in order; for an adapter that allows it, the next page is requested
     while the caller stores this one, so the agency's time and ours overlap instead of adding up.
 
@@ -128,7 +128,7 @@ def pull_agency(engine: Engine, spec: AgencySpec, adapter: AgencyAdapter, *, fen
     with session_scope(engine) as session:
         row = session.get(SyncCursor, spec.code)
         cursor = Cursor(row.position, row.token) if row else Cursor()
-    reader = _PageReader(adapter)
+    reader = PageReader(adapter)
     try:
         while max_pages is None or result.pages < max_pages:
             with cyclic_gc_paused():  # a page's objects are many and short-lived (hub.gcpause)
