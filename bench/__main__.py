@@ -150,6 +150,8 @@ def scenario_review(size, dbs, work, rows, notes) -> None:
             verdicts.append(f"{kind} {via} {db}: {bound:g} ms {'yes' if hub.extra['bound_met'] else 'no'}, "
                             f"2× {'yes' if hub.extra['ratio_met'] else 'no'}")  # fmt: skip
         floor = run.http_floor
+        rows.append(_row("4", "reviewer over HTTP, GET /healthz only (the floor)", db, floor, bare, target="(reference)",
+                         ratio=floor.p99_ms / bare.p99_ms if floor.p99_ms and bare.p99_ms else None, met=None))  # fmt: skip
         notes.append(f"4 ({db}): {data.companies:,} companies, {data.licences:,} licences, {data.violations:,} "
                      f"violations bulk-loaded in {run.load_seconds:.0f} s; HTTP floor (GET /healthz, same keep-alive "
                      f"connection) p50 / p99 {floor.p50_ms:.2f} / {floor.p99_ms:.2f} ms")  # fmt: skip
