@@ -10,11 +10,14 @@ store: the same processors (dates as SQLite text, exact decimals, UTC timestamps
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlmodel import Session
+
+from hub.pipelined import as_sqlalchemy_error
 
 __all__ = ["MatchingRows", "bulk_insert", "new_ids"]
 
@@ -64,8 +67,8 @@ def bulk_insert(session: Session, table: sa.Table, columns: Sequence[str], rows:
     else:
         statement = f"INSERT INTO {quote(table.name)} ({names}) VALUES ({', '.join('?' * len(columns))})"
     written = 0
-    cursor = driver.cursor()
-    try:
+    # errors as the same classes (IntegrityError, OperationalError…) a SQLAlchemy statement raises
+    with contextlib.closing(driver.cursor()) as cursor, as_sqlalchemy_error(dialect, statement):
         if dialect.name == "postgresql":
             with cursor.copy(statement) as copy:
                 for row in rows:
@@ -75,11 +78,6 @@ def bulk_insert(session: Session, table: sa.Table, columns: Sequence[str], rows:
             batch = [ready(row) for row in rows]
             cursor.executemany(statement, batch)
             written = len(batch)
-    except dialect.loaded_dbapi.Error as exc:
-        # the same exception classes (IntegrityError, OperationalError…) a SQLAlchemy statement raises
-        raise sa.exc.DBAPIError.instance(statement, None, exc, dialect.loaded_dbapi.Error) from exc
-    finally:
-        cursor.close()
     return written
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-__all__ = ["pipelines", "select_together", "write_and_commit"]
+__all__ = ["as_sqlalchemy_error", "pipelines", "select_together", "write_and_commit"]
 
 
 def pipelines(conn: sa.Connection) -> bool:
@@ -95,13 +95,20 @@ def select_together(conn: sa.Connection, queries: Sequence[tuple[sa.Select, Mapp
     cursors = [pg.cursor() for _ in plans]
     # which statement failed, the driver's message says
     try:
-        with _as_sqlalchemy_error(dialect, ";\n".join(plan.sql for plan, _ in plans)), pg.pipeline():
+        with as_sqlalchemy_error(dialect, ";\n".join(plan.sql for plan, _ in plans)), pg.pipeline():
             for cursor, (plan, params) in zip(cursors, plans, strict=True):
                 cursor.execute(plan.sql, _parameters(plan.compiled, plan.binds, params))
         return [_rows(plan, dialect, cursor) for cursor, (plan, _) in zip(cursors, plans, strict=True)]
     finally:
         for cursor in cursors:
             cursor.close()
+
+
+@functools.lru_cache(maxsize=16)  # the audit log's INSERT, for every reviewer lookup: compiled once, not per call
+def _compile_insert(statement: sa.Insert, dialect: sa.engine.Dialect,
+                    keys: tuple[str, ...]) -> tuple[sa.sql.compiler.Compiled, dict[str, Callable]]:  # fmt: skip
+    compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+    return compiled, _bind_processors(compiled, dialect)
 
 
 def write_and_commit(conn: sa.Connection, statement: sa.Insert, values: Mapping[str, Any]) -> tuple:
@@ -117,19 +124,20 @@ def write_and_commit(conn: sa.Connection, statement: sa.Insert, values: Mapping[
         The RETURNING row.
     """
     dialect = conn.dialect
-    compiled = statement.compile(dialect=dialect, column_keys=list(values))
-    params = _parameters(compiled, _bind_processors(compiled, dialect), values)
+    compiled, binds = _compile_insert(statement, dialect, tuple(values))
+    params = _parameters(compiled, binds, values)
     pg = conn.connection.driver_connection
     with pg.cursor() as write, pg.cursor() as end:
-        with _as_sqlalchemy_error(dialect, compiled.string), pg.pipeline():
+        with as_sqlalchemy_error(dialect, compiled.string), pg.pipeline():
             write.execute(compiled.string, params)
             end.execute("COMMIT")
         return write.fetchone()
 
 
 @contextlib.contextmanager
-def _as_sqlalchemy_error(dialect: sa.engine.Dialect, sql: str) -> Iterator[None]:
-    """A driver error, raised as SQLAlchemy's (what callers catch for any statement)."""
+def as_sqlalchemy_error(dialect: sa.engine.Dialect, sql: str) -> Iterator[None]:
+    """A driver error, raised as SQLAlchemy's (what callers catch for any statement), for SQL sent
+    to the driver directly (here, and hub.bulk's COPY and executemany)."""
     try:
         yield
     except dialect.loaded_dbapi.Error as exc:
