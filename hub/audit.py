@@ -9,6 +9,7 @@ lock) so two workers never chain onto the same predecessor.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,13 +44,14 @@ def stamp_of(at) -> str:
 
 
 def append(session: Session, *, actor: str, action: str, subject: str,
-           detail: dict[str, Any] | None = None, payload_digest: str | None = None, commit: bool = False) -> int:  # fmt: skip
+           detail: dict[str, Any] | None = None, payload_digest: str | None = None, commit: bool = False,
+           written_with: Sequence[tuple[sa.Insert, Mapping[str, Any]]] = ()) -> int:  # fmt: skip
     """Append one entry in the caller's transaction (it commits with the change it records); its id.
 
-    ``commit``: commit the transaction with this entry as its last statement (see append_many).
+    ``commit`` and ``written_with``: see append_many.
     """
     return append_many(session, [{"actor": actor, "action": action, "subject": subject, "detail": detail,
-                                  "payload_digest": payload_digest}], commit=commit)[0]  # fmt: skip
+                                  "payload_digest": payload_digest}], commit=commit, written_with=written_with)[0]  # fmt: skip
 
 
 # built once: a reviewer's every history and check appends an entry, and building these per call
@@ -74,7 +76,8 @@ def _locked_head_reads(conn: sa.Connection) -> list[tuple[sa.Select, dict[str, A
     return [(_LOCK, {"k": _ADVISORY_KEY}), (_LAST_HASH, {})]
 
 
-def append_many(session: Session, entries: list[dict[str, Any]], *, commit: bool = False) -> list[int]:
+def append_many(session: Session, entries: list[dict[str, Any]], *, commit: bool = False,
+                written_with: Sequence[tuple[sa.Insert, Mapping[str, Any]]] = ()) -> list[int]:  # fmt: skip
     """Append several entries, chained in order, in the caller's transaction.
 
     The last hash is read once, under the writers' lock, for all of them: the same chain as
@@ -86,11 +89,16 @@ def append_many(session: Session, entries: list[dict[str, Any]], *, commit: bool
             optionally detail and payload_digest).
         commit: then commit the session (a reviewer's lookup, whose last write is its audit
             entry). On psycopg the INSERT and the COMMIT share one round trip.
+        written_with: INSERTs (with their values) of the change the entries record, executed
+            after the log's lock is taken and before the entries. With ``commit`` and one entry
+            on psycopg they go in the entry's round trip: a check's verdict row costs no wait.
 
     Returns:
         The new entries' ids, in order.
     """
     if not entries:
+        for statement, values in written_with:
+            session.connection().execute(statement, values)
         if commit:
             session.commit()
         return []
@@ -111,9 +119,11 @@ def append_many(session: Session, entries: list[dict[str, Any]], *, commit: bool
                                                 detail=detail, payload_digest=digest)  # fmt: skip
         rows.append(entry)
     if commit and len(rows) == 1 and pipelines(conn):
-        ids = [write_and_commit(conn, _INSERT, rows[0])[0]]
+        *_, inserted = write_and_commit(conn, [*written_with, (_INSERT, rows[0])])
         session.commit()  # the session's bookkeeping: the driver's transaction is already committed
-        return ids
+        return [inserted[0]]
+    for statement, values in written_with:
+        conn.execute(statement, values)
     # a Core INSERT … RETURNING: the ORM unit of work per entry cost more than the entry's hash
     ids = list(conn.execute(_INSERT, rows).scalars().all())
     if commit:

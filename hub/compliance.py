@@ -26,8 +26,9 @@ from contracts.registry import AgencySpec
 from hub import audit
 from hub.clock import utcnow
 from hub.errors import ConfigurationError
-from hub.history import CompanyHistory, HistoryFilter, company_history
+from hub.history import CompanyHistory, HistoryFilter, history_from_rows, history_reads
 from hub.models import Agency, Company, ComplianceCheck
+from hub.pipelined import pipelines, select_together
 from hub.publication import add_months, today_in_china
 
 __all__ = [
@@ -151,9 +152,13 @@ class CheckResult(BaseModel):
     checked_at: dt.datetime
 
 
-# statements built once: a check runs both on every request
+# statements built once: a check runs them on every request
 _LAST_PULLS = sa.select(Agency.__table__.c.code, Agency.__table__.c.last_pull_at)
 _STORE_CHECK = sa.insert(ComplianceCheck.__table__).returning(ComplianceCheck.__table__.c.id)
+# Where reads share a round trip (PostgreSQL), the check's id is drawn with them, so that its row
+# can go with the audit entry that names it: a check then waits on as many round trips as a history.
+_NEXT_CHECK_ID = sa.select(sa.func.nextval(sa.func.pg_get_serial_sequence(ComplianceCheck.__tablename__, "id"))
+                           .label("id"))  # fmt: skip
 
 
 def agency_freshness(session: Session, agencies: Mapping[str, AgencySpec], *, bound_hours: float,
@@ -163,6 +168,11 @@ def agency_freshness(session: Session, agencies: Mapping[str, AgencySpec], *, bo
     if session.autoflush:
         session.flush()  # read on the connection below; see the caller's pending changes as the ORM would
     last_pulls = dict(session.connection().execute(_LAST_PULLS).all())
+    return _freshness(last_pulls, agencies, bound_hours=bound_hours, kinds=kinds, now=now)
+
+
+def _freshness(last_pulls: Mapping[str, dt.datetime | None], agencies: Mapping[str, AgencySpec], *,
+               bound_hours: float, kinds: list[str] | None, now: dt.datetime) -> list[AgencyFreshness]:  # fmt: skip
     out = []
     for spec in agencies.values():
         if kinds is not None and spec.kind not in kinds:
@@ -210,8 +220,10 @@ def run_check(session: Session, *, company: Company | sa.Row, case_id: str, acto
               now: dt.datetime | None = None, commit: bool = False) -> CheckResult:  # fmt: skip
     """Judge one company for one approval case, store the check with its inputs, and audit it.
 
-    Everything is written in the caller's transaction, which ``commit`` then commits (with
-    the audit entry, in one round trip on PostgreSQL: hub.audit.append_many).
+    Everything is written in the caller's transaction, which ``commit`` then commits. On
+    PostgreSQL the check waits on the same round trips as a history: the freshness and the
+    check's id are read with the history, and the check's row, its audit entry and the COMMIT
+    go in one round trip (hub.audit.append_many).
 
     Args:
         session: the open transaction.
@@ -228,12 +240,20 @@ def run_check(session: Session, *, company: Company | sa.Row, case_id: str, acto
         raise ConfigurationError("a check must cite an approval case id")
     now = now or utcnow()
     today = today_in_china(now)
-    history = company_history(session, company, HistoryFilter(include_hidden=True), today=today,
-                              months=rules.publication)  # fmt: skip
+    if session.autoflush:
+        session.flush()  # the reads go straight to the connection: they must see the caller's pending rows
+    conn = session.connection()
+    everything = HistoryFilter(include_hidden=True)
+    reads = [*history_reads(company, everything), (_LAST_PULLS, {})]
+    if pipelines(conn):
+        reads.append((_NEXT_CHECK_ID, {}))
+    licence_rows, violation_rows, last_pulls, *drawn = select_together(conn, reads)
+    history = history_from_rows(company, everything, licence_rows, violation_rows, today=today,
+                                months=rules.publication)  # fmt: skip
     counted = history.model_copy(update={"violations": [v for v in history.violations if v.standing == "counts"]})
     active = rules.for_item(approval_item)
     reasons = _violation_reasons(counted, active) + _licence_reasons(history, active, today)
-    fresh = agency_freshness(session, agencies, bound_hours=freshness_hours, kinds=rules.freshness.kinds, now=now)
+    fresh = _freshness(dict(last_pulls), agencies, bound_hours=freshness_hours, kinds=rules.freshness.kinds, now=now)
     stale = [f for f in fresh if f.stale]
     for f in stale:
         when = "has never been pulled" if f.last_pull_at is None else f"was last pulled {f.age_hours:g} h ago"
@@ -252,14 +272,17 @@ def run_check(session: Session, *, company: Company | sa.Row, case_id: str, acto
         "freshness": [f.model_dump(mode="json") for f in fresh],
     }  # fmt: skip
     case = case_id.strip()
-    check_id = session.connection().execute(_STORE_CHECK, {
-        "case_id": case, "company_id": company.id, "approval_item": approval_item, "verdict": verdict,
-        "reasons": [r.model_dump(mode="json") for r in reasons], "inputs": inputs, "checked_by": actor,
-        "checked_at": now,
-    }).scalar_one()  # fmt: skip
+    stored = {"case_id": case, "company_id": company.id, "approval_item": approval_item, "verdict": verdict,
+              "reasons": [r.model_dump(mode="json") for r in reasons], "inputs": inputs, "checked_by": actor,
+              "checked_at": now}  # fmt: skip
+    if drawn:
+        check_id, written = drawn[0][0].id, [(_STORE_CHECK, {"id": drawn[0][0].id, **stored})]
+    else:
+        check_id, written = conn.execute(_STORE_CHECK, stored).scalar_one(), []
     audit.append(session, actor=actor, action="review.check", subject=f"company:{company.uscc or company.id}",
                  detail={"case": case, "check_id": check_id, "verdict": verdict,
-                         "approval_item": approval_item, "stale": [f.code for f in stale]}, commit=commit)  # fmt: skip
+                         "approval_item": approval_item, "stale": [f.code for f in stale]},
+                 commit=commit, written_with=written)  # fmt: skip
     return CheckResult(check_id=check_id, case_id=case, uscc=company.uscc, company=company.name,
                        approval_item=approval_item, verdict=verdict, reasons=reasons, freshness=fresh,
                        stale_agencies=[f.code for f in stale], freshness_hours=freshness_hours,

@@ -28,6 +28,8 @@ __all__ = [
     "ViolationView",
     "company_history",
     "find_company",
+    "history_from_rows",
+    "history_reads",
 ]
 
 
@@ -188,6 +190,21 @@ def _violation_view(v: sa.Row, today: dt.date, months: Mapping[str, int]) -> Vio
     )  # fmt: skip
 
 
+def history_reads(company: Company | sa.Row, filters: HistoryFilter | None = None) -> list[tuple[sa.Select, dict]]:
+    """The two reads of a history (licences with their deliveries, then violations), for
+    hub.pipelined.select_together: a caller with reads of its own sends them in the same round trip."""
+    f = filters or HistoryFilter()
+    query = _VIOLATIONS_ORDERED
+    if f.agency or f.severity:  # a reviewer's narrowed view: rarer, built per call
+        query = _VIOLATIONS
+        if f.agency:
+            query = query.where(_V.c.source_agency == f.agency)
+        if f.severity:
+            query = query.where(_V.c.severity == f.severity)
+        query = query.order_by(_V.c.decision_date, _V.c.id)
+    return [(_licences_query(f.agency) if f.agency else _LICENCES, {"cid": company.id}), (query, {"cid": company.id})]
+
+
 def company_history(session: Session, company: Company | sa.Row, filters: HistoryFilter | None = None, *,
                     today: dt.date | None = None,
                     months: Mapping[str, int] = ORDER_36_MONTHS) -> CompanyHistory:  # fmt: skip
@@ -200,23 +217,19 @@ def company_history(session: Session, company: Company | sa.Row, filters: Histor
         today: the date publication windows are judged on (default: today in China).
         months: Order 36 maximum publication periods per severity class.
     """
-    f = filters or HistoryFilter()
-    today = today or today_in_china()
     if session.autoflush:
         session.flush()  # reads below go straight to the connection: they must see the caller's pending rows
-    query = _VIOLATIONS_ORDERED
-    if f.agency or f.severity:  # a reviewer's narrowed view: rarer, built per call
-        query = _VIOLATIONS
-        if f.agency:
-            query = query.where(_V.c.source_agency == f.agency)
-        if f.severity:
-            query = query.where(_V.c.severity == f.severity)
-        query = query.order_by(_V.c.decision_date, _V.c.id)
     # both reads in one round trip where the driver allows (hub.pipelined)
-    licence_rows, violation_rows = select_together(session.connection(), [
-        (_licences_query(f.agency) if f.agency else _LICENCES, {"cid": company.id}),
-        (query, {"cid": company.id}),
-    ])  # fmt: skip
+    licence_rows, violation_rows = select_together(session.connection(), history_reads(company, filters))
+    return history_from_rows(company, filters, licence_rows, violation_rows, today=today, months=months)
+
+
+def history_from_rows(company: Company | sa.Row, filters: HistoryFilter | None, licence_rows: list,
+                      violation_rows: list, *, today: dt.date | None = None,
+                      months: Mapping[str, int] = ORDER_36_MONTHS) -> CompanyHistory:  # fmt: skip
+    """The history that ``history_reads(company, filters)`` returned ``licence_rows`` and ``violation_rows`` for."""
+    f = filters or HistoryFilter()
+    today = today or today_in_china()
     licences = _licences(licence_rows, f)
     views = [_violation_view(v, today, months) for v in violation_rows if _in_period(v.decision_date, f)]
     shown = views if f.include_hidden else [v for v in views if v.standing == Standing.COUNTS]

@@ -5,7 +5,7 @@ server microseconds, but the client waits for each answer before sending the nex
 on the benchmark machine a round trip cost 0.1-0.4 ms, and saving two of a lookup's seven did not
 stand out of that machine's noise (bench/analysis.md, eighth round); with the database on another
 host each one is the network's round-trip time. ``select_together`` sends a lookup's reads
-together; ``write_and_commit`` its last write with the COMMIT. Where a driver has no pipeline
+together; ``write_and_commit`` its last writes with the COMMIT. Where a driver has no pipeline
 (SQLite, or another PostgreSQL driver) the statements run one after another, with the same results.
 
 The statements are SQLAlchemy Core statements, compiled once per statement object and run on
@@ -104,34 +104,42 @@ def select_together(conn: sa.Connection, queries: Sequence[tuple[sa.Select, Mapp
             cursor.close()
 
 
-@functools.lru_cache(maxsize=16)  # the audit log's INSERT, for every reviewer lookup: compiled once, not per call
+@functools.lru_cache(maxsize=16)  # the INSERTs of every reviewer lookup (its audit entry, a check): compiled once
 def _compile_insert(statement: sa.Insert, dialect: sa.engine.Dialect,
                     keys: tuple[str, ...]) -> tuple[sa.sql.compiler.Compiled, dict[str, Callable]]:  # fmt: skip
     compiled = statement.compile(dialect=dialect, column_keys=list(keys))
     return compiled, _bind_processors(compiled, dialect)
 
 
-def write_and_commit(conn: sa.Connection, statement: sa.Insert, values: Mapping[str, Any]) -> tuple:
-    """Execute one INSERT … RETURNING with ``values`` and COMMIT, in one round trip (psycopg only).
+def write_and_commit(conn: sa.Connection, writes: Sequence[tuple[sa.Insert, Mapping[str, Any]]]) -> list[tuple | None]:
+    """Execute the INSERTs, each with its values, in order, and COMMIT, in one round trip (psycopg only).
 
     The COMMIT goes as a statement in the pipeline: ``connection.commit()`` would wait for a sync of
-    its own. If the INSERT fails, the COMMIT does not run (the pipeline is aborted) and the error is
-    raised as SQLAlchemy's, so the caller's session rolls back as after any failed statement. The
-    caller then ends its SQLAlchemy transaction (``commit()``), which finds the driver's already
-    committed and sends nothing.
+    its own. If an INSERT fails, nothing after it runs, the COMMIT included (the pipeline is
+    aborted), and the error is raised as SQLAlchemy's, so the caller's session rolls back as after
+    any failed statement. The caller then ends its SQLAlchemy transaction (``commit()``), which
+    finds the driver's already committed and sends nothing.
 
     Returns:
-        The RETURNING row.
+        Each INSERT's RETURNING row, or None for one without RETURNING.
     """
     dialect = conn.dialect
-    compiled, binds = _compile_insert(statement, dialect, tuple(values))
-    params = _parameters(compiled, binds, values)
+    plans = []
+    for statement, values in writes:
+        compiled, binds = _compile_insert(statement, dialect, tuple(values))
+        plans.append((compiled.string, _parameters(compiled, binds, values)))
     pg = conn.connection.driver_connection
-    with pg.cursor() as write, pg.cursor() as end:
-        with as_sqlalchemy_error(dialect, compiled.string), pg.pipeline():
-            write.execute(compiled.string, params)
-            end.execute("COMMIT")
-        return write.fetchone()
+    cursors = [pg.cursor() for _ in plans]
+    try:
+        with pg.cursor() as end:
+            with as_sqlalchemy_error(dialect, ";\n".join(sql for sql, _ in plans)), pg.pipeline():
+                for cursor, (sql, params) in zip(cursors, plans, strict=True):
+                    cursor.execute(sql, params)
+                end.execute("COMMIT")
+        return [cursor.fetchone() if cursor.description is not None else None for cursor in cursors]
+    finally:
+        for cursor in cursors:
+            cursor.close()
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 
 import pytest
+import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from hub.audit import verify_chain
@@ -24,10 +25,10 @@ def any_hub(request):
     return request.getfixturevalue("hub" if request.param == "sqlite" else "pg_hub")
 
 
-def _check(hub, uscc: str, case: str, session=None):
+def _check(hub, uscc: str, case: str, session=None, *, commit: bool = False):
     def run(s):
         return run_check(s, company=find_company(s, uscc), case_id=case, actor="reviewer:wang", rules=load_rules(),
-                         agencies=hub.runtime.registry, freshness_hours=24)  # fmt: skip
+                         agencies=hub.runtime.registry, freshness_hours=24, commit=commit)  # fmt: skip
 
     if session is not None:
         return run(session)
@@ -43,7 +44,10 @@ def _evidence(hub) -> tuple[list[int], list[int]]:
         return sorted(checks), sorted(e.detail["check_id"] for e in entries)
 
 
-def test_concurrent_checks_each_leave_one_entry_on_one_unbroken_chain(any_hub, uscc):
+@pytest.mark.parametrize("commit", [False, True], ids=["caller-commits", "committed-with-entry"])
+def test_concurrent_checks_each_leave_one_entry_on_one_unbroken_chain(any_hub, uscc, commit):
+    """``commit=True`` is how the API and the web page check: on PostgreSQL the check's row then goes
+    with its audit entry and the COMMIT, under the writers' lock, with the id drawn beforehand."""
     any_hub.grant(1, XK_XDR_SHXYM=uscc)
     any_hub.pulled()
     reviewers, each = 4, 8
@@ -52,7 +56,7 @@ def test_concurrent_checks_each_leave_one_entry_on_one_unbroken_chain(any_hub, u
     def reviewer(n: int) -> None:
         start.wait()  # all at once: the writers' lock, not luck, must keep them from chaining onto one head
         for i in range(each):
-            _check(any_hub, uscc, case=f"CASE-{n}-{i}")
+            _check(any_hub, uscc, case=f"CASE-{n}-{i}", commit=commit)
 
     with ThreadPoolExecutor(reviewers) as pool:
         for done in [pool.submit(reviewer, n) for n in range(reviewers)]:
@@ -76,6 +80,21 @@ def test_a_check_whose_transaction_fails_leaves_neither_its_verdict_nor_its_audi
 
     kept = _check(any_hub, uscc, "CASE-KEPT")
     assert _evidence(any_hub) == ([kept.check_id], [kept.check_id])
+
+
+def test_a_check_whose_row_the_server_refuses_commits_neither_it_nor_its_entry(pg_hub, uscc):
+    """The row goes in one round trip with the audit entry and the COMMIT: when the server refuses
+    the row, neither the entry nor the COMMIT may run, and the pool's connection must still work."""
+    pg_hub.grant(1, XK_XDR_SHXYM=uscc)
+    pg_hub.pulled()
+    with pytest.raises(sa.exc.DBAPIError, match="too long"), session_scope(pg_hub.engine) as session:
+        _check(pg_hub, uscc, "C" * 201, session=session, commit=True)  # case_id is VARCHAR(200)
+    assert _evidence(pg_hub) == ([], [])
+
+    kept = _check(pg_hub, uscc, "CASE-KEPT", commit=True)
+    assert _evidence(pg_hub) == ([kept.check_id], [kept.check_id])
+    with Session(pg_hub.engine) as session:
+        assert verify_chain(session)[1] is None
 
 
 def _in_database_file(path: str, check_id: int) -> bool:
