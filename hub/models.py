@@ -222,7 +222,7 @@ class Violation(SQLModel, table=True):
     identity_status: str = Field(default=IdentityStatus.LINKED, max_length=20)
     identity_note: str | None = Field(default=None, max_length=500)
     subject_name: str = Field(max_length=500)
-    uscc: str | None = Field(default=None, max_length=18, index=True)
+    uscc: str | None = Field(default=None, max_length=18)  # not indexed: read by company_id (migration 0005)
     decision_no: str = Field(max_length=500)
     decision_date: dt.date  # not indexed: read per company, never ranged over (migration 0003)
     severity: str = Field(max_length=20)
