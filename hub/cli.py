@@ -168,8 +168,16 @@ from hub import cli_ops  # noqa: E402  (operations: worker, status, dead-letters
 cli_ops.register(app)
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
+def main() -> None:
+    """The console entry point: a hub error no command caught (a bad HUB_* setting, read before
+    any command's own handling) is still one line on stderr and exit 1, never a traceback."""
+    from hub.errors import HubError
+
+    try:
+        app()
+    except HubError as exc:
+        typer.echo(f"error: {exc} ({type(exc).__name__})", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

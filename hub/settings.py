@@ -5,8 +5,10 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hub.errors import ConfigurationError
 
 __all__ = ["Settings"]
 
@@ -26,6 +28,14 @@ class Settings(BaseSettings):
     api_tokens_file: Path | None = Field(None, description="reviewer/admin/regulator tokens (JSON)")
     log_level: str = "INFO"
 
+    def __init__(self, **values) -> None:
+        # pydantic's report is a traceback through pydantic-settings: an operator needs the
+        # variable, the value and the reason, as one error every command already prints
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigurationError(_describe(exc)) from exc
+
     @cached_property
     def resolved_database_url(self) -> str:
         if self.database_url:
@@ -41,3 +51,12 @@ class Settings(BaseSettings):
     @cached_property
     def resolved_pki_dir(self) -> Path:
         return self.pki_dir or self.data_dir / "pki"
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        name = "HUB_" + "_".join(str(part) for part in error["loc"]).upper()
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{name}={error['input']!r}: {message}" if "input" in error else f"{name}: {message}")
+    return "invalid setting" + ("s" if len(problems) > 1 else "") + ": " + "; ".join(problems)

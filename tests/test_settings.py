@@ -1,0 +1,36 @@
+"""HUB_* settings: a value that does not parse is one clear error, whichever command reads it."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from hub.errors import ConfigurationError
+from hub.settings import Settings
+from tests.helpers import run_hub
+
+
+def test_a_bad_value_names_the_variable_the_value_and_the_reason(monkeypatch, tmp_path):
+    monkeypatch.setenv("HUB_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("HUB_FRESHNESS_HOURS", "-1")
+    with pytest.raises(ConfigurationError) as caught:
+        Settings()
+    message = str(caught.value)
+    assert "HUB_FRESHNESS_HOURS='-1': Input should be greater than 0" in message
+
+
+COMMANDS = [["status"], ["tokens", "add", "someone", "--role", "reviewer"], ["audit", "verify"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_stops_on_a_bad_setting_with_one_line_and_no_traceback(tmp_path, command):
+    env = {**os.environ, "HUB_DATA_DIR": str(tmp_path), "HUB_LEASE_SECONDS": "two minutes",
+           "HUB_API_TOKENS_FILE": str(tmp_path / "tokens.json")}  # fmt: skip
+    proc = run_hub(*command, env=env)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "error: invalid setting: HUB_LEASE_SECONDS='two minutes': Input should be a valid number, "
+        "unable to parse string as a number (ConfigurationError)"
+    ]
+    assert not (tmp_path / "tokens.json").exists()  # nothing was done before the setting was read
