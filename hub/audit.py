@@ -50,8 +50,8 @@ def append(session: Session, *, actor: str, action: str, subject: str,
 
     ``commit`` and ``written_with``: see append_many.
     """
-    return append_many(session, [{"actor": actor, "action": action, "subject": subject, "detail": detail,
-                                  "payload_digest": payload_digest}], commit=commit, written_with=written_with)[0]  # fmt: skip
+    entry = {"actor": actor, "action": action, "subject": subject, "detail": detail, "payload_digest": payload_digest}
+    return append_many(session, [entry], commit=commit, written_with=written_with)[0]
 
 
 # built once: a reviewer's every history and check appends an entry, and building these per call

@@ -30,7 +30,9 @@ def _runtime() -> HubRuntime:
 def worker(
     beat: Annotated[bool, typer.Option("--beat/--no-beat", help="also run the scheduler (one machine only)")] = True,
     concurrency: Annotated[int, typer.Option(min=1, help="tasks run at once in this worker")] = 2,
-    loglevel: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
+    loglevel: Annotated[
+        Optional[str], typer.Option(help="DEBUG, INFO, WARNING or ERROR (default: HUB_LOG_LEVEL)")
+    ] = None,
 ) -> None:
     """Run a Celery worker (with the beat scheduler unless --no-beat) on HUB_BROKER_URL.
 
@@ -43,7 +45,8 @@ def worker(
     runtime.dispose()  # the pool's processes open their own connections after forking
     from sync_jobs.celery_app import QUEUE, app as celery
 
-    argv = ["worker", f"--loglevel={loglevel}", f"--concurrency={concurrency}", "-Q", QUEUE,
+    level = loglevel or runtime.settings.log_level
+    argv = ["worker", f"--loglevel={level}", f"--concurrency={concurrency}", "-Q", QUEUE,
             f"--hostname=hub{os.getpid()}@%h", "--without-mingle", "--without-gossip"]  # fmt: skip
     if beat:
         argv.append("--beat")

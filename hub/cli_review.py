@@ -6,6 +6,7 @@ Mounted by hub/cli.py with ``register(app)``.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -95,7 +96,12 @@ def serve(
         _fail(f"{exc} ({type(exc).__name__})")
     if not len(app.state.tokens):
         typer.echo("warning: no API tokens configured (HUB_API_TOKENS_FILE); every request will be refused", err=True)
-    uvicorn.run(app, host=host, port=port, http=ClientCertProtocol, log_level="info", **options)
+    level = runtime.settings.log_level
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # uvicorn's start and stop lines (the address it bound) stay at any level; HUB_LOG_LEVEL=WARNING
+    # or above leaves out its line per request, for a proxy in front that already logs them
+    uvicorn.run(app, host=host, port=port, http=ClientCertProtocol, log_level="debug" if level == "DEBUG" else "info",
+                access_log=level in ("DEBUG", "INFO"), **options)  # fmt: skip
 
 
 @tokens_app.command("add")

@@ -5,12 +5,14 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hub.errors import ConfigurationError
 
-__all__ = ["Settings"]
+__all__ = ["LOG_LEVELS", "Settings"]
+
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
 
 class Settings(BaseSettings):
@@ -26,7 +28,8 @@ class Settings(BaseSettings):
     freshness_hours: float = Field(24.0, gt=0, description="older agency data makes a verdict stale")
     lease_seconds: float = Field(120.0, gt=0, description="how long a sync lease lives without renewal")
     api_tokens_file: Path | None = Field(None, description="reviewer/admin/regulator tokens (JSON)")
-    log_level: str = "INFO"
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL, for `hub serve` and "
+                                               "`hub worker`; from WARNING up the server logs no line per request")
 
     def __init__(self, **values) -> None:
         # pydantic's report is a traceback through pydantic-settings: an operator needs the
@@ -35,6 +38,14 @@ class Settings(BaseSettings):
             super().__init__(**values)
         except ValidationError as exc:
             raise ConfigurationError(_describe(exc)) from exc
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _known_level(cls, value: object) -> str:
+        level = str(value).strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return level
 
     @cached_property
     def resolved_database_url(self) -> str:

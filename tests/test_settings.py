@@ -1,4 +1,4 @@
-"""HUB_* settings: a value that does not parse is one clear error, whichever command reads it."""
+"""HUB_* settings: a value that does not parse is one clear error, and HUB_LOG_LEVEL takes effect."""
 
 from __future__ import annotations
 
@@ -14,10 +14,18 @@ from tests.helpers import run_hub
 def test_a_bad_value_names_the_variable_the_value_and_the_reason(monkeypatch, tmp_path):
     monkeypatch.setenv("HUB_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("HUB_FRESHNESS_HOURS", "-1")
+    monkeypatch.setenv("HUB_LOG_LEVEL", "loud")
     with pytest.raises(ConfigurationError) as caught:
         Settings()
     message = str(caught.value)
     assert "HUB_FRESHNESS_HOURS='-1': Input should be greater than 0" in message
+    assert "HUB_LOG_LEVEL='loud': must be one of CRITICAL, ERROR, WARNING, INFO, DEBUG" in message
+
+
+def test_log_level_is_read_in_any_case(monkeypatch, tmp_path):
+    monkeypatch.setenv("HUB_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("HUB_LOG_LEVEL", " warning ")
+    assert Settings().log_level == "WARNING"
 
 
 COMMANDS = [["status"], ["tokens", "add", "someone", "--role", "reviewer"], ["audit", "verify"]]

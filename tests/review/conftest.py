@@ -36,7 +36,11 @@ def client(hub):
 
 @pytest.fixture
 def serve(hub):
-    """Start the real `hub serve` (uvicorn on 127.0.0.1, an ephemeral port); yields a starter returning its URL."""
+    """Start the real `hub serve` (uvicorn on 127.0.0.1, an ephemeral port); yields a starter returning its URL.
+
+    ``start(*args, env={...})`` adds to the server's environment; ``start.output[url]`` holds the
+    lines it has written so far (stdout and stderr: uvicorn logs requests to stdout).
+    """
     import os
     import re
     import subprocess
@@ -48,19 +52,19 @@ def serve(hub):
 
     procs: list[subprocess.Popen] = []
 
-    def start(*args: str) -> str:
+    def start(*args: str, env: dict[str, str] | None = None) -> str:
         s = hub.runtime.settings
         env = {**os.environ, "HUB_DATA_DIR": str(s.data_dir), "HUB_DATABASE_URL": s.resolved_database_url,
                "HUB_API_TOKENS_FILE": str(s.api_tokens_file), "HUB_PKI_DIR": str(s.resolved_pki_dir),
-               "HUB_FRESHNESS_HOURS": str(s.freshness_hours), "PYTHONUNBUFFERED": "1"}  # fmt: skip
+               "HUB_FRESHNESS_HOURS": str(s.freshness_hours), "PYTHONUNBUFFERED": "1", **(env or {})}  # fmt: skip
         proc = subprocess.Popen([sys.executable, "-m", "hub.cli", "serve", "--host", "127.0.0.1", "--port", "0", *args],
-                                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
         procs.append(proc)
         found: list[str] = []
         lines: list[str] = []
 
         def drain() -> None:  # keep reading so the server never blocks on a full pipe
-            for line in proc.stderr:
+            for line in proc.stdout:
                 lines.append(line)
                 match = re.search(r"running on (https?://127\.0\.0\.1:\d+)", line)
                 if match and not found:
@@ -72,8 +76,10 @@ def serve(hub):
             time.sleep(0.05)
         if not found:
             raise AssertionError("hub serve did not start:\n" + "".join(lines))
+        start.output[found[0]] = lines
         return found[0]
 
+    start.output = {}
     yield start
     for proc in procs:
         proc.terminate()

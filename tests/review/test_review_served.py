@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import ssl
+import time
 from pathlib import Path
 
 import httpx
@@ -108,3 +109,18 @@ def test_a_regulator_authenticates_by_client_certificate_and_reads_only_its_own_
     signing = _tls(pki.ca_cert, scjg.cert("signing"), scjg.key("signing"))  # not a client certificate: no login
     with httpx.Client(verify=signing) as c:
         assert c.get(base + "/api/v1/feeds/licences").status_code == 401
+
+
+@pytest.mark.parametrize(("level", "logs_requests"), [("INFO", True), ("WARNING", False)])
+def test_the_server_logs_a_line_per_request_only_at_info_and_below(hub, serve, level, logs_requests):
+    """From WARNING up (a proxy in front that logs requests), `hub serve` writes no line per request,
+    but still the address it bound."""
+    base = serve(env={"HUB_LOG_LEVEL": level})
+    assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200
+    deadline = dt.datetime.now() + dt.timedelta(seconds=5)
+    logged = serve.output[base]
+    while logs_requests and not any("/healthz" in line for line in logged) and dt.datetime.now() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # a line that should not come has had its chance
+    assert any("/healthz" in line for line in logged) is logs_requests
+    assert any(base in line for line in logged)
