@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import gc
 import json
+import sqlite3
+import time
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 
 import pytest
 
@@ -38,6 +42,35 @@ def test_a_repeated_page_duplicates_nothing(engine, make_runtime, start_agency):
     assert len(ids) == len(set(ids)) == 12 and refs == []
     assert cursor == 12
     assert first["pull"]["created"] == 12 and second["pull"]["created"] == 0
+
+
+def _in_database_file(engine) -> int:
+    """Violations that have reached the SQLite database file itself (immutable: the log is not read)."""
+    with closing(sqlite3.connect(f"file:{engine.url.database}?immutable=1", uri=True)) as db:
+        if not db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'violations'").fetchone()[0]:
+            return 0
+        return db.execute("SELECT count(*) FROM violations").fetchone()[0]
+
+
+def test_a_pull_into_sqlite_copies_its_log_back_while_it_runs(sqlite_engine, make_runtime, start_agency):
+    """Not inside the pull's own commits: a thread checkpoints while the pull goes on, so the first
+    page's records reach the database file while the agency still holds the second page."""
+    agency = start_agency("SCJG", malformed_every=0)
+    transport = {**agency_table("SCJG")["rest"], "page_size": 5}
+    runtime = make_runtime(str(sqlite_engine.url), {"SCJG": {"endpoint": agency.endpoint, "transport": transport}})
+    scripted_penalties(agency.book, 10)
+    held = agency.book.arm("fetch", skip=1)  # the second page waits until released
+    with ThreadPoolExecutor(1) as pool:
+        pulling = pool.submit(pull_agency, runtime.engine, runtime.agency("SCJG"), runtime.adapter_for("SCJG"))
+        assert held.reached.wait(10)
+        deadline = time.monotonic() + 10
+        while _in_database_file(runtime.engine) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        in_file = _in_database_file(runtime.engine)
+        held.release.set()
+        result = pulling.result(timeout=30)
+    assert in_file == 5  # the first page, copied back while the second was still at the agency
+    assert result.created == 10 and result.pages == 2
 
 
 @pytest.mark.slow
