@@ -71,9 +71,7 @@ def hub_pull(url: str, agency: RunningAgency, work: Path, *, label: str = "hub")
     with engine.connect() as conn:
         stored = conn.execute(sa.text("SELECT count(*) FROM violations")).scalar_one()
     engine.dispose()
-    close = getattr(adapter, "close", None)
-    if close:
-        close()
+    adapter.close()
     return Measurement(label, records=stored, seconds=t.seconds, peak_mb=peak_rss_mb(),
                        extra={"pages": result.pages, "created": result.created, "quarantined": result.quarantined})  # fmt: skip
 
@@ -128,9 +126,7 @@ def hub_checked_pull(agency: RunningAgency, work: Path) -> Measurement:
     try:
         return checked_read(spec, adapter, "hub fetch + map + validate, no database")
     finally:
-        close = getattr(adapter, "close", None)
-        if close:
-            close()
+        adapter.close()
 
 
 def dlt_pull(url: str, agency: RunningAgency, work: Path) -> Measurement:

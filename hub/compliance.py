@@ -276,7 +276,8 @@ def run_check(session: Session, *, company: Company | sa.Row, case_id: str, acto
               "reasons": [r.model_dump(mode="json") for r in reasons], "inputs": inputs, "checked_by": actor,
               "checked_at": now}  # fmt: skip
     if drawn:
-        check_id, written = drawn[0][0].id, [(_STORE_CHECK, {"id": drawn[0][0].id, **stored})]
+        check_id = drawn[0][0].id
+        written = [(_STORE_CHECK, {"id": check_id, **stored})]
     else:
         check_id, written = conn.execute(_STORE_CHECK, stored).scalar_one(), []
     audit.append(session, actor=actor, action="review.check", subject=f"company:{company.uscc or company.id}",
