@@ -26,8 +26,9 @@ def write_report(run: dict[str, Any], markdown: Path, json_file: Path, *, prefac
         "# Benchmarks", "",
         f"Scale **{run['scale']}** ({run['sizes_note']}), run {run['started']} on {platform.node() or 'this machine'} "
         f"({run['machine']}). Absolute numbers are noisy on this shared 2-core machine; the ratios (hub ÷ baseline, "
-        "measured in the same run) are the result. Regenerate with `make bench BENCH_ARGS='--scale small'`; "
-        "several runs of one scale are combined with `python -m bench.report RUN.json…`.", "",
+        "measured in the same run) are the result. Regenerate with "
+        f"`make bench BENCH_ARGS='--scale {run['scale']}'`; several runs of one scale are combined with "
+        "`python -m bench.report RUN.json…`.", "",
         "| # | scenario | db | hub | baseline | hub rec/s | base rec/s | hub p50/p99 ms | base p50/p99 ms "
         "| hub peak MiB | ratio | target | met |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
