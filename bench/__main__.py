@@ -167,6 +167,7 @@ def scenario_memory(size, dbs, work, rows, notes) -> None:
     n = size["mem"]
     small = run_child("bench.memprobe", [str(n), str(work / "mem")])
     large = run_child("bench.memprobe", [str(10 * n), str(work / "mem")])
+    shutil.rmtree(work / "mem", ignore_errors=True)
     a = Measurement(f"pull of {n:,}", records=small["records"], seconds=small["seconds"], peak_mb=small["peak_mb"])
     b = Measurement(f"pull of {10 * n:,}", records=large["records"], seconds=large["seconds"],
                     peak_mb=large["peak_mb"])  # fmt: skip
