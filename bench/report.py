@@ -43,6 +43,7 @@ def write_report(run: dict[str, Any], markdown: Path, json_file: Path, *, prefac
             f"| {lat(hub)} | {lat(base) if base else '–'} | {_fmt(hub.get('peak_mb'))} | {_fmt(row.get('ratio'), 2)} "
             f"| {row['target']} | {met} |"
         )
+    lines += _every_run(run["rows"])
     if run.get("not_run"):
         lines += ["", "## Not run, and notes", ""] + [f"- {item}" for item in run["not_run"]]
     notes = [f"- {row['title']} ({row.get('db', '')}): {row['baseline']['note']}" for row in run["rows"]
@@ -53,18 +54,43 @@ def write_report(run: dict[str, Any], markdown: Path, json_file: Path, *, prefac
     markdown.write_text("\n".join(lines) + "\n" + (("\n" + preface) if preface else ""), encoding="utf-8")
 
 
+def _every_run(rows: list[dict[str, Any]]) -> list[str]:
+    """A table of the rows that several merged runs measured: how far one row moves between runs."""
+    repeated = [row for row in rows if len(row.get("every_run") or []) > 1]
+    if not repeated:
+        return []
+    lines = ["", "## Each row in every run that measured it", "",
+             "The ratio of each run, oldest first; the table above shows the last. On this shared machine a row "
+             "moves between runs, and a target is met only where the row meets it in every run.", "",
+             "| # | scenario | db | ratio in each run | lowest – highest | target met |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for row in repeated:
+        ratios = [seen["ratio"] for seen in row["every_run"] if seen["ratio"] is not None]
+        spread = f"{min(ratios):.2f} – {max(ratios):.2f}" if ratios else "–"
+        met = [seen["met"] for seen in row["every_run"]]
+        verdict = "n/a" if row.get("met") is None else f"{sum(m is True for m in met)} of {len(met)} runs"
+        lines.append(f"| {row['scenario']} | {row['title']} | {row.get('db', '')} "
+                     f"| {', '.join(_fmt(r, 2) for r in ratios)} | {spread} | {verdict} |")  # fmt: skip
+    return lines
+
+
 def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One report from several runs of the same scale (scenarios run one after another, each with
     its baseline in the same run): rows in scenario order, each run's start time in the notes.
 
     A row of a later run replaces an earlier run's row of the same scenario, title and database:
     a re-run supersedes what it measured again, and the notes say which run each row came from.
+    Each row keeps every run's ratio and verdict (``every_run``), which the report tabulates.
     """
     scales = {run["scale"] for run in runs}
     if len(scales) != 1:
         raise ValueError(f"runs of different scales cannot share one table: {sorted(scales)}")
     merged = {**runs[0], "rows": [], "not_run": []}
     merged["started"] = ", ".join(run["started"] for run in runs)
+    seen: dict[tuple, list[dict[str, Any]]] = {}
+    for run in runs:
+        for row in run["rows"]:
+            seen.setdefault((row["scenario"], row["title"], row.get("db")), []).append(
+                {"started": run["started"], "ratio": row.get("ratio"), "met": row.get("met")})  # fmt: skip
     for run in runs:
         scenarios = sorted({row["scenario"] for row in run["rows"]})
         merged["not_run"].append(f"run {run['started']}: scenario(s) {', '.join(scenarios) or 'none'}")
@@ -75,6 +101,8 @@ def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
         merged["rows"] = [row for row in merged["rows"] if row not in superseded] + run["rows"]
         merged["not_run"] += run.get("not_run", [])
     merged["rows"].sort(key=lambda row: row["scenario"])  # stable: a run's own row order is kept
+    merged["rows"] = [{**row, "every_run": seen[(row["scenario"], row["title"], row.get("db"))]}
+                      for row in merged["rows"]]  # fmt: skip
     return merged
 
 

@@ -40,3 +40,21 @@ def test_a_later_runs_row_replaces_the_same_row_of_an_earlier_run():
     merged = merge_runs([earlier, later])
     assert [(row["scenario"], row["hub"]["records"]) for row in merged["rows"]] == [("1", 10), ("2", 20)]
     assert "run T2 replaces 1 row(s) of an earlier run" in merged["not_run"]
+
+
+def test_a_row_measured_by_several_runs_shows_every_runs_ratio_and_how_often_it_met_its_target(tmp_path):
+    runs = [_run("T1", ["1", "2"]), _run("T2", ["1"]), _run("T3", ["1"])]
+    for run, ratio, met in zip(runs, (2.5, 3.25, 2.0), (False, True, False)):
+        run["rows"][0].update(ratio=ratio, met=met)
+    paths = []
+    for i, run in enumerate(runs):
+        paths.append(tmp_path / f"{i}.json")
+        paths[-1].write_text(json.dumps(run), encoding="utf-8")
+
+    assert main([*map(str, paths), "--out", str(tmp_path / "out")]) == 0
+
+    table = (tmp_path / "out" / "benchmarks.md").read_text(encoding="utf-8")
+    assert "| 1 | scenario 1 | sqlite | 2.50, 3.25, 2.00 | 2.00 – 3.25 | 1 of 3 runs |" in table
+    assert "| 2 | scenario 2 | sqlite |" not in table.split("## Each row in every run")[1]  # measured once
+    merged = json.loads((tmp_path / "out" / "latest.json").read_text(encoding="utf-8"))
+    assert [seen["started"] for seen in merged["rows"][0]["every_run"]] == ["T1", "T2", "T3"]
