@@ -99,7 +99,7 @@ def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
         if superseded:
             merged["not_run"].append(f"run {run['started']} replaces {len(superseded)} row(s) of an earlier run")
         merged["rows"] = [row for row in merged["rows"] if row not in superseded] + run["rows"]
-        merged["not_run"] += run.get("not_run", [])
+        merged["not_run"] += [note for note in run.get("not_run", []) if note not in merged["not_run"]]  # said once
     merged["rows"].sort(key=lambda row: row["scenario"])  # stable: a run's own row order is kept
     merged["rows"] = [{**row, "every_run": seen[(row["scenario"], row["title"], row.get("db"))]}
                       for row in merged["rows"]]  # fmt: skip

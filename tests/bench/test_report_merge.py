@@ -58,3 +58,11 @@ def test_a_row_measured_by_several_runs_shows_every_runs_ratio_and_how_often_it_
     assert "| 2 | scenario 2 | sqlite |" not in table.split("## Each row in every run")[1]  # measured once
     merged = json.loads((tmp_path / "out" / "latest.json").read_text(encoding="utf-8"))
     assert [seen["started"] for seen in merged["rows"][0]["every_run"]] == ["T1", "T2", "T3"]
+
+
+def test_a_note_every_run_makes_is_said_once():
+    runs = [_run("T1", ["1"]), _run("T2", ["1"])]
+    for run in runs:
+        run["not_run"].append("1: how the baseline was measured")
+    notes = merge_runs(runs)["not_run"]
+    assert notes.count("1: how the baseline was measured") == 1 and "note of T2" in notes
