@@ -24,7 +24,8 @@ from hub.pipelined import pipelines, select_together, write_and_commit
 GENESIS = "0" * 64
 _ADVISORY_KEY = 0x5348_4755  # 'SHGU'
 
-__all__ = ["GENESIS", "ChainBreak", "append", "append_many", "entry_hash", "stamp_of", "verify_chain"]
+__all__ = ["GENESIS", "ChainBreak", "LockedHead", "append", "append_many", "entry_hash", "select_with_head", "stamp_of",
+           "verify_chain"]
 
 
 def entry_hash(prev_hash: str, *, at: str, actor: str, action: str, subject: str,
@@ -45,13 +46,13 @@ def stamp_of(at) -> str:
 
 def append(session: Session, *, actor: str, action: str, subject: str,
            detail: dict[str, Any] | None = None, payload_digest: str | None = None, commit: bool = False,
-           written_with: Sequence[tuple[sa.Insert, Mapping[str, Any]]] = ()) -> int:  # fmt: skip
+           written_with: Sequence[tuple[sa.Insert, Mapping[str, Any]]] = (), head: LockedHead | None = None) -> int:  # fmt: skip
     """Append one entry in the caller's transaction (it commits with the change it records); its id.
 
-    ``commit`` and ``written_with``: see append_many.
+    ``commit``, ``written_with`` and ``head``: see append_many.
     """
     entry = {"actor": actor, "action": action, "subject": subject, "detail": detail, "payload_digest": payload_digest}
-    return append_many(session, [entry], commit=commit, written_with=written_with)[0]
+    return append_many(session, [entry], commit=commit, written_with=written_with, head=head)[0]
 
 
 # built once: a reviewer's every history and check appends an entry, and building these per call
@@ -76,8 +77,40 @@ def _locked_head_reads(conn: sa.Connection) -> list[tuple[sa.Select, dict[str, A
     return [(_LOCK, {"k": _ADVISORY_KEY}), (_LAST_HASH, {})]
 
 
+class LockedHead:
+    """The log's last hash, read under the writers' lock, for one entry appended in the same transaction.
+
+    A head chained onto twice, or in a later transaction, would fork the chain: ``take`` refuses both.
+    """
+
+    def __init__(self, prev_hash: str, transaction: sa.RootTransaction | None) -> None:
+        self._prev_hash, self._transaction, self._taken = prev_hash, transaction, False
+
+    def take(self, conn: sa.Connection) -> str:
+        if self._taken:
+            raise ValueError("this audit head was chained onto already; read the head again")
+        if self._transaction is None or conn.get_transaction() is not self._transaction:
+            raise ValueError("this audit head was read in another transaction; read the head again")
+        self._taken = True
+        return self._prev_hash
+
+
+def select_with_head(conn: sa.Connection,
+                     reads: Sequence[tuple[sa.Select, Mapping[str, Any]]]) -> tuple[list[list], LockedHead]:  # fmt: skip
+    """``select_together(conn, reads)``, with the writers' lock and the log's last hash read after them.
+
+    For a caller that appends right after its reads (a reviewer's lookup): on psycopg the lock and
+    the head share the reads' round trip instead of taking one of their own before the entry.
+    The lock is then held from these reads, not from the append, until the transaction ends, so
+    the caller should append (and commit) straight after. Pass the head to ``append``.
+    """
+    *results, head = select_together(conn, [*reads, *_locked_head_reads(conn)])
+    return results[: len(reads)], LockedHead(head[0][0] if head else GENESIS, conn.get_transaction())
+
+
 def append_many(session: Session, entries: list[dict[str, Any]], *, commit: bool = False,
-                written_with: Sequence[tuple[sa.Insert, Mapping[str, Any]]] = ()) -> list[int]:  # fmt: skip
+                written_with: Sequence[tuple[sa.Insert, Mapping[str, Any]]] = (),
+                head: LockedHead | None = None) -> list[int]:  # fmt: skip
     """Append several entries, chained in order, in the caller's transaction.
 
     The last hash is read once, under the writers' lock, for all of them: the same chain as
@@ -92,6 +125,8 @@ def append_many(session: Session, entries: list[dict[str, Any]], *, commit: bool
         written_with: INSERTs (with their values) of the change the entries record, executed
             after the log's lock is taken and before the entries. With ``commit`` and one entry
             on psycopg they go in the entry's round trip: a check's verdict row costs no wait.
+        head: the log's head, read under the lock with the caller's own reads in this
+            transaction (``select_with_head``); without it the head is read here.
 
     Returns:
         The new entries' ids, in order.
@@ -104,8 +139,11 @@ def append_many(session: Session, entries: list[dict[str, Any]], *, commit: bool
         return []
     session.flush()  # the caller's pending rows go first, as when each entry was flushed with them
     conn = session.connection()
-    *_, head = select_together(conn, _locked_head_reads(conn))
-    prev = head[0][0] if head else GENESIS
+    if head is None:
+        *_, last = select_together(conn, _locked_head_reads(conn))
+        prev = last[0][0] if last else GENESIS
+    else:
+        prev = head.take(conn)
     at = utcnow()
     stamp = stamp_of(at)
     rows = []

@@ -28,7 +28,7 @@ from hub.clock import utcnow
 from hub.errors import ConfigurationError
 from hub.history import CompanyHistory, HistoryFilter, history_from_rows, history_reads
 from hub.models import Agency, Company, ComplianceCheck
-from hub.pipelined import pipelines, select_together
+from hub.pipelined import pipelines
 from hub.publication import add_months, today_in_china
 
 __all__ = [
@@ -221,9 +221,10 @@ def run_check(session: Session, *, company: Company | sa.Row, case_id: str, acto
     """Judge one company for one approval case, store the check with its inputs, and audit it.
 
     Everything is written in the caller's transaction, which ``commit`` then commits. On
-    PostgreSQL the check waits on the same round trips as a history: the freshness and the
-    check's id are read with the history, and the check's row, its audit entry and the COMMIT
-    go in one round trip (hub.audit.append_many).
+    PostgreSQL the check waits on the same round trips as a reviewer's history: the freshness,
+    the check's id and the audit log's lock and head are read with the history
+    (hub.audit.select_with_head), and the check's row, its audit entry and the COMMIT go in one
+    round trip (hub.audit.append_many). The writers' lock is so held while the verdict is judged.
 
     Args:
         session: the open transaction.
@@ -247,7 +248,8 @@ def run_check(session: Session, *, company: Company | sa.Row, case_id: str, acto
     reads = [*history_reads(company, everything), (_LAST_PULLS, {})]
     if pipelines(conn):
         reads.append((_NEXT_CHECK_ID, {}))
-    licence_rows, violation_rows, last_pulls, *drawn = select_together(conn, reads)
+    # the audit log's lock and head too: the entry below then waits on no read of its own
+    (licence_rows, violation_rows, last_pulls, *drawn), head = audit.select_with_head(conn, reads)
     history = history_from_rows(company, everything, licence_rows, violation_rows, today=today,
                                 months=rules.publication)  # fmt: skip
     counted = history.model_copy(update={"violations": [v for v in history.violations if v.standing == "counts"]})
@@ -283,7 +285,7 @@ def run_check(session: Session, *, company: Company | sa.Row, case_id: str, acto
     audit.append(session, actor=actor, action="review.check", subject=f"company:{company.uscc or company.id}",
                  detail={"case": case, "check_id": check_id, "verdict": verdict,
                          "approval_item": approval_item, "stale": [f.code for f in stale]},
-                 commit=commit, written_with=written)  # fmt: skip
+                 commit=commit, written_with=written, head=head)  # fmt: skip
     return CheckResult(check_id=check_id, case_id=case, uscc=company.uscc, company=company.name,
                        approval_item=approval_item, verdict=verdict, reasons=reasons, freshness=fresh,
                        stale_agencies=[f.code for f in stale], freshness_hours=freshness_hours,

@@ -10,12 +10,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from decimal import Decimal
 
 import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlmodel import Session
 
+from hub import audit
 from hub.models import Company, Delivery, Licence, LicenceRevision, Violation
 from hub.pipelined import select_together
 from hub.publication import ORDER_36_MONTHS, Standing, publication_end, standing, today_in_china
@@ -30,6 +32,7 @@ __all__ = [
     "find_company",
     "history_from_rows",
     "history_reads",
+    "reviewed_history",
 ]
 
 
@@ -222,6 +225,23 @@ def company_history(session: Session, company: Company | sa.Row, filters: Histor
     # both reads in one round trip where the driver allows (hub.pipelined)
     licence_rows, violation_rows = select_together(session.connection(), history_reads(company, filters))
     return history_from_rows(company, filters, licence_rows, violation_rows, today=today, months=months)
+
+
+def reviewed_history(session: Session, company: Company | sa.Row, filters: HistoryFilter | None, *, actor: str,
+                     detail: Mapping[str, Any]) -> CompanyHistory:  # fmt: skip
+    """company_history for a reviewer: the lookup is appended to the audit log and committed with it.
+
+    On PostgreSQL the audit log's lock and last hash are read in the history's round trip
+    (hub.audit.select_with_head), and the entry goes with the COMMIT: once the company is found,
+    two round trips, where reading the history and then appending took three. The result is
+    built after the COMMIT, so the writers' lock is held only while the entry is written.
+    """
+    if session.autoflush:
+        session.flush()  # reads below go straight to the connection: they must see the caller's pending rows
+    (licence_rows, violation_rows), head = audit.select_with_head(session.connection(), history_reads(company, filters))
+    audit.append(session, actor=actor, action="review.history", subject=f"company:{company.uscc or company.id}",
+                 detail=dict(detail), commit=True, head=head)  # fmt: skip
+    return history_from_rows(company, filters, licence_rows, violation_rows)
 
 
 def history_from_rows(company: Company | sa.Row, filters: HistoryFilter | None, licence_rows: list,

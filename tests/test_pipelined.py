@@ -6,6 +6,9 @@ exactly what SQLAlchemy gives, and fail as SQLAlchemy fails.
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
@@ -14,7 +17,7 @@ from contracts.records import LicenceGrant
 from contracts.registry import load_registry
 from hub import audit
 from hub.db import create_db_engine, migrate, session_scope
-from hub.history import _LICENCES, _VIOLATIONS_ORDERED, find_company
+from hub.history import _LICENCES, _VIOLATIONS_ORDERED, CompanyHistory, company_history, find_company, reviewed_history
 from hub.licences import record_grants
 from hub.models import AuditEntry, Company
 from hub.pipelined import select_together
@@ -94,3 +97,57 @@ def test_an_entry_the_server_refuses_commits_nothing(pg_url):
             assert audit.verify_chain(s) == (1, None)
     finally:
         engine.dispose()
+
+
+def _lookup(engine, uscc: str, case: str) -> CompanyHistory:
+    with Session(engine) as s:
+        return reviewed_history(s, find_company(s, uscc), None, actor="reviewer:li", detail={"case": case})
+
+
+def test_a_reviewed_history_is_what_company_history_gives_and_its_lookup_is_committed_on_the_chain(engine, company):
+    uscc = make_uscc(1)
+    with Session(engine) as s:
+        expected = company_history(s, find_company(s, uscc))
+    assert _lookup(engine, uscc, "NK-1") == expected and len(expected.violations) + expected.hidden == 2
+    with Session(engine) as s:
+        entry = s.exec(select(AuditEntry).where(AuditEntry.action == "review.history")).one()
+        assert (entry.actor, entry.subject, entry.detail) == ("reviewer:li", f"company:{uscc}", {"case": "NK-1"})
+        assert audit.verify_chain(s)[1] is None
+
+
+def test_concurrent_reviewed_histories_chain_one_after_another(engine, company):
+    """The lock is taken with the history's reads: lookups at once must still each chain onto the last."""
+    reviewers, each = 4, 6
+    start = threading.Barrier(reviewers)
+
+    def reviewer(n: int) -> None:
+        start.wait()
+        for i in range(each):
+            _lookup(engine, make_uscc(1), f"NK-{n}-{i}")
+
+    with ThreadPoolExecutor(reviewers) as pool:
+        for done in [pool.submit(reviewer, n) for n in range(reviewers)]:
+            done.result()
+    with Session(engine) as s:
+        cases = [e.detail["case"] for e in s.exec(select(AuditEntry).where(AuditEntry.action == "review.history"))]
+        checked, broken = audit.verify_chain(s)
+    assert sorted(cases) == sorted(f"NK-{n}-{i}" for n in range(reviewers) for i in range(each))
+    assert broken is None and checked >= reviewers * each
+
+
+def test_a_head_is_chained_onto_once_and_only_in_its_own_transaction(engine):
+    with Session(engine) as s:
+        audit.append(s, actor="t", action="test", subject="first", commit=True)
+        _, head = audit.select_with_head(s.connection(), [])
+        audit.append(s, actor="t", action="test", subject="second", head=head)
+        with pytest.raises(ValueError, match="chained onto already"):
+            audit.append(s, actor="t", action="test", subject="forked", head=head)
+        s.commit()
+        _, stale = audit.select_with_head(s.connection(), [])
+        s.commit()
+        with pytest.raises(ValueError, match="another transaction"):
+            audit.append(s, actor="t", action="test", subject="stale", head=stale, commit=True)
+        s.rollback()
+    with Session(engine) as s:
+        assert [e.subject for e in s.exec(select(AuditEntry).order_by(AuditEntry.id))] == ["first", "second"]
+        assert audit.verify_chain(s) == (2, None)

@@ -19,7 +19,7 @@ from hub.api.deps import RuntimeDep, SessionDep, in_worker_thread, require
 from hub.api.errors import ApiError
 from hub.companies import find_companies
 from hub.compliance import CheckResult, run_check
-from hub.history import CompanyHistory, HistoryFilter, company_history, find_company
+from hub.history import CompanyHistory, HistoryFilter, find_company, reviewed_history
 
 router = APIRouter(prefix="/api/v1/companies", tags=["reviewers"])
 Reviewer = Annotated[Principal, require(Permission.READ_COMPANIES)]
@@ -73,10 +73,8 @@ def history(
     company = _company(session, key)
     filters = HistoryFilter(agency=agency.upper() if agency else None, severity=severity, since=since,
                             until=until, include_hidden=include_hidden)  # fmt: skip
-    result = company_history(session, company, filters)
-    audit.append(session, actor=who.actor, action="review.history", subject=f"company:{company.uscc or company.id}",
-                 detail={"case": case, "filters": filters.__dict__}, commit=True)  # fmt: skip
-    return result
+    return reviewed_history(session, company, filters, actor=who.actor,
+                            detail={"case": case, "filters": filters.__dict__})  # fmt: skip
 
 
 @router.get("/{key}/check", response_model=CheckResult, summary="Pre-approval verdict for an approval case")
