@@ -12,6 +12,10 @@ Sides, each over the same random companies:
   (which also stores the check and audits it), in a process set up as `hub serve` is: on
   SQLite a hub.db.WalCheckpointer keeps the write-ahead log short, so that the check's commits
   do not checkpoint it themselves;
+- in-process, a reference: find_company + reviewed_history, the API history endpoint's own
+  work (the reads, then its audit entry, chained and committed) without HTTP. Between it and
+  the history row above lies the audit entry; between it and the history over HTTP, HTTP and
+  FastAPI;
 - over HTTP: the real API (`hub serve`: hub.api.create_app under uvicorn, its own process,
   127.0.0.1) with a reviewer token from the token file, GET /api/v1/companies/{uscc}/history
   and /check?case=… on one keep-alive connection. The history route also appends the
@@ -61,6 +65,7 @@ class ReviewRun:
     bare: Measurement
     sides: list[Measurement]  # extra["via"] is "in-process" or "http", extra["bound_ms"] its p99 bound
     http_floor: Measurement  # GET /healthz on the same session: what HTTP alone costs
+    audited: Measurement  # the history endpoint's work in-process: the reads and the audit entry
     load_seconds: float
 
 
@@ -148,7 +153,7 @@ def _sides(engine: sa.Engine, base: str, token: str) -> dict[str, Callable[[str]
     from contracts.registry import load_registry
     from hub.compliance import load_rules, run_check
     from hub.db import session_scope
-    from hub.history import company_history, find_company
+    from hub.history import company_history, find_company, reviewed_history
 
     registry, rules = load_registry(), load_rules()
     get = http_getter(base, token)
@@ -165,6 +170,11 @@ def _sides(engine: sa.Engine, base: str, token: str) -> dict[str, Callable[[str]
         with session_scope(engine) as session:
             company_history(session, find_company(session, uscc))
 
+    def audited(uscc: str) -> None:
+        with session_scope(engine) as session:
+            reviewed_history(session, find_company(session, uscc), None, actor="reviewer:bench",
+                             detail={"case": "BENCH-1"})  # fmt: skip
+
     def check(uscc: str) -> None:
         with session_scope(engine) as session:  # committed with its audit entry, as the API and web page check
             run_check(session, company=find_company(session, uscc), case_id="BENCH-1", actor="bench",
@@ -174,6 +184,7 @@ def _sides(engine: sa.Engine, base: str, token: str) -> dict[str, Callable[[str]
         "bare SQL (3 SELECTs)": bare,
         "hub history (in-process)": history,
         "hub check (in-process)": check,
+        "hub history + audit entry (in-process)": audited,
         "hub history (HTTP)": lambda uscc: get(f"/api/v1/companies/{uscc}/history", case="BENCH-HTTP-1"),
         "hub check (HTTP)": lambda uscc: get(f"/api/v1/companies/{uscc}/check", case="BENCH-HTTP-1"),
         "GET /healthz (HTTP)": lambda _uscc: get("/healthz"),
@@ -214,4 +225,5 @@ def measure_review(url: str, data: ReviewDataset, samples: int, work: Path, *, s
                                 extra={"via": via, "bound_ms": HTTP_BOUND_MS if via == "http" else IN_PROCESS_BOUND_MS})  # fmt: skip
     floor = out.pop("GET /healthz (HTTP)")
     bare = out.pop("bare SQL (3 SELECTs)")
-    return ReviewRun(bare=bare, sides=list(out.values()), http_floor=floor, load_seconds=load_seconds)
+    audited = out.pop("hub history + audit entry (in-process)")
+    return ReviewRun(bare=bare, sides=list(out.values()), http_floor=floor, audited=audited, load_seconds=load_seconds)

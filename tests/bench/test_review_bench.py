@@ -27,9 +27,14 @@ def test_tiny_review_reports_in_process_and_http_rows_on_both_databases(tmp_path
 
     run = json.loads((tmp_path / "latest.json").read_text(encoding="utf-8"))
     assert code == 0, run["not_run"]
-    floors = [row for row in run["rows"] if "the floor" in row["title"]]  # what HTTP alone costs, set beside the rows
-    assert sorted(row["db"] for row in floors) == ["postgres", "sqlite"] and all(row["ratio"] for row in floors)
-    rows = [row for row in run["rows"] if row not in floors]
+    # set beside the rows: what HTTP alone costs, and the history endpoint's own work without HTTP
+    references = [row for row in run["rows"] if row["target"] == "(reference)"]
+    assert sorted((row["db"], row["title"]) for row in references) == [
+        (db, title) for db in ("postgres", "sqlite")
+        for title in ("reviewer history + its audit entry, in-process (the API endpoint's own work)",
+                      "reviewer over HTTP, GET /healthz only (the floor)")]  # fmt: skip
+    assert all(row["ratio"] and row["hub"]["records"] == run["sizes"]["queries"] for row in references)
+    rows = [row for row in run["rows"] if row not in references]
     titles = {(row["db"], row["title"]) for row in rows}
     assert titles == {(db, f"reviewer {kind}{via}") for db in ("sqlite", "postgres") for kind in ("history", "check")
                       for via in ("", " over HTTP")}  # fmt: skip
