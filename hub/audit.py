@@ -78,7 +78,7 @@ def _locked_head_reads(conn: sa.Connection) -> list[tuple[sa.Select, dict[str, A
 
 
 class LockedHead:
-    """The log's last hash, read under the writers' lock, for one entry appended in the same transaction.
+    """The log's last hash, read under the writers' lock, for the next append in the same transaction.
 
     A head chained onto twice, or in a later transaction, would fork the chain: ``take`` refuses both.
     """

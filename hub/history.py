@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 from decimal import Decimal
+from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel
