@@ -73,6 +73,11 @@ def _every_run(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _row_key(row: dict[str, Any]) -> tuple:
+    """What makes two runs' rows the same row: scenario, title and database."""
+    return row["scenario"], row["title"], row.get("db")
+
+
 def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One report from several runs of the same scale (scenarios run one after another, each with
     its baseline in the same run): rows in scenario order, each run's start time in the notes.
@@ -89,20 +94,19 @@ def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     seen: dict[tuple, list[dict[str, Any]]] = {}
     for run in runs:
         for row in run["rows"]:
-            seen.setdefault((row["scenario"], row["title"], row.get("db")), []).append(
+            seen.setdefault(_row_key(row), []).append(
                 {"started": run["started"], "ratio": row.get("ratio"), "met": row.get("met")})  # fmt: skip
     for run in runs:
         scenarios = sorted({row["scenario"] for row in run["rows"]})
         merged["not_run"].append(f"run {run['started']}: scenario(s) {', '.join(scenarios) or 'none'}")
-        again = {(row["scenario"], row["title"], row.get("db")) for row in run["rows"]}
-        superseded = [row for row in merged["rows"] if (row["scenario"], row["title"], row.get("db")) in again]
+        again = {_row_key(row) for row in run["rows"]}
+        superseded = [row for row in merged["rows"] if _row_key(row) in again]
         if superseded:
             merged["not_run"].append(f"run {run['started']} replaces {len(superseded)} row(s) of an earlier run")
         merged["rows"] = [row for row in merged["rows"] if row not in superseded] + run["rows"]
         merged["not_run"] += [note for note in run.get("not_run", []) if note not in merged["not_run"]]  # said once
     merged["rows"].sort(key=lambda row: row["scenario"])  # stable: a run's own row order is kept
-    merged["rows"] = [{**row, "every_run": seen[(row["scenario"], row["title"], row.get("db"))]}
-                      for row in merged["rows"]]  # fmt: skip
+    merged["rows"] = [{**row, "every_run": seen[_row_key(row)]} for row in merged["rows"]]
     return merged
 
 
