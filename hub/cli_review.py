@@ -6,7 +6,6 @@ Mounted by hub/cli.py with ``register(app)``.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -78,6 +77,7 @@ def serve(
 
     from hub.api import create_app
     from hub.api.tls import ClientCertProtocol
+    from hub.logqueue import queued_logging
     from hub.runtime import HubRuntime
     from hub.settings import Settings
 
@@ -97,11 +97,12 @@ def serve(
     if not len(app.state.tokens):
         typer.echo("warning: no API tokens configured (HUB_API_TOKENS_FILE); every request will be refused", err=True)
     level = runtime.settings.log_level
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # uvicorn's start and stop lines (the address it bound) stay at any level; HUB_LOG_LEVEL=WARNING
-    # or above leaves out its line per request, for a proxy in front that already logs them
-    uvicorn.run(app, host=host, port=port, http=ClientCertProtocol, log_level="debug" if level == "DEBUG" else "info",
-                access_log=level in ("DEBUG", "INFO"), **options)  # fmt: skip
+    # uvicorn's start and stop lines (the address it bound) stay at any level. The line per request
+    # is the hub's (hub.api.middleware.RequestLog), not uvicorn's: HUB_LOG_LEVEL=WARNING or above
+    # leaves it out, for a proxy in front that already logs requests
+    with queued_logging(level):
+        uvicorn.run(app, host=host, port=port, http=ClientCertProtocol,
+                    log_level="debug" if level == "DEBUG" else "info", access_log=False, **options)  # fmt: skip
 
 
 @tokens_app.command("add")

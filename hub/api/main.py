@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from hub.api.auth import TokenStore
 from hub.api.errors import install_error_handlers
 from hub.api.metrics import build_registry
-from hub.api.middleware import BodySizeLimit, RequestTimer
+from hub.api.middleware import BodySizeLimit, RequestLog
 from hub.api.routes import agencies, companies, feeds, health, licences, violations
 from hub.compliance import VerdictRules, load_rules
 from hub.db import WalCheckpointer
@@ -51,7 +51,7 @@ def create_app(runtime: HubRuntime, *, tokens: TokenStore | None = None, rules: 
         from hub.web import pages
 
         pages.mount(app)
-    # Added last = outermost: latency covers the size check too.
+    # Added last = outermost: latency (and the log line) cover the size check too.
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
-    app.add_middleware(RequestTimer, histogram=latency)
+    app.add_middleware(RequestLog, histogram=latency)
     return app

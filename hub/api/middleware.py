@@ -1,4 +1,4 @@
-"""ASGI middleware: a request body size limit and request latency for /metrics.
+"""ASGI middleware: a request body size limit, and each request's latency (for /metrics) and log line.
 
 Both are plain ASGI (not BaseHTTPMiddleware) so they see every request, streaming included.
 """
@@ -6,11 +6,17 @@ Both are plain ASGI (not BaseHTTPMiddleware) so they see every request, streamin
 from __future__ import annotations
 
 import json
+import logging
 import time
+from urllib.parse import quote
 
 from prometheus_client import Histogram
 
-__all__ = ["BodySizeLimit", "RequestTimer"]
+__all__ = ["ACCESS_LOGGER", "BodySizeLimit", "RequestLog"]
+
+#: One INFO line per request; `hub serve` leaves them out from HUB_LOG_LEVEL=WARNING up.
+ACCESS_LOGGER = logging.getLogger("hub.api.access")
+_SAFE_IN_LOG = "!#$%&'()*+,/:;=?@[]~"  # printable ASCII a URL carries as is
 
 
 async def _send_json(send, status: int, body: dict) -> None:
@@ -61,11 +67,16 @@ class BodySizeLimit:
         return await self.app(scope, replayed, send)
 
 
-class RequestTimer:
-    """Observe each request's latency by route template (not raw path: bounded label values)."""
+class RequestLog:
+    """Observe each request's latency by route template (bounded label values), then log it in one line.
 
-    def __init__(self, app, *, histogram: Histogram) -> None:
-        self.app, self.histogram = app, histogram
+    The line is logged once the response has gone out (uvicorn's own access log is written
+    before the response's first byte), and names the caller as the audit log does, never by
+    token. `hub serve` writes it from a thread of its own (hub.logqueue).
+    """
+
+    def __init__(self, app, *, histogram: Histogram, logger: logging.Logger = ACCESS_LOGGER) -> None:
+        self.app, self.histogram, self.logger = app, histogram, logger
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -80,6 +91,19 @@ class RequestTimer:
         try:
             await self.app(scope, receive, sending)
         finally:
+            seconds = time.perf_counter() - start
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            self.histogram.labels(scope["method"], template, str(status[0])).observe(time.perf_counter() - start)
+            self.histogram.labels(scope["method"], template, str(status[0])).observe(seconds)
+            if self.logger.isEnabledFor(logging.INFO):
+                self._log(scope, status[0], seconds)
+
+    def _log(self, scope, status: int, seconds: float) -> None:
+        client = scope.get("client")
+        principal = (scope.get("state") or {}).get("principal")
+        query = scope.get("query_string") or b""
+        # percent-encoded again, as sent: a decoded newline in a path must not start a forged line
+        target = quote(scope["path"] + ("?" + query.decode("latin-1") if query else ""), safe=_SAFE_IN_LOG)
+        self.logger.info('%s "%s %s HTTP/%s" %d %.1f ms %s', f"{client[0]}:{client[1]}" if client else "-",
+                         scope["method"], target, scope.get("http_version", "1.1"), status, seconds * 1000,
+                         principal.actor if principal is not None else "-")  # fmt: skip

@@ -39,7 +39,7 @@ def serve(hub):
     """Start the real `hub serve` (uvicorn on 127.0.0.1, an ephemeral port); yields a starter returning its URL.
 
     ``start(*args, env={...})`` adds to the server's environment; ``start.output[url]`` holds the
-    lines it has written so far (stdout and stderr: uvicorn logs requests to stdout).
+    lines it has written so far (stdout and stderr: the hub logs a line per request).
     """
     import os
     import re

@@ -114,13 +114,22 @@ def test_a_regulator_authenticates_by_client_certificate_and_reads_only_its_own_
 @pytest.mark.parametrize(("level", "logs_requests"), [("INFO", True), ("WARNING", False)])
 def test_the_server_logs_a_line_per_request_only_at_info_and_below(hub, serve, level, logs_requests):
     """From WARNING up (a proxy in front that logs requests), `hub serve` writes no line per request,
-    but still the address it bound."""
+    but still the address it bound. A line names the caller as the audit log does, never by token."""
+    uscc = hub.grant(1)
     base = serve(env={"HUB_LOG_LEVEL": level})
     assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200
+    history = httpx.get(f"{base}/api/v1/companies/{uscc}/history", params={"case": "SP-LOG-1"},
+                        headers=hub.headers("reviewer"), timeout=10)  # fmt: skip
+    assert history.status_code == 200
     deadline = time.monotonic() + 5
     logged = serve.output[base]
-    while logs_requests and not any("/healthz" in line for line in logged) and time.monotonic() < deadline:
+    while logs_requests and not any("SP-LOG-1" in line for line in logged) and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.2)  # a line that should not come has had its chance
     assert any("/healthz" in line for line in logged) is logs_requests
     assert any(base in line for line in logged)
+    if logs_requests:
+        line = next(line for line in logged if "SP-LOG-1" in line)
+        assert f'"GET /api/v1/companies/{uscc}/history?case=SP-LOG-1 HTTP/1.1" 200 ' in line
+        assert " ms reviewer:reviewer" in line
+    assert not any(hub.tokens["reviewer"] in line for line in logged)

@@ -1,0 +1,53 @@
+"""`hub serve` logs through a queue: a stalled log stream holds up no caller, and no line is lost or changed."""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+
+from hub.logqueue import queued_logging
+
+log = logging.getLogger("hub.test.logqueue")
+
+
+class StalledStream(io.StringIO):
+    """A stream whose writes wait until released, like stderr into a pipe nobody reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.released = threading.Event()
+
+    def write(self, text: str) -> int:
+        if not self.released.wait(5):
+            self.released.set()  # stuck that long: some caller waits on the write; let the test fail, not hang
+        return super().write(text)
+
+
+def _messages(stream: io.StringIO) -> list[str]:
+    return [line.split(": ", 1)[1] for line in stream.getvalue().splitlines()]
+
+
+def test_a_stalled_stream_holds_up_no_caller_and_every_line_is_written_by_the_end():
+    stream = StalledStream()
+    with queued_logging("INFO", stream=stream):
+        for n in range(200):
+            log.info("request %d", n)
+        assert stream.getvalue() == ""  # every call returned while the stream was stuck
+        stream.released.set()
+    assert _messages(stream) == [f"request {n}" for n in range(200)]
+
+
+def test_the_level_holds_and_a_line_shows_its_arguments_as_they_were_when_logged():
+    stream = StalledStream()  # nothing is written, so nothing formatted by the writer, until the end
+    root_level = logging.getLogger().level
+    items = ["as logged"]
+    with queued_logging("INFO", stream=stream):
+        log.debug("below the level")
+        log.info("items %s", items)
+        items[0] = "changed afterwards"
+        log.warning("a warning")
+        stream.released.set()
+    assert _messages(stream) == ["items ['as logged']", "a warning"]
+    assert " INFO hub.test.logqueue: " in stream.getvalue()
+    assert logging.getLogger().level == root_level
