@@ -176,7 +176,7 @@ def main() -> None:
     try:
         app()
     except HubError as exc:
-        typer.echo(f"error: {exc} ({type(exc).__name__})", err=True)
+        typer.echo(f"error: {exc.describe()}", err=True)
         sys.exit(1)
 
 

@@ -31,7 +31,7 @@ def verify_command() -> None:
         with session_scope(runtime.engine) as session:
             checked, broken = verify_chain(session)
     except HubError as exc:
-        _fail(f"{exc} ({type(exc).__name__})")
+        _fail(exc.describe())
     except Exception as exc:  # noqa: BLE001 - e.g. no database yet: say so, never a traceback
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         _fail(f"cannot read the audit log in {runtime.settings.resolved_database_url} ({first_line}); "
@@ -63,7 +63,7 @@ def export_command(
             result = export_evidence(session, directory, licence=licence, company=company,
                                      pki_dir=settings.resolved_pki_dir, exported_by="cli")  # fmt: skip
     except HubError as exc:
-        _fail(f"{exc} ({type(exc).__name__})")
+        _fail(exc.describe())
     finally:
         runtime.dispose()
     typer.echo(f"evidence bundle in {result.directory}: {result.entries} entries, "

@@ -15,6 +15,7 @@ import typer
 from certs.lifecycle import DEFAULT_OVERLAP_DAYS, Level, cert_status, rotate, worst_level
 from certs.pki import LEAF_VALIDITY_DAYS, init_pki
 from contracts.registry import load_registry
+from hub.cli_errors import fail
 from hub.errors import HubError
 from hub.settings import Settings
 
@@ -30,11 +31,6 @@ _MARK = {Level.OK: "", Level.WARN: "WARNING", Level.CRITICAL: "CRITICAL", Level.
 
 def _directory(directory: Path | None, settings: Settings | None = None) -> Path:
     return directory or (settings or Settings()).resolved_pki_dir
-
-
-def _fail(exc: HubError) -> None:
-    typer.echo(f"error: {exc} ({type(exc).__name__})", err=True)
-    raise typer.Exit(1)
 
 
 def _parse_party(text: str) -> tuple[str, str]:
@@ -58,7 +54,7 @@ def init_command(
         parties += [_parse_party(p) for p in party or []]
         layout = init_pki(_directory(directory, settings), parties=parties, validity_days=validity_days, force=force)
     except HubError as exc:
-        _fail(exc)
+        fail(exc.describe())
     typer.echo(f"PKI in {layout.root}")
     typer.echo(f"parties: {', '.join(layout.parties)}")
     typer.echo(f"issued: {', '.join(layout.issued) or 'nothing'}")
@@ -75,7 +71,7 @@ def status_command(
     try:
         statuses = cert_status(_directory(directory))
     except HubError as exc:
-        _fail(exc)
+        fail(exc.describe())
     if as_json:
         typer.echo(json.dumps([s.to_dict() for s in statuses], ensure_ascii=False, indent=2))
     else:
@@ -105,5 +101,5 @@ def rotate_command(
     try:
         rotated = rotate(_directory(directory), name, overlap_days=overlap_days, validity_days=validity_days)
     except HubError as exc:
-        _fail(exc)
+        fail(exc.describe())
     typer.echo(f"rotated: {', '.join(rotated)}; previous certificate(s) accepted for {overlap_days} day(s)")

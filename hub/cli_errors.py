@@ -29,6 +29,6 @@ def handles_errors(func):
                 typer.echo(f"  {problem}", err=True)
             raise typer.Exit(2) from None
         except HubError as exc:
-            fail(f"{exc} ({type(exc).__name__})")
+            fail(exc.describe())
 
     return wrapper

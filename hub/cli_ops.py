@@ -41,7 +41,7 @@ def worker(
     try:
         runtime = _runtime()
     except HubError as exc:
-        _fail(f"{exc} ({type(exc).__name__})")
+        _fail(exc.describe())
     runtime.dispose()  # the pool's processes open their own connections after forking
     from sync_jobs.celery_app import QUEUE, app as celery
 
@@ -68,7 +68,7 @@ def status(
             result = collect_status(session, specs, pki_dir=runtime.settings.resolved_pki_dir,
                                     freshness_hours=runtime.settings.freshness_hours)  # fmt: skip
     except HubError as exc:
-        _fail(f"{exc} ({type(exc).__name__})")
+        _fail(exc.describe())
     typer.echo(result.model_dump_json(indent=2) if as_json else render_text(result))
 
 

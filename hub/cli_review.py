@@ -60,7 +60,7 @@ def check(
                                agencies=runtime.registry, freshness_hours=runtime.settings.freshness_hours,
                                approval_item=item)  # fmt: skip
     except HubError as exc:
-        _fail(f"{exc} ({type(exc).__name__})")
+        _fail(exc.describe())
     typer.echo(result.model_dump_json(indent=2) if as_json else render_check(result))
 
 
@@ -93,7 +93,7 @@ def serve(
             options = uvicorn_ssl_options(certfile, keyfile, client_ca=client_ca,
                                           require_client_cert=require_client_cert)  # fmt: skip
     except HubError as exc:
-        _fail(f"{exc} ({type(exc).__name__})")
+        _fail(exc.describe())
     if not len(app.state.tokens):
         typer.echo("warning: no API tokens configured (HUB_API_TOKENS_FILE); every request will be refused", err=True)
     level = runtime.settings.log_level

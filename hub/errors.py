@@ -46,6 +46,10 @@ class HubError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def describe(self) -> str:
+        """The message and the kind of error, as commands and job summaries print it."""
+        return f"{self} ({type(self).__name__})"
+
 
 class TransientError(HubError):
     """Retry later: the peer is slow, overloaded or briefly unreachable.

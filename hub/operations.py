@@ -47,7 +47,7 @@ def _push(runtime, spec, adapter, fence) -> tuple[str, bool]:
     except LeaseLost as exc:
         return f"{spec.code}: push stopped, lease lost: {exc}", False
     except HubError as exc:
-        return f"{spec.code}: push stopped: {exc} ({type(exc).__name__})", False
+        return f"{spec.code}: push stopped: {exc.describe()}", False
     line = f"{spec.code}: pushed {r.delivered} ({r.duplicates} already held), {r.retrying} to retry, {r.dead} dead"
     return line + (f" — {r.error}" if r.error else ""), r.error is None
 
@@ -56,6 +56,6 @@ def _pull(runtime, spec, adapter, fence) -> tuple[str, bool]:
     try:
         p = pull_agency(runtime.engine, spec, adapter, fence=fence)
     except HubError as exc:
-        return f"{spec.code}: pull stopped: {exc} ({type(exc).__name__})", False
+        return f"{spec.code}: pull stopped: {exc.describe()}", False
     return (f"{spec.code}: pulled {p.pages} page(s): {p.created} new, {p.updated} updated, "
             f"{p.unchanged} unchanged, {p.quarantined} quarantined; cursor {p.cursor}"), True  # fmt: skip
