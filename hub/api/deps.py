@@ -50,14 +50,14 @@ def _end(session: Session) -> None:
     session.close()
 
 
-async def get_session(runtime: RuntimeDep) -> AsyncIterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
     """A session per request; endpoints that write commit explicitly, anything else rolls back.
 
     Opening a session does no I/O. Ending one that still has a transaction (nothing was
     committed, or the endpoint failed) sends a ROLLBACK: that happens in a worker thread,
     never on the event loop.
     """
-    session = Session(runtime.engine, expire_on_commit=False)
+    session = Session(request.app.state.runtime.engine, expire_on_commit=False)
     try:
         yield session
     finally:
@@ -111,7 +111,8 @@ CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 def require(permission: Permission):
     """A dependency admitting only callers whose role grants ``permission`` (deny by default)."""
 
-    async def check(principal: CurrentPrincipal) -> Principal:
+    async def check(request: Request) -> Principal:
+        principal = await current_principal(request)
         if not principal.can(permission):
             raise ApiError(403, "forbidden", f"a {principal.role.value} may not do this ({permission.value})")
         return principal
