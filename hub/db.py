@@ -69,7 +69,7 @@ def _server_has_spoken(dbapi_connection) -> bool:
         return True
 
 
-def _mark_returned(_dbapi_connection, record, *_args) -> None:
+def _mark_returned(_dbapi_connection, record) -> None:
     record.info[_RETURNED_AT] = time.monotonic()
 
 
@@ -77,10 +77,10 @@ def _ping_when_in_doubt(engine: Engine, idle_ping_seconds: float):
     """A checkout hook that sends the ping of pool_pre_ping only when the connection may be dead.
 
     pool_pre_ping pings at every checkout (an empty statement on psycopg): a round trip more per
-    transaction (of the five a reviewer's history waited on, one). A connection back in the pool a moment ago,
-    on which the server has said nothing since, is alive: the ping goes only to one whose
-    socket has something to read, or that sat idle ``idle_ping_seconds``. A failed ping
-    makes the pool discard the connection and open another, as pool_pre_ping does.
+    transaction, one of the five a reviewer's history waited on. A connection back in the pool
+    a moment ago, on which the server has said nothing since, is alive: the ping goes only to
+    one whose socket has something to read, or that sat idle ``idle_ping_seconds``. A failed
+    ping makes the pool discard the connection and open another, as pool_pre_ping does.
     """
 
     def checkout(dbapi_connection, record, _proxy) -> None:

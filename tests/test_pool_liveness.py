@@ -44,7 +44,8 @@ def test_a_connection_the_server_ended_is_replaced_without_an_error(pg_url):
         with admin.connect() as conn:
             assert conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": ended}).scalar_one()
             deadline = time.monotonic() + 10
-            while conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p"), {"p": ended}).scalar_one():
+            alive = sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p")
+            while conn.execute(alive, {"p": ended}).scalar_one():
                 assert time.monotonic() < deadline, "the backend did not end"
                 time.sleep(0.02)
         # as after a database restart: the next transaction gets a new session, not AdminShutdown
@@ -55,8 +56,9 @@ def test_a_connection_the_server_ended_is_replaced_without_an_error(pg_url):
 
 
 @pytest.mark.parametrize(("idle_ping_seconds", "pinged"), [(30.0, False), (0.0, True)])
-def test_a_connection_used_a_moment_ago_goes_without_a_ping_and_an_idle_one_with(pg_url, tmp_path,
-                                                                                 idle_ping_seconds, pinged):  # fmt: skip
+def test_a_connection_used_a_moment_ago_goes_without_a_ping_and_an_idle_one_with(
+    pg_url, tmp_path, idle_ping_seconds, pinged
+):
     engine = create_db_engine(pg_url, idle_ping_seconds=idle_ping_seconds)
     try:
         queries = _queries_of_next_checkout(engine, tmp_path / "trace.txt")
