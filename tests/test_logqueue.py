@@ -39,15 +39,16 @@ def test_a_stalled_stream_holds_up_no_caller_and_every_line_is_written_by_the_en
 
 
 def test_the_level_holds_and_a_line_shows_its_arguments_as_they_were_when_logged():
-    stream = StalledStream()  # nothing is written, so nothing formatted by the writer, until the end
+    stream = StalledStream()
     root_level = logging.getLogger().level
     items = ["as logged"]
     with queued_logging("INFO", stream=stream):
+        log.info("first")  # the writer is stuck on this line's write until the end
         log.debug("below the level")
         log.info("items %s", items)
         items[0] = "changed afterwards"
         log.warning("a warning")
         stream.released.set()
-    assert _messages(stream) == ["items ['as logged']", "a warning"]
+    assert _messages(stream) == ["first", "items ['as logged']", "a warning"]
     assert " INFO hub.test.logqueue: " in stream.getvalue()
     assert logging.getLogger().level == root_level
