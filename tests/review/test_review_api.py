@@ -66,6 +66,22 @@ def test_lookups_are_audited_with_who_which_company_and_case(hub, client):
     assert (entry.actor, entry.subject, entry.detail["case"]) == ("reviewer:reviewer", f"company:{uscc}", "SP-7")
 
 
+def test_a_request_line_names_the_caller_and_cannot_be_forged_through_the_path(hub, client, caplog):
+    """The line per request (hub.api.access) names the caller, never the token; a newline in a path stays escaped."""
+    caplog.set_level("INFO", logger="hub.api.access")
+    uscc = hub.grant(1)
+    assert client.get(f"/api/v1/companies/{uscc}/history", params={"case": "LOG-1"},
+                      headers=hub.headers("reviewer")).status_code == 200  # fmt: skip
+    forged = "/api/v1/companies/X%0A127.0.0.1:1%20%22GET%20/%20HTTP/1.1%22%20200/history"
+    assert client.get(forged, headers=hub.headers("reviewer")).status_code == 404
+    lines = [r.getMessage() for r in caplog.records if r.name == "hub.api.access"]
+    assert any(f"/api/v1/companies/{uscc}/history?case=LOG-1 HTTP/1.1\" 200 " in line and line.endswith(" reviewer:reviewer")
+               for line in lines), lines  # fmt: skip
+    assert all("\n" not in line for line in lines)
+    assert any("X%0A127.0.0.1:1" in line for line in lines), lines
+    assert not any(hub.tokens["reviewer"] in line for line in lines)
+
+
 def test_tokens_are_stored_hashed_only(hub):
     text = hub.runtime.settings.api_tokens_file.read_text()
     assert all(token not in text for token in hub.tokens.values())
