@@ -28,7 +28,7 @@ from hub.clock import utcnow
 from hub.errors import ConfigurationError
 from hub.history import CompanyHistory, HistoryFilter, history_from_rows, history_reads
 from hub.models import Agency, Company, ComplianceCheck
-from hub.pipelined import pipelines
+from hub.pipelined import pipelines, reading_connection
 from hub.publication import add_months, today_in_china
 
 __all__ = [
@@ -165,9 +165,7 @@ def agency_freshness(session: Session, agencies: Mapping[str, AgencySpec], *, bo
                      kinds: list[str] | None = None, now: dt.datetime | None = None) -> list[AgencyFreshness]:  # fmt: skip
     """Age of each expected agency's last successful pull; stale when older than the bound or never."""
     now = now or utcnow()
-    if session.autoflush:
-        session.flush()  # read on the connection below; see the caller's pending changes as the ORM would
-    last_pulls = dict(session.connection().execute(_LAST_PULLS).all())
+    last_pulls = dict(reading_connection(session).execute(_LAST_PULLS).all())
     return _freshness(last_pulls, agencies, bound_hours=bound_hours, kinds=kinds, now=now)
 
 
@@ -241,9 +239,7 @@ def run_check(session: Session, *, company: Company | sa.Row, case_id: str, acto
         raise ConfigurationError("a check must cite an approval case id")
     now = now or utcnow()
     today = today_in_china(now)
-    if session.autoflush:
-        session.flush()  # the reads go straight to the connection: they must see the caller's pending rows
-    conn = session.connection()
+    conn = reading_connection(session)
     everything = HistoryFilter(include_hidden=True)
     reads = [*history_reads(company, everything), (_LAST_PULLS, {})]
     if pipelines(conn):

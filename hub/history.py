@@ -19,7 +19,7 @@ from sqlmodel import Session
 
 from hub import audit
 from hub.models import Company, Delivery, Licence, LicenceRevision, Violation
-from hub.pipelined import select_together
+from hub.pipelined import reading_connection, select_together
 from hub.publication import ORDER_36_MONTHS, Standing, publication_end, standing, today_in_china
 
 __all__ = [
@@ -109,9 +109,7 @@ def find_company(session: Session, key: str) -> sa.Row | None:
     lookup. Nothing here changes a company, so nothing needs the entity.
     """
     key = key.strip()
-    if session.autoflush:
-        session.flush()  # the caller's pending rows must be visible to the direct read
-    conn = session.connection()
+    conn = reading_connection(session)
     for query, value in zip(_FIND, (key.upper(), key.upper(), key), strict=True):
         rows = conn.execute(query, {"v": value}).all()
         if len(rows) == 1:
@@ -220,10 +218,8 @@ def company_history(session: Session, company: Company | sa.Row, filters: Histor
         today: the date publication windows are judged on (default: today in China).
         months: Order 36 maximum publication periods per severity class.
     """
-    if session.autoflush:
-        session.flush()  # reads below go straight to the connection: they must see the caller's pending rows
     # both reads in one round trip where the driver allows (hub.pipelined)
-    licence_rows, violation_rows = select_together(session.connection(), history_reads(company, filters))
+    licence_rows, violation_rows = select_together(reading_connection(session), history_reads(company, filters))
     return history_from_rows(company, filters, licence_rows, violation_rows, today=today, months=months)
 
 
@@ -236,9 +232,8 @@ def reviewed_history(session: Session, company: Company | sa.Row, filters: Histo
     two round trips, where reading the history and then appending took three. The result is
     built after the COMMIT, so the writers' lock is held only while the entry is written.
     """
-    if session.autoflush:
-        session.flush()  # reads below go straight to the connection: they must see the caller's pending rows
-    (licence_rows, violation_rows), head = audit.select_with_head(session.connection(), history_reads(company, filters))
+    reads = history_reads(company, filters)
+    (licence_rows, violation_rows), head = audit.select_with_head(reading_connection(session), reads)
     audit.append(session, actor=actor, action="review.history", subject=f"company:{company.uscc or company.id}",
                  detail=dict(detail), commit=True, head=head)  # fmt: skip
     return history_from_rows(company, filters, licence_rows, violation_rows)

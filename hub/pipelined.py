@@ -25,7 +25,18 @@ from typing import Any
 
 import sqlalchemy as sa
 
-__all__ = ["as_sqlalchemy_error", "pipelines", "select_together", "write_and_commit"]
+__all__ = ["as_sqlalchemy_error", "pipelines", "reading_connection", "select_together", "write_and_commit"]
+
+
+def reading_connection(session) -> sa.Connection:
+    """The session's connection, for Core reads that bypass the ORM.
+
+    The caller's pending rows are flushed first (when the session autoflushes), so the reads
+    see them as an ORM query would.
+    """
+    if session.autoflush:
+        session.flush()
+    return session.connection()
 
 
 def pipelines(conn: sa.Connection) -> bool:

@@ -75,8 +75,8 @@ class RequestLog:
     token. `hub serve` writes it from a thread of its own (hub.logqueue).
     """
 
-    def __init__(self, app, *, histogram: Histogram, logger: logging.Logger = ACCESS_LOGGER) -> None:
-        self.app, self.histogram, self.logger = app, histogram, logger
+    def __init__(self, app, *, histogram: Histogram) -> None:
+        self.app, self.histogram = app, histogram
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -95,7 +95,7 @@ class RequestLog:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             self.histogram.labels(scope["method"], template, str(status[0])).observe(seconds)
-            if self.logger.isEnabledFor(logging.INFO):
+            if ACCESS_LOGGER.isEnabledFor(logging.INFO):
                 self._log(scope, status[0], seconds)
 
     def _log(self, scope, status: int, seconds: float) -> None:
@@ -104,6 +104,6 @@ class RequestLog:
         query = scope.get("query_string") or b""
         # percent-encoded again, as sent: a decoded newline in a path must not start a forged line
         target = quote(scope["path"] + ("?" + query.decode("latin-1") if query else ""), safe=_SAFE_IN_LOG)
-        self.logger.info('%s "%s %s HTTP/%s" %d %.1f ms %s', f"{client[0]}:{client[1]}" if client else "-",
-                         scope["method"], target, scope.get("http_version", "1.1"), status, seconds * 1000,
-                         principal.actor if principal is not None else "-")  # fmt: skip
+        ACCESS_LOGGER.info('%s "%s %s HTTP/%s" %d %.1f ms %s', f"{client[0]}:{client[1]}" if client else "-",
+                           scope["method"], target, scope.get("http_version", "1.1"), status, seconds * 1000,
+                           principal.actor if principal is not None else "-")  # fmt: skip
