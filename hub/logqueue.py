@@ -5,6 +5,11 @@ event loop, that line cost a history request 0.2 ms over HTTP on the benchmark m
 (bench/analysis.md, thirteenth round). Here the loop only makes the record and puts it on a
 queue; a listener thread formats and writes it. A stalled stderr (a log shipper restarting,
 a full pipe) then holds up the listener, not the requests.
+
+The queue is bounded: stderr blocked for good must not grow the server until it is killed for
+its memory. Lines that find the queue full are counted and dropped, and the count is written,
+as a warning in its place among the lines, once there is room again. Nothing of the record a
+reviewer's lookup leaves is in these lines alone: the audit log, in the database, has it.
 """
 
 from __future__ import annotations
@@ -12,29 +17,68 @@ from __future__ import annotations
 import logging
 import queue
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from logging.handlers import QueueHandler, QueueListener
 from typing import TextIO
 
-__all__ = ["LOG_FORMAT", "queued_logging"]
+__all__ = ["LOG_FORMAT", "QUEUED_LINES", "queued_logging"]
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+QUEUED_LINES = 10_000  # a few MiB of formatted lines: minutes of requests, if stderr stalls
+_LOGGER = "hub.logqueue"
+
+
+def _dropped_notice(count: int, capacity: int) -> logging.LogRecord:
+    return logging.makeLogRecord({
+        "name": _LOGGER, "levelno": logging.WARNING, "levelname": "WARNING",
+        "msg": f"{count} log line(s) dropped here: the log stream was blocked with {capacity} lines waiting",
+    })  # fmt: skip
+
+
+class _DroppingQueueHandler(QueueHandler):
+    """Queue a record if there is room; count it if not, and queue the count before the next one that fits."""
+
+    def __init__(self, records: queue.Queue) -> None:
+        super().__init__(records)
+        self._dropped, self._counting = 0, threading.Lock()  # log calls come from the loop and worker threads
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        with self._counting:
+            try:
+                if self._dropped:
+                    self.queue.put_nowait(_dropped_notice(self._dropped, self.queue.maxsize))
+                    self._dropped = 0
+                self.queue.put_nowait(record)
+            except queue.Full:
+                self._dropped += 1
+
+    def take_dropped(self) -> int:
+        with self._counting:
+            count, self._dropped = self._dropped, 0
+            return count
+
+
+class _Listener(QueueListener):
+    def enqueue_sentinel(self) -> None:
+        self.queue.put(self._sentinel)  # waits for room: the base class's put_nowait fails on a full queue
 
 
 @contextmanager
-def queued_logging(level: str, *, stream: TextIO | None = None) -> Iterator[None]:
+def queued_logging(level: str, *, stream: TextIO | None = None, capacity: int = QUEUED_LINES) -> Iterator[None]:
     """The root logger at ``level``, writing to ``stream`` (stderr) through a queue, while the block runs.
 
-    Every line put on the queue is written before the block's exit returns. Records are
-    formatted (their arguments merged, a traceback rendered) before they are queued, so a
-    record never reaches the listener holding objects the caller goes on to change.
+    Every line queued is written before the block's exit returns, and so is the count of lines
+    dropped while ``capacity`` lines waited. Records are formatted (their arguments merged, a
+    traceback rendered) before they are queued, so a record never reaches the listener holding
+    objects the caller goes on to change.
     """
     writer = logging.StreamHandler(stream or sys.stderr)
     writer.setFormatter(logging.Formatter(LOG_FORMAT))
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    enqueue = QueueHandler(records)
-    listener = QueueListener(records, writer)
+    records: queue.Queue[logging.LogRecord] = queue.Queue(capacity)
+    enqueue = _DroppingQueueHandler(records)
+    listener = _Listener(records, writer)
     root = logging.getLogger()
     previous_level = root.level
     root.setLevel(level)
@@ -45,4 +89,6 @@ def queued_logging(level: str, *, stream: TextIO | None = None) -> Iterator[None
     finally:
         root.removeHandler(enqueue)
         root.setLevel(previous_level)
-        listener.stop()  # drains the queue: nothing logged is lost at shutdown
+        listener.stop()  # drains the queue: nothing queued is lost at shutdown
+        if dropped := enqueue.take_dropped():
+            writer.handle(_dropped_notice(dropped, capacity))
