@@ -114,8 +114,11 @@ def company_ids_by_uscc(session: Session, records: list[ViolationRecord]) -> dic
                  "org_code": org_code_of(r.uscc), "reg_no": r.reg_no, "legal_rep": None,
                  "created_at": now, "updated_at": now} for r in missing]  # fmt: skip
         dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-        session.execute(dialect_insert(table).on_conflict_do_nothing(index_elements=["uscc"]), rows)
-        ids.update(_select_company_ids(session, [r.uscc for r in missing]))
+        # RETURNING makes SQLAlchemy send the rows as one multi-row INSERT, not a statement per company
+        insert = dialect_insert(table).on_conflict_do_nothing(index_elements=["uscc"]).returning(table.c.uscc, table.c.id)
+        ids.update((uscc, company_id) for uscc, company_id in session.execute(insert, rows))
+        if skipped := [r.uscc for r in missing if r.uscc not in ids]:  # another transaction added them meanwhile
+            ids.update(_select_company_ids(session, skipped))
     return ids
 
 
