@@ -21,7 +21,6 @@ from typing import Any
 from bench.dbs import database, pg_available
 from bench.measure import Measurement, run_child
 
-REPO = Path(__file__).resolve().parent.parent
 
 #: issue sizes (full), a tenth of them where full would not fit a session (medium), a quick look (small), a test (tiny)
 SCALES: dict[str, dict[str, int]] = {
@@ -244,13 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     run["not_run"] = not_run + run.pop("notes")
-    out_md = (args.out / "benchmarks.md") if args.out else REPO / "docs" / "benchmarks.md"
-    out_json = (args.out / "latest.json") if args.out else REPO / "bench" / "results" / "latest.json"
-    analysis = REPO / "bench" / "analysis.md"
-    from bench.report import write_report
+    from bench.report import write_docs
 
-    write_report(run, out_md, out_json, preface=analysis.read_text(encoding="utf-8") if analysis.exists() else "")
-    print(out_md.read_text(encoding="utf-8"))
+    print(write_docs(run, args.out).read_text(encoding="utf-8"))
     return 1 if failed else 0
 
 

@@ -1,4 +1,9 @@
-"""docs/benchmarks.md and bench/results/latest.json from one run's rows."""
+"""docs/benchmarks.md and bench/results/latest.json from one run's rows.
+
+Two hand-kept files join the generated tables: bench/verdict.md (where each target stands, and
+what bounds it) right under them, and bench/analysis.md (every round's profiles, fixes, before
+and after) at the end.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,9 @@ import platform
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_report"]
+__all__ = ["write_docs", "write_report"]
+
+BENCH = Path(__file__).resolve().parent
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
@@ -18,8 +25,11 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
-def write_report(run: dict[str, Any], markdown: Path, json_file: Path, *, preface: str = "") -> None:
-    """Write the JSON (everything) and the markdown table (one row per comparison)."""
+def write_report(run: dict[str, Any], markdown: Path, json_file: Path, *, verdict: str = "", preface: str = "") -> None:
+    """Write the JSON (everything) and the markdown table (one row per comparison).
+
+    ``verdict`` follows the tables, before the per-run notes; ``preface`` ends the file.
+    """
     json_file.parent.mkdir(parents=True, exist_ok=True)
     json_file.write_text(json.dumps(run, ensure_ascii=False, indent=1, default=str) + "\n", encoding="utf-8")
     lines = [
@@ -44,6 +54,8 @@ def write_report(run: dict[str, Any], markdown: Path, json_file: Path, *, prefac
             f"| {row['target']} | {met} |"
         )
     lines += _every_run(run["rows"])
+    if verdict:
+        lines += ["", verdict.strip()]
     if run.get("not_run"):
         lines += ["", "## Not run, and notes", ""] + [f"- {item}" for item in run["not_run"]]
     notes = [f"- {row['title']} ({row.get('db', '')}): {row['baseline']['note']}" for row in run["rows"]
@@ -52,6 +64,20 @@ def write_report(run: dict[str, Any], markdown: Path, json_file: Path, *, prefac
         lines += ["", "## Baselines", ""] + sorted(set(notes))
     markdown.parent.mkdir(parents=True, exist_ok=True)
     markdown.write_text("\n".join(lines) + "\n" + (("\n" + preface) if preface else ""), encoding="utf-8")
+
+
+def write_docs(run: dict[str, Any], out: Path | None = None) -> Path:
+    """write_report with bench/'s hand-kept verdict and analysis, into docs/ and bench/results/ or ``out``.
+
+    Returns:
+        The markdown file written.
+    """
+    markdown = (out / "benchmarks.md") if out else BENCH.parent / "docs" / "benchmarks.md"
+    json_file = (out / "latest.json") if out else BENCH / "results" / "latest.json"
+    verdict, analysis = ((BENCH / name).read_text(encoding="utf-8") if (BENCH / name).exists() else ""
+                         for name in ("verdict.md", "analysis.md"))  # fmt: skip
+    write_report(run, markdown, json_file, verdict=verdict, preface=analysis)
+    return markdown
 
 
 def _every_run(rows: list[dict[str, Any]]) -> list[str]:
@@ -118,12 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", type=Path, help="latest.json files of runs at the same scale")
     parser.add_argument("--out", type=Path, help="write benchmarks.md and latest.json here instead of docs/ and bench/results/")
     args = parser.parse_args(argv)
-    repo = Path(__file__).resolve().parent.parent
     merged = merge_runs([json.loads(path.read_text(encoding="utf-8")) for path in args.runs])
-    out_md = (args.out / "benchmarks.md") if args.out else repo / "docs" / "benchmarks.md"
-    out_json = (args.out / "latest.json") if args.out else repo / "bench" / "results" / "latest.json"
-    analysis = repo / "bench" / "analysis.md"
-    write_report(merged, out_md, out_json, preface=analysis.read_text(encoding="utf-8") if analysis.exists() else "")
+    write_docs(merged, args.out)
     return 0
 
 

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from bench.report import main, merge_runs
+from tests.helpers import REPO
 
 
 def _run(started: str, scenarios: list[str], scale: str = "full") -> dict:
@@ -66,3 +67,14 @@ def test_a_note_every_run_makes_is_said_once():
         run["not_run"].append("1: how the baseline was measured")
     notes = merge_runs(runs)["not_run"]
     assert notes.count("1: how the baseline was measured") == 1 and "note of T2" in notes
+
+
+def test_where_the_targets_stand_comes_right_under_the_tables(tmp_path):
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps(_run("T1", ["1", "4"])), encoding="utf-8")
+    assert main([str(run), "--out", str(tmp_path / "out")]) == 0
+    report = (tmp_path / "out" / "benchmarks.md").read_text(encoding="utf-8")
+    headings = [line for line in report.splitlines() if line.startswith("## ")]
+    verdict = (REPO / "bench" / "verdict.md").read_text(encoding="utf-8").splitlines()[0]
+    assert headings[:3] == [verdict, "## Not run, and notes", "## Baselines"]  # the analysis's rounds follow
+    assert "| 1 | pull ≥ 3× dlt |" in report
