@@ -26,7 +26,7 @@ from typing import TextIO
 __all__ = ["LOG_FORMAT", "QUEUED_LINES", "queued_logging"]
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-QUEUED_LINES = 10_000  # a few MiB of formatted lines: minutes of requests, if stderr stalls
+QUEUED_LINES = 10_000  # a queued request line holds ~0.6 KiB: a stalled stderr keeps ~6 MiB waiting
 _LOGGER = "hub.logqueue"
 
 
