@@ -16,9 +16,10 @@ class StalledStream(io.StringIO):
 
     def __init__(self) -> None:
         super().__init__()
-        self.released = threading.Event()
+        self.released, self.entered = threading.Event(), threading.Event()
 
     def write(self, text: str) -> int:
+        self.entered.set()
         if not self.released.wait(5):
             self.released.set()  # stuck that long: some caller waits on the write; let the test fail, not hang
         return super().write(text)
@@ -57,30 +58,27 @@ def test_the_level_holds_and_a_line_shows_its_arguments_as_they_were_when_logged
 def test_a_stream_blocked_for_good_costs_bounded_memory_and_the_lines_dropped_are_counted_in_their_place():
     stream = StalledStream()
     with queued_logging("INFO", stream=stream, capacity=20):
+        log.info("first")
+        assert stream.entered.wait(5)  # the writer holds "first" and waits on the stream: the queue is empty
         for n in range(200):
             log.info("request %d", n)  # returns at once even with the queue full
-        assert stream.getvalue() == ""
         stream.released.set()
-    lines = _messages(stream)
-    written = [line for line in lines if line.startswith("request ")]
-    # the lines that found room, in order: the one in the writer's hands and the 20 queued behind it
-    assert written == [f"request {n}" for n in range(len(written))] and 20 <= len(written) <= 21
-    assert lines[len(written):] == [
-        f"{200 - len(written)} log line(s) dropped here: the log stream was blocked with 20 lines waiting"]
+    assert _messages(stream) == ["first", *(f"request {n}" for n in range(20)),
+                                 "180 log line(s) dropped here: the log stream was blocked with 20 lines waiting"]
 
 
 def test_the_count_of_dropped_lines_goes_in_their_place_once_there_is_room():
     stream = StalledStream()
     with queued_logging("INFO", stream=stream, capacity=5):
+        log.info("first")
+        assert stream.entered.wait(5)
         for n in range(50):
             log.info("stalled %d", n)
         stream.released.set()
-        for _ in range(500):  # until the writer has emptied the queue
-            if len(stream.getvalue().splitlines()) >= 5:
+        for _ in range(500):  # until the writer has written all it held: the queue is empty again
+            if len(stream.getvalue().splitlines()) == 6:
                 break
             threading.Event().wait(0.01)
         log.info("after")
-    lines = _messages(stream)
-    written = [line for line in lines if line.startswith("stalled ")]
-    assert lines[len(written):] == [
-        f"{50 - len(written)} log line(s) dropped here: the log stream was blocked with 5 lines waiting", "after"]
+    assert _messages(stream) == ["first", *(f"stalled {n}" for n in range(5)),
+                                 "45 log line(s) dropped here: the log stream was blocked with 5 lines waiting", "after"]
