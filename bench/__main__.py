@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.dbs import database, pg_available
-from bench.measure import Measurement, run_child
+from bench.measure import Measurement, machine_pace_us, run_child
 
 
 #: issue sizes (full), a tenth of them where full would not fit a session (medium), a quick look (small), a test (tiny)
@@ -226,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         not_run.append("PostgreSQL rows: no server at HUB_BENCH_PG_URL / 127.0.0.1:5432")
     run: dict[str, Any] = {"scale": args.scale, "sizes": size, "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                            "machine": f"{platform.machine()}, {os.cpu_count()} cpu, Python {platform.python_version()}",
-                           "sizes_note": ", ".join(f"{k}={v:,}" for k, v in size.items()), "rows": [], "notes": []}  # fmt: skip
+                           "sizes_note": ", ".join(f"{k}={v:,}" for k, v in size.items()), "rows": [], "notes": [],
+                           "pace_us": {"start": round(machine_pace_us(), 2)}}  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="hub-bench-"))
     failed = False
     try:
@@ -242,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                 not_run.append(f"{name}: failed: {type(exc).__name__}: {exc}"[:500])
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    run["pace_us"]["end"] = round(machine_pace_us(), 2)
     run["not_run"] = not_run + run.pop("notes")
     from bench.report import write_docs
 

@@ -8,11 +8,12 @@ import resource
 import subprocess
 import sys
 import time
+import timeit
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Measurement", "percentile", "peak_rss_mb", "reset_peak_rss", "run_child", "timed"]
+__all__ = ["Measurement", "machine_pace_us", "percentile", "peak_rss_mb", "reset_peak_rss", "run_child", "timed"]
 
 
 @dataclass
@@ -61,6 +62,18 @@ class timed:
 
     def __exit__(self, *exc) -> None:
         self.seconds = time.perf_counter() - self.start
+
+
+def machine_pace_us() -> float:
+    """Microseconds this interpreter takes to sum 1,000 integers, the best of five rounds.
+
+    The benchmark VM has phases: in a slow one the same code runs two to three times as long,
+    the hub's pure-Python checks more so than some baselines (bench/analysis.md, fourteenth
+    round). A run records this at its start and end, so its report says which phase it met.
+    On this VM: about 4 µs in a fast phase, 6-9 µs in a slow one.
+    """
+    rounds = timeit.repeat("sum(numbers)", setup="numbers = list(range(1000))", number=20_000, repeat=5)
+    return min(rounds) / 20_000 * 1e6
 
 
 def reset_peak_rss() -> None:

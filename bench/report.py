@@ -35,7 +35,7 @@ def write_report(run: dict[str, Any], markdown: Path, json_file: Path, *, verdic
     lines = [
         "# Benchmarks", "",
         f"Scale **{run['scale']}** ({run['sizes_note']}), run {run['started']} on {platform.node() or 'this machine'} "
-        f"({run['machine']}). Absolute numbers are noisy on this shared 2-core machine; the ratios (hub ÷ baseline, "
+        f"({run['machine']}){_pace(run)}. Absolute numbers are noisy on this shared 2-core machine; the ratios (hub ÷ baseline, "
         "measured in the same run) are the result. Regenerate with "
         f"`make bench BENCH_ARGS='--scale {run['scale']}'`; several runs of one scale are combined with "
         "`python -m bench.report RUN.json…`.", "",
@@ -64,6 +64,15 @@ def write_report(run: dict[str, Any], markdown: Path, json_file: Path, *, verdic
         lines += ["", "## Baselines", ""] + sorted(set(notes))
     markdown.parent.mkdir(parents=True, exist_ok=True)
     markdown.write_text("\n".join(lines) + "\n" + (("\n" + preface) if preface else ""), encoding="utf-8")
+
+
+def _pace(run: dict[str, Any]) -> str:
+    """The machine's pace over a run (bench.measure.machine_pace_us), if the run recorded it."""
+    pace = run.get("pace_us")
+    if not pace or "start" not in pace or "end" not in pace:
+        return ""
+    return (f"; machine pace {pace['start']:.1f} µs at its start and {pace['end']:.1f} µs at its end "
+            "(to sum 1,000 integers: ~4 in a fast phase, 6–9 in a slow one)")
 
 
 def write_docs(run: dict[str, Any], out: Path | None = None) -> Path:
@@ -115,7 +124,7 @@ def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     scales = {run["scale"] for run in runs}
     if len(scales) != 1:
         raise ValueError(f"runs of different scales cannot share one table: {sorted(scales)}")
-    merged = {**runs[0], "rows": [], "not_run": []}
+    merged = {**runs[0], "rows": [], "not_run": [], "pace_us": None}  # each run's pace is in its note
     merged["started"] = ", ".join(run["started"] for run in runs)
     seen: dict[tuple, list[dict[str, Any]]] = {}
     for run in runs:
@@ -124,7 +133,7 @@ def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 {"started": run["started"], "ratio": row.get("ratio"), "met": row.get("met")})  # fmt: skip
     for run in runs:
         scenarios = sorted({row["scenario"] for row in run["rows"]})
-        merged["not_run"].append(f"run {run['started']}: scenario(s) {', '.join(scenarios) or 'none'}")
+        merged["not_run"].append(f"run {run['started']}: scenario(s) {', '.join(scenarios) or 'none'}{_pace(run)}")
         again = {_row_key(row) for row in run["rows"]}
         superseded = [row for row in merged["rows"] if _row_key(row) in again]
         if superseded:

@@ -19,6 +19,7 @@ def test_tiny_run_writes_every_scenario_to_json_and_markdown(tmp_path):
     assert {row["scenario"] for row in run["rows"]} == {"1", "2", "3", "4", "5"}
     assert all(row["hub"]["records"] > 0 for row in run["rows"])
     assert "| 1 | REST pull" in markdown and "6 scale-out" in markdown
+    assert run["pace_us"]["start"] > 0 and run["pace_us"]["end"] > 0 and "machine pace" in markdown
     for scenario in ("1", "2"):  # the bound reads, maps and validates every record the hub stores
         rows = [row for row in run["rows"] if row["scenario"] == scenario]
         stored = {row["hub"]["records"] for row in rows if "the bound" not in row["title"]}

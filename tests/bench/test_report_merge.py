@@ -78,3 +78,12 @@ def test_where_the_targets_stand_comes_right_under_the_tables(tmp_path):
     verdict = (REPO / "bench" / "verdict.md").read_text(encoding="utf-8").splitlines()[0]
     assert headings[:3] == [verdict, "## Not run, and notes", "## Baselines"]  # the analysis's rounds follow
     assert "| 1 | pull ≥ 3× dlt |" in report
+
+
+def test_each_runs_note_says_how_fast_the_machine_ran_when_the_run_recorded_it(tmp_path):
+    slow, unknown = _run("T1", ["1"]), _run("T2", ["4"])
+    slow["pace_us"] = {"start": 8.97, "end": 9.41}
+    merged = merge_runs([slow, unknown])
+    assert ("run T1: scenario(s) 1; machine pace 9.0 µs at its start and 9.4 µs at its end "
+            "(to sum 1,000 integers: ~4 in a fast phase, 6–9 in a slow one)") in merged["not_run"]
+    assert "run T2: scenario(s) 4" in merged["not_run"]  # runs before the pace was recorded say nothing of it
