@@ -15,8 +15,7 @@ import typer
 from certs.lifecycle import DEFAULT_OVERLAP_DAYS, Level, cert_status, rotate, worst_level
 from certs.pki import LEAF_VALIDITY_DAYS, init_pki
 from contracts.registry import load_registry
-from hub.cli_errors import fail
-from hub.errors import HubError
+from hub.cli_errors import handles_errors
 from hub.settings import Settings
 
 __all__ = ["certs_app"]
@@ -39,6 +38,7 @@ def _parse_party(text: str) -> tuple[str, str]:
 
 
 @certs_app.command("init")
+@handles_errors
 def init_command(
     directory: DirOption = None,
     party: Annotated[
@@ -49,12 +49,9 @@ def init_command(
 ) -> None:
     """Create the CA, the hub's certificates and three per agency/regulator; keep what is still valid."""
     settings = Settings()
-    try:
-        parties = [(spec.code, spec.name_zh) for spec in load_registry(settings.agencies_dir).values()]
-        parties += [_parse_party(p) for p in party or []]
-        layout = init_pki(_directory(directory, settings), parties=parties, validity_days=validity_days, force=force)
-    except HubError as exc:
-        fail(exc.describe())
+    parties = [(spec.code, spec.name_zh) for spec in load_registry(settings.agencies_dir).values()]
+    parties += [_parse_party(p) for p in party or []]
+    layout = init_pki(_directory(directory, settings), parties=parties, validity_days=validity_days, force=force)
     typer.echo(f"PKI in {layout.root}")
     typer.echo(f"parties: {', '.join(layout.parties)}")
     typer.echo(f"issued: {', '.join(layout.issued) or 'nothing'}")
@@ -63,15 +60,13 @@ def init_command(
 
 
 @certs_app.command("status")
+@handles_errors
 def status_command(
     directory: DirOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """List every certificate with its expiry; warn at 30 and 7 days; exit 1 if any has expired."""
-    try:
-        statuses = cert_status(_directory(directory))
-    except HubError as exc:
-        fail(exc.describe())
+    statuses = cert_status(_directory(directory))
     if as_json:
         typer.echo(json.dumps([s.to_dict() for s in statuses], ensure_ascii=False, indent=2))
     else:
@@ -89,6 +84,7 @@ def status_command(
 
 
 @certs_app.command("rotate")
+@handles_errors
 def rotate_command(
     name: Annotated[str, typer.Argument(help="party (SCJG, hub) or one certificate (SCJG/signing)")],
     directory: DirOption = None,
@@ -98,8 +94,5 @@ def rotate_command(
     validity_days: Annotated[int, typer.Option(min=1, help="new certificate lifetime")] = LEAF_VALIDITY_DAYS,
 ) -> None:
     """Issue new keys and certificates; the previous ones stay accepted for the overlap period."""
-    try:
-        rotated = rotate(_directory(directory), name, overlap_days=overlap_days, validity_days=validity_days)
-    except HubError as exc:
-        fail(exc.describe())
+    rotated = rotate(_directory(directory), name, overlap_days=overlap_days, validity_days=validity_days)
     typer.echo(f"rotated: {', '.join(rotated)}; previous certificate(s) accepted for {overlap_days} day(s)")

@@ -11,8 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from hub.cli_errors import fail as _fail
-from hub.errors import HubError
+from hub.cli_errors import fail as _fail, handles_errors
 from hub.runtime import HubRuntime
 from hub.settings import Settings
 
@@ -27,6 +26,7 @@ def _runtime() -> HubRuntime:
     return runtime
 
 
+@handles_errors
 def worker(
     beat: Annotated[bool, typer.Option("--beat/--no-beat", help="also run the scheduler (one machine only)")] = True,
     concurrency: Annotated[int, typer.Option(min=1, help="tasks run at once in this worker")] = 2,
@@ -38,10 +38,7 @@ def worker(
 
     Without HUB_BROKER_URL the broker is a SQLite file in the data directory: no server needed.
     """
-    try:
-        runtime = _runtime()
-    except HubError as exc:
-        _fail(exc.describe())
+    runtime = _runtime()
     runtime.dispose()  # the pool's processes open their own connections after forking
     from sync_jobs.celery_app import QUEUE, app as celery
 
@@ -53,6 +50,7 @@ def worker(
     celery.worker_main(argv)
 
 
+@handles_errors
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     agency: Annotated[Optional[str], typer.Option(help="only this agency")] = None,
@@ -61,14 +59,11 @@ def status(
     from hub.db import session_scope
     from hub.status import collect_status, render_text
 
-    try:
-        runtime = _runtime()
-        specs = [runtime.agency(agency)] if agency else list(runtime.registry.values())
-        with session_scope(runtime.engine) as session:
-            result = collect_status(session, specs, pki_dir=runtime.settings.resolved_pki_dir,
-                                    freshness_hours=runtime.settings.freshness_hours)  # fmt: skip
-    except HubError as exc:
-        _fail(exc.describe())
+    runtime = _runtime()
+    specs = [runtime.agency(agency)] if agency else list(runtime.registry.values())
+    with session_scope(runtime.engine) as session:
+        result = collect_status(session, specs, pki_dir=runtime.settings.resolved_pki_dir,
+                                freshness_hours=runtime.settings.freshness_hours)  # fmt: skip
     typer.echo(result.model_dump_json(indent=2) if as_json else render_text(result))
 
 

@@ -11,8 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from hub.cli_errors import fail as _fail
-from hub.errors import ConfigurationError, HubError
+from hub.cli_errors import fail as _fail, handles_errors
+from hub.errors import ConfigurationError
 
 __all__ = ["register", "render_check"]
 
@@ -36,6 +36,7 @@ def render_check(result) -> str:
     return "\n".join(lines)
 
 
+@handles_errors
 def check(
     key: Annotated[str, typer.Argument(help="USCC, organisation code or registration number")],
     case: Annotated[str, typer.Option("--case", help="the approval case this check is for")],
@@ -50,20 +51,18 @@ def check(
     from hub.runtime import HubRuntime
     from hub.settings import Settings
 
-    try:
-        runtime = HubRuntime(Settings())
-        with session_scope(runtime.engine) as session:
-            company = find_company(session, key)
-            if company is None:
-                _fail(f"no company with USCC, organisation code or registration number {key!r}")
-            result = run_check(session, company=company, case_id=case, actor=f"cli:{actor}", rules=load_rules(),
-                               agencies=runtime.registry, freshness_hours=runtime.settings.freshness_hours,
-                               approval_item=item)  # fmt: skip
-    except HubError as exc:
-        _fail(exc.describe())
+    runtime = HubRuntime(Settings())
+    with session_scope(runtime.engine) as session:
+        company = find_company(session, key)
+        if company is None:
+            _fail(f"no company with USCC, organisation code or registration number {key!r}")
+        result = run_check(session, company=company, case_id=case, actor=f"cli:{actor}", rules=load_rules(),
+                           agencies=runtime.registry, freshness_hours=runtime.settings.freshness_hours,
+                           approval_item=item)  # fmt: skip
     typer.echo(result.model_dump_json(indent=2) if as_json else render_check(result))
 
 
+@handles_errors
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port (0: any free port)")] = 8000,
@@ -81,19 +80,16 @@ def serve(
     from hub.runtime import HubRuntime
     from hub.settings import Settings
 
-    try:
-        runtime = HubRuntime(Settings())
-        app = create_app(runtime)
-        options: dict = {}
-        if certfile or keyfile:
-            if not (certfile and keyfile):
-                raise ConfigurationError("--certfile and --keyfile go together")
-            from certs.tls import uvicorn_ssl_options
+    runtime = HubRuntime(Settings())
+    app = create_app(runtime)
+    options: dict = {}
+    if certfile or keyfile:
+        if not (certfile and keyfile):
+            raise ConfigurationError("--certfile and --keyfile go together")
+        from certs.tls import uvicorn_ssl_options
 
-            options = uvicorn_ssl_options(certfile, keyfile, client_ca=client_ca,
-                                          require_client_cert=require_client_cert)  # fmt: skip
-    except HubError as exc:
-        _fail(exc.describe())
+        options = uvicorn_ssl_options(certfile, keyfile, client_ca=client_ca,
+                                      require_client_cert=require_client_cert)  # fmt: skip
     if not len(app.state.tokens):
         typer.echo("warning: no API tokens configured (HUB_API_TOKENS_FILE); every request will be refused", err=True)
     level = runtime.settings.log_level
