@@ -1,6 +1,6 @@
 """CPU per pulled record on both sides of the connection: the puller's process and the PostgreSQL server.
 
-``python -m bench.pgcost N [hub|dlt|bare]…`` pulls N SCJG records from a sandbox agency (its own
+``python -m bench.pgcost N [hub|dlt|bare]…`` (default: hub dlt) pulls N SCJG records from a sandbox agency (its own
 process, as in scenario 1) into a fresh PostgreSQL database with each named side in turn, and
 prints the microseconds of CPU per record of this process and of every ``postgres`` process of
 the machine (backends, and what the server does for them meanwhile: WAL writing, checkpoints).
@@ -40,21 +40,24 @@ def postgres_cpu_seconds() -> float:
 
 
 def main(argv: list[str]) -> int:
+    import argparse
+
     from bench.dbs import database
     from bench.pull import bare_pull, dlt_pull, hub_pull, served_pull_agency
 
-    count, sides = int(argv[0]), argv[1:] or ["hub", "dlt"]
-    work = Path(tempfile.mkdtemp(prefix="pgcost-"))
-    with served_pull_agency(count) as agency:
-        for side in sides:
+    pulls = {"hub": hub_pull,
+             "dlt": lambda url, agency, work: dlt_pull(url, agency, work / "dlt"),
+             "bare": lambda url, agency, work: bare_pull(url, agency)}  # fmt: skip
+    parser = argparse.ArgumentParser(prog="python -m bench.pgcost", description=__doc__.splitlines()[0])
+    parser.add_argument("count", type=int, help="records to pull")
+    parser.add_argument("sides", nargs="*", choices=sorted(pulls), default=["hub", "dlt"])
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="pgcost-") as scratch, served_pull_agency(args.count) as agency:
+        work = Path(scratch)
+        for side in args.sides:
             with database("postgres", work, f"cost_{side}") as url:
                 server, ours = postgres_cpu_seconds(), time.process_time()
-                if side == "hub":
-                    measured = hub_pull(url, agency, work)
-                elif side == "dlt":
-                    measured = dlt_pull(url, agency, work / side)
-                else:
-                    measured = bare_pull(url, agency)
+                measured = pulls[side](url, agency, work)
                 ours = time.process_time() - ours
                 time.sleep(0.5)  # the backends have exited; let the postmaster reap them
                 server = postgres_cpu_seconds() - server
@@ -62,7 +65,6 @@ def main(argv: list[str]) -> int:
             print(f"{side:>4}: {measured.records:,} records, {measured.records / measured.seconds:,.0f} rec/s; "
                   f"CPU per record: this process {ours * per:.0f} µs, PostgreSQL {server * per:.0f} µs", flush=True)  # fmt: skip
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main(sys.argv[1:]))
