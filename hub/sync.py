@@ -5,6 +5,7 @@ committed in ONE transaction, so the cursor is never ahead of its data; the adap
 acknowledge (e.g. move a file batch to processed/) only after that commit. A file batch may come
 in several pages: it is recorded as loaded with its last page only, so a crash between pages
 leaves a cursor that resumes it after the last committed page, never a batch marked loaded early.
+A page is mapped and validated before its transaction begins, which then holds database work only.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlmodel import Session, select
 
 from adapters.base import AgencyAdapter, Cursor, Page
 from contracts.mapping import native_to_violation
+from contracts.records import ViolationRecord
 from contracts.registry import AgencySpec
 from hub import audit
 from hub.clock import utcnow
@@ -32,7 +34,8 @@ from hub.models import Agency, InboundBatch, SyncCursor
 from hub.quarantine import quarantine
 from hub.violations import store_violations
 
-__all__ = ["Fence", "PageReader", "PullResult", "agency_row", "backoff_delay", "pull_agency"]
+__all__ = ["CheckedPage", "Fence", "PageReader", "PullResult", "agency_row", "backoff_delay", "check_page", "commit_page",
+           "pull_agency"]
 
 MAX_BACKOFF_SECONDS = 3600.0
 Fence = Callable[[Session], None]  # raises LeaseLost when this worker no longer holds the agency
@@ -65,21 +68,36 @@ def agency_row(session: Session, code: str) -> Agency:
 
 
 # --- pull -------------------------------------------------------------------------------
-def _store_page(session: Session, spec: AgencySpec, page: Page, result: PullResult) -> None:
-    for rejected in page.rejected:
-        quarantine(session, source="pull", agency_code=spec.code, record_ref=rejected.ref,
-                   problems=[Problem(rejected.ref, "(batch)", rejected.reason)], raw=rejected.raw or "")  # fmt: skip
-        result.quarantined += 1
-    valid = []
+@dataclass
+class CheckedPage:
+    """A page run through the contract before any database work: its valid records, and the
+    refused ones with every reason, to be quarantined in the page's transaction."""
+
+    page: Page
+    valid: list[ViolationRecord]
+    refused: list[tuple[str, list[Problem], str]]  # record ref, problems, raw
+
+
+def check_page(spec: AgencySpec, page: Page) -> CheckedPage:
+    """Map and validate every record of ``page``; no database, so no transaction waits on it."""
+    valid, refused = [], []
     for index, inbound in enumerate(page.records, start=page.batch_offset + 1):
         ref = inbound.ref or f"cursor {page.next_cursor.position} item {index}"
         try:
             valid.append(native_to_violation(inbound.native, spec.violation_mapping, agency_code=spec.code, record=ref))
         except ContractViolation as exc:
-            quarantine(session, source="pull", agency_code=spec.code, record_ref=ref, problems=exc.problems,
-                       raw=inbound.raw)  # fmt: skip
-            result.quarantined += 1
-    for outcome in store_violations(session, valid):  # the page at once: row-at-a-time ORM was the bottleneck
+            refused.append((ref, exc.problems, inbound.raw))
+    return CheckedPage(page, valid, refused)
+
+
+def _store_page(session: Session, spec: AgencySpec, checked: CheckedPage, result: PullResult) -> None:
+    for rejected in checked.page.rejected:
+        quarantine(session, source="pull", agency_code=spec.code, record_ref=rejected.ref,
+                   problems=[Problem(rejected.ref, "(batch)", rejected.reason)], raw=rejected.raw or "")  # fmt: skip
+    for ref, problems, raw in checked.refused:
+        quarantine(session, source="pull", agency_code=spec.code, record_ref=ref, problems=problems, raw=raw)
+    result.quarantined += len(checked.page.rejected) + len(checked.refused)
+    for outcome in store_violations(session, checked.valid):  # the page at once: row-at-a-time ORM was the bottleneck
         setattr(result, outcome.value, getattr(result, outcome.value) + 1)
 
 
@@ -138,11 +156,7 @@ def pull_agency(engine: Engine, spec: AgencySpec, adapter: AgencyAdapter, *, fen
         while max_pages is None or result.pages < max_pages:
             with cyclic_gc_paused():  # a page's objects are many and short-lived (hub.gcpause)
                 page = reader.fetch(cursor, read_ahead=max_pages is None or result.pages + 1 < max_pages)
-                with session_scope(engine) as session:
-                    if fence:
-                        fence(session)
-                    # checks the stored cursor is still `cursor`: nobody else moved it meanwhile
-                    _commit_page(session, spec, cursor, page, result, now())
+                commit_page(engine, spec, cursor, check_page(spec, page), result, fence=fence, now=now)
             adapter.acknowledge(page)
             result.pages += 1
             result.cursor = page.next_cursor.position
@@ -155,8 +169,19 @@ def pull_agency(engine: Engine, spec: AgencySpec, adapter: AgencyAdapter, *, fen
     return result
 
 
-def _commit_page(session: Session, spec: AgencySpec, before: Cursor, page: Page, result: PullResult,
+def commit_page(engine: Engine, spec: AgencySpec, before: Cursor, checked: CheckedPage, result: PullResult, *,
+                fence: Fence | None = None, now: Callable[[], dt.datetime] = utcnow) -> None:  # fmt: skip
+    """Store a checked page with its quarantined records, its audit entry and the cursor after it, in one
+    transaction that first checks the stored cursor is still ``before``: nobody else moved it meanwhile."""
+    with session_scope(engine) as session:
+        if fence:
+            fence(session)
+        _commit_page(session, spec, before, checked, result, now())
+
+
+def _commit_page(session: Session, spec: AgencySpec, before: Cursor, checked: CheckedPage, result: PullResult,
                  now: dt.datetime) -> None:  # fmt: skip
+    page = checked.page
     row = session.get(SyncCursor, spec.code) or SyncCursor(agency_code=spec.code)
     # the token too: the pages of one file batch share a position and differ in the token's offset
     if (row.position, row.token) != (before.position, before.token):
@@ -174,7 +199,7 @@ def _commit_page(session: Session, spec: AgencySpec, before: Cursor, page: Page,
         result.skipped_batches += int(page.batch_complete)
     else:
         quarantined_before = result.quarantined
-        _store_page(session, spec, page, result)
+        _store_page(session, spec, checked, result)
         quarantined = result.quarantined - quarantined_before
         # the earlier pages' count is on the cursor row, so it holds whoever committed them
         in_batch = (row.batch_quarantined if page.batch_offset else 0) + quarantined
