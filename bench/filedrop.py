@@ -25,7 +25,7 @@ from contracts.registry import AGENCIES_DIR, load_registry
 from sandbox.core import AgencyBook
 from sandbox.filedrop_agencies import DIALECTS, LAYOUT, FileDropAgency
 
-__all__ = ["hub_checked_read", "hub_ingest", "raw_load", "write_drop"]
+__all__ = ["hub_checked_read", "hub_ingest", "hub_stored_drop", "raw_load", "write_drop"]
 
 
 def make_pki(directory: Path):
@@ -77,6 +77,17 @@ def hub_checked_read(root: Path, work: Path, pki) -> Measurement:
     (work / "xfzd-read").mkdir(exist_ok=True)
     adapter = build_adapter(spec, AdapterContext(work_dir=work / "xfzd-read", tls=_tls(pki)))
     return checked_read(spec, adapter, "hub read + verify + parse + map + validate, no database")
+
+
+def hub_stored_drop(url: str, root: Path, work: Path, pki) -> Measurement:
+    """bench.pull.stored_only over the drop: the ingest's commits alone; claim, verify, parse and checks untimed."""
+    from adapters import AdapterContext, build_adapter
+    from bench.pull import stored_only
+
+    spec = _spec(root)
+    (work / "xfzd-store").mkdir(exist_ok=True)
+    adapter = build_adapter(spec, AdapterContext(work_dir=work / "xfzd-store", tls=_tls(pki)))
+    return stored_only(url, spec, adapter, "hub store of checked records, read and checks untimed")
 
 
 def hub_ingest(url: str, root: Path, work: Path, pki=None) -> Measurement:

@@ -24,8 +24,8 @@ from contracts.registry import AGENCIES_DIR, load_registry
 from sandbox.rest_agencies import RunningAgency, start_rest_agency
 from sandbox.rest_dialects import REST_DIALECTS
 
-__all__ = ["bare_pull", "checked_read", "dlt_pull", "hub_checked_pull", "hub_pull", "pull_spec", "served_pull_agency",
-           "start_pull_agency"]
+__all__ = ["bare_pull", "checked_read", "dlt_pull", "hub_checked_pull", "hub_pull", "hub_stored_pull", "pull_spec",
+           "served_pull_agency", "start_pull_agency", "stored_only"]
 
 PAGE = 1000
 
@@ -114,6 +114,62 @@ def checked_read(spec, adapter, label: str) -> Measurement:
         reader.close()
     # no peak memory: the process's peak so far would be whatever ran before (a raw load's tuples)
     return Measurement(label, records=checked, seconds=t.seconds, extra={"pages": pages, "refused": refused})
+
+
+def stored_only(url: str, spec, adapter, label: str) -> Measurement:
+    """The other half of the hub's inbound work: every page committed as pull_agency commits it
+    (dedupe, company links, violations with their first revisions, quarantine, audit entry, cursor),
+    its records fetched, mapped and validated beforehand, outside the timing.
+
+    A reference, not a target, like checked_read: the whole path does this and the checks too, so
+    it can be no faster than this either. Pages are read one after another, with no page read
+    ahead, so no fetch runs inside the timed commits.
+    """
+    from adapters.base import Cursor
+    from hub.db import WalCheckpointer, create_db_engine, migrate, session_scope
+    from hub.gcpause import cyclic_gc_paused
+    from hub.licences import ensure_agencies
+    from hub.sync import PullResult, check_page, commit_page
+
+    engine = create_db_engine(url)
+    migrate(engine)
+    with session_scope(engine) as session:
+        ensure_agencies(session, [spec])
+    result, cursor, seconds = PullResult(spec.code), Cursor(), 0.0
+    checkpointer = WalCheckpointer(engine).start()  # as pull_agency runs it
+    try:
+        while True:
+            with cyclic_gc_paused():
+                page = adapter.fetch(cursor)
+                checked = check_page(spec, page)
+                with timed() as t:
+                    commit_page(engine, spec, cursor, checked, result)
+            seconds += t.seconds
+            adapter.acknowledge(page)
+            result.pages += 1
+            cursor = page.next_cursor
+            if not page.more:
+                break
+    finally:
+        checkpointer.stop()
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT count(*) FROM violations")).scalar_one()
+    engine.dispose()
+    return Measurement(label, records=stored, seconds=seconds,
+                       extra={"pages": result.pages, "created": result.created, "quarantined": result.quarantined})  # fmt: skip
+
+
+def hub_stored_pull(url: str, agency: RunningAgency, work: Path) -> Measurement:
+    """stored_only over the REST agency: the pull's commits alone, into the database at ``url``."""
+    from adapters import AdapterContext, build_adapter
+
+    spec = pull_spec(agency)
+    (work / "scjg-store").mkdir(exist_ok=True)
+    adapter = build_adapter(spec, AdapterContext(work_dir=work / "scjg-store", secret=agency.token))
+    try:
+        return stored_only(url, spec, adapter, "hub store of checked records, fetch and checks untimed")
+    finally:
+        adapter.close()
 
 
 def hub_checked_pull(agency: RunningAgency, work: Path) -> Measurement:

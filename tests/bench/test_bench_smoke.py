@@ -20,11 +20,14 @@ def test_tiny_run_writes_every_scenario_to_json_and_markdown(tmp_path):
     assert all(row["hub"]["records"] > 0 for row in run["rows"])
     assert "| 1 | REST pull" in markdown and "6 scale-out" in markdown
     assert run["pace_us"]["start"] > 0 and run["pace_us"]["end"] > 0 and "machine pace" in markdown
-    for scenario in ("1", "2"):  # the bound reads, maps and validates every record the hub stores
+    for scenario in ("1", "2"):  # each bound covers every record the hub stores: one checks them, one stores them
         rows = [row for row in run["rows"] if row["scenario"] == scenario]
-        stored = {row["hub"]["records"] for row in rows if "the bound" not in row["title"]}
-        (bound,) = [row for row in rows if "the bound" in row["title"]]
-        assert stored == {bound["hub"]["records"]} and bound["hub"]["extra"]["refused"] == 0
+        assert {row["hub"]["records"] for row in rows} == {200}
+        (checked,) = [row for row in rows if "(no database: the bound)" in row["title"]]
+        (stored,) = [row for row in rows if "store only" in row["title"]]
+        assert checked["hub"]["extra"]["refused"] == 0
+        assert stored["hub"]["extra"]["created"] == 200 and stored["hub"]["extra"]["quarantined"] == 0
+        assert stored["hub"]["seconds"] > 0
     push = {row["title"].split()[1]: row for row in run["rows"] if row["scenario"] == "3"}
     assert sorted(push) == sorted(PUSH_AGENCIES)  # a row per agency, each protocol and security as its data file says
     assert all(row["hub"]["records"] == row["baseline"]["records"] for row in push.values())  # the same messages
