@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bench.__main__ import main
+from bench.__main__ import SCALES, main
 from bench.push import PUSH_AGENCIES
 
 
@@ -20,13 +20,14 @@ def test_tiny_run_writes_every_scenario_to_json_and_markdown(tmp_path):
     assert all(row["hub"]["records"] > 0 for row in run["rows"])
     assert "| 1 | REST pull" in markdown and "6 scale-out" in markdown
     assert run["pace_us"]["start"] > 0 and run["pace_us"]["end"] > 0 and "machine pace" in markdown
-    for scenario in ("1", "2"):  # each bound covers every record the hub stores: one checks them, one stores them
+    for scenario, size in (("1", SCALES["tiny"]["pull"]), ("2", SCALES["tiny"]["drop"])):
+        # each bound covers every record the hub stores: one checks them, the other stores them
         rows = [row for row in run["rows"] if row["scenario"] == scenario]
-        assert {row["hub"]["records"] for row in rows} == {200}
+        assert {row["hub"]["records"] for row in rows} == {size}
         (checked,) = [row for row in rows if "(no database: the bound)" in row["title"]]
         (stored,) = [row for row in rows if "store only" in row["title"]]
         assert checked["hub"]["extra"]["refused"] == 0
-        assert stored["hub"]["extra"]["created"] == 200 and stored["hub"]["extra"]["quarantined"] == 0
+        assert stored["hub"]["extra"]["created"] == size and stored["hub"]["extra"]["quarantined"] == 0
         assert stored["hub"]["seconds"] > 0
     push = {row["title"].split()[1]: row for row in run["rows"] if row["scenario"] == "3"}
     assert sorted(push) == sorted(PUSH_AGENCIES)  # a row per agency, each protocol and security as its data file says
