@@ -180,6 +180,12 @@ class Seal(Protocol):
     def verify_manifest(self, manifest: bytes, sidecars: Mapping[str, bytes]) -> None:
         """Check the manifest against the sidecars that were found (a missing one is absent)."""
 
+    def sign_receipt(self, receipt: bytes) -> bytes | None:
+        """The signature to write beside a receipt, before it; None: receipts go unsigned."""
+
+    def verify_receipt(self, receipt: bytes, signature: bytes | None) -> None:
+        """Check a receipt against its signature (None: none was found)."""
+
 
 class NoSeal:
     """No signing, no encryption: files are stored as they are."""
@@ -197,4 +203,10 @@ class NoSeal:
         return {}
 
     def verify_manifest(self, manifest: bytes, sidecars: Mapping[str, bytes]) -> None:
+        return None
+
+    def sign_receipt(self, receipt: bytes) -> bytes | None:
+        return None
+
+    def verify_receipt(self, receipt: bytes, signature: bytes | None) -> None:
         return None

@@ -38,7 +38,9 @@ from hub.errors import ConfigurationError, RefusedInput
 
 __all__ = [
     "MAX_FILE_BYTES",
+    "MANIFEST_TYPE",
     "MAX_MANIFEST_BYTES",
+    "RECEIPT_TYPE",
     "Reason",
     "VerifiedManifest",
     "decrypt_file",
@@ -53,6 +55,8 @@ __all__ = [
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_FILE_BYTES = 64 * 1024 * 1024
 SIGN_ALG = "ES256"
+MANIFEST_TYPE = "json"  # what manifests have always carried; a token without cty is a manifest too
+RECEIPT_TYPE = "receipt+json"
 KEY_ALG = "ECDH-ES+A256KW"
 ENC_ALG = "A256GCM"
 
@@ -131,6 +135,7 @@ def seal_manifest(
     signing_cert: x509.Certificate,
     signing_key: ec.EllipticCurvePrivateKey,
     chain: Sequence[x509.Certificate] = (),
+    content_type: str = MANIFEST_TYPE,
 ) -> str:
     """Sign a manifest (a JSON object, or its bytes as they are) as a compact ES256 JWS.
 
@@ -139,13 +144,15 @@ def seal_manifest(
         signing_cert: the signer's certificate, sent in ``x5c``; its key must be ``signing_key``.
         signing_key: the P-256 private key.
         chain: intermediate certificates to append to ``x5c`` (never needed by our verifier).
+        content_type: ``cty``: RECEIPT_TYPE signs a licence batch's receipt instead, so that
+            neither kind of signature can be passed off as the other.
     """
     if signing_cert.public_key() != signing_key.public_key():
         raise ConfigurationError("signing certificate and signing key do not belong together")
     header = {
         "alg": SIGN_ALG,
         "typ": "JOSE",
-        "cty": "json",
+        "cty": content_type,
         "x5c": [base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode("ascii")
                 for c in (signing_cert, *chain)],
         "x5t#S256": _thumbprint(signing_cert),
@@ -252,11 +259,20 @@ def open_manifest(
     expected_signer: str | None = None,
     accepted: Sequence[x509.Certificate] | None = None,
     now: dt.datetime | None = None,
+    content_type: str = MANIFEST_TYPE,
 ) -> VerifiedManifest:
-    """Verify a manifest JWS and return it with its signer. See :func:`verify_manifest`."""
+    """Verify a manifest JWS and return it with its signer. See :func:`verify_manifest`.
+
+    ``content_type=RECEIPT_TYPE`` verifies a receipt's signature instead: a manifest's is refused
+    there, and a receipt's is refused as a manifest's.
+    """
     cas = [trusted_ca] if isinstance(trusted_ca, x509.Certificate) else list(trusted_ca)
     text = _token_text(token)
-    _header, payload, signer = _parse(text)
+    header, payload, signer = _parse(text)
+    if (header.get("cty") == RECEIPT_TYPE) != (content_type == RECEIPT_TYPE):
+        signed, wanted = (("a receipt", "a manifest") if content_type != RECEIPT_TYPE
+                          else ("a manifest", "a receipt"))  # fmt: skip
+        raise _refuse(Reason.MALFORMED, f"the token signs {signed} (cty {header.get('cty')!r}), not {wanted}")
     _check_signer(signer, cas, expected_signer, accepted, _utcnow(now))
     public = signer.public_key()
     if not isinstance(public, ec.EllipticCurvePublicKey) or public.curve.name != "secp256r1":

@@ -24,6 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from certs.dropseal import (
+    RECEIPT_TYPE,
     Reason,
     VerifiedManifest,
     _refuse,
@@ -172,6 +173,23 @@ class DropSeal:
                     raise _refuse(Reason.MALFORMED, f"{name}: an encrypted file in a sign-only drop "
                                                     "(the peer encrypts: seal = \"sign+encrypt\")")  # fmt: skip
         self.last_verified = verified
+
+
+    def sign_receipt(self, receipt: bytes) -> bytes | None:
+        """The receipt's signature sidecar: an ES256 JWS over its exact bytes, typed as a receipt."""
+        return seal_manifest(receipt, signing_cert=self._cert, signing_key=self._key,
+                             content_type=RECEIPT_TYPE).encode("ascii")  # fmt: skip
+
+    def verify_receipt(self, receipt: bytes, signature: bytes | None) -> None:
+        """Refuse unless ``signature`` is there, verifies, comes from the peer and signs ``receipt``."""
+        if signature is None:
+            raise _refuse(Reason.UNKNOWN_SIGNER, "the receipt is not signed: its .jws is missing")
+        now = self._clock()
+        accepted = self._accepted(now) if callable(self._accepted) else self._accepted
+        verified = open_manifest(signature, trusted_ca=self._cas, expected_signer=self._peer_code, accepted=accepted,
+                                 now=now, content_type=RECEIPT_TYPE)  # fmt: skip
+        if not hmac.compare_digest(verified.payload, bytes(receipt)):
+            raise _refuse(Reason.BAD_SIGNATURE, "the .jws signs a different receipt than the one found")
 
 
 _MANIFEST = "manifest.json"
