@@ -4,7 +4,8 @@ Layout of one agency's drop root (the same on a share and over SFTP)::
 
     <root>/
       to_agency/<batch_id>/     hub → agency: licence batches (data file(s), then manifest.json)
-      receipts/<batch_id>.json  agency → hub: one receipt per licence batch (kept as evidence)
+      receipts/<batch_id>.json  agency → hub: one receipt per licence batch (kept as evidence),
+                                with <batch_id>.jws beside it when the drop is signed
       from_agency/<batch_id>/   agency → hub: penalty batches (data file(s), then manifest.json)
       processing/<batch_id>@<claimed-epoch>-<token>/   a hub worker's claim on an inbound batch
       processed/<batch_id>/     inbound batches the hub has committed
@@ -21,6 +22,10 @@ Outbound (``deliver``): one batch per call, each record carrying its message id 
      "acks": [{"message_id", "ack_id", "received_at", "digest", "duplicate"}],
      "errors": [{"message_id", "reason"}]}
 
+When the drop is signed (``seal``), the agency writes ``receipts/<batch_id>.jws`` first: a JWS
+over the receipt's exact bytes, typed ``receipt+json``, by its signing certificate. A receipt
+without it, or that it does not sign, is refused (FatalError): no delivery of the batch counts as
+delivered, and the push sends them again as it does after any failed attempt.
 No receipt within ``receipt_timeout`` → TransientError. A resend writes a NEW batch with the
 same message ids; the agency deduplicates by message id and acknowledges duplicates.
 
@@ -68,12 +73,13 @@ from adapters.drop_transport import DropTransport
 from contracts.validation import describe_errors
 from hub.errors import ConfigurationError, FatalError, HubError, RefusedInput, TransientError
 
-__all__ = ["FileDropAdapter", "FileDropConfig", "from_spec", "TO_AGENCY", "RECEIPTS", "FROM_AGENCY",
-           "PROCESSING", "PROCESSED", "FAILED"]  # fmt: skip
+__all__ = ["FileDropAdapter", "FileDropConfig", "from_spec", "TO_AGENCY", "RECEIPTS", "RECEIPT_SIGNATURE",
+           "FROM_AGENCY", "PROCESSING", "PROCESSED", "FAILED"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
 TO_AGENCY, RECEIPTS = "to_agency", "receipts"
+RECEIPT_SIGNATURE = ".jws"  # receipts/<batch_id>.jws, written before the receipt when the drop is signed
 
 
 class FileDropAdapter:
@@ -142,8 +148,16 @@ class FileDropAdapter:
         deadline = time.monotonic() + self.config.receipt_timeout
         while True:
             if self.transport.stat(path) is not None:
+                raw = self.transport.read(path)
+                signature_path = f"{RECEIPTS}/{batch_id}{RECEIPT_SIGNATURE}"
+                signature = self.transport.read(signature_path) if self.transport.stat(signature_path) is not None else None
                 try:
-                    receipt = json.loads(self.transport.read(path))
+                    self.seal.verify_receipt(raw, signature)
+                except RefusedInput as exc:
+                    # whatever it says, the agency did not vouch for it: no delivery is marked by it
+                    raise FatalError(f"agency {self.code}: receipt {path} refused: {exc}") from exc
+                try:
+                    receipt = json.loads(raw)
                 except (ValueError, UnicodeDecodeError) as exc:
                     raise FatalError(f"agency {self.code}: receipt {path} is not JSON: {exc}") from exc
                 if not isinstance(receipt, dict) or receipt.get("batch_id") != batch_id:

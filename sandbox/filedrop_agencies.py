@@ -14,7 +14,8 @@ importable from here too. This module is the running agency around a dialect.
 
 A poller thread picks up licence batches from ``to_agency/`` (only once their manifest is
 there and every file matches it), records each licence with ``book.receive`` and writes
-``receipts/<batch_id>.json``; consumed batches move to ``agency_archive/``. ``publish()``
+``receipts/<batch_id>.json`` (signed by ``receipts/<batch_id>.jws`` first, when it has a seal);
+consumed batches move to ``agency_archive/``. ``publish()``
 writes the penalties the book invented since the last publication as one batch in
 ``from_agency/``, manifest last; ``write_rows()`` streams a batch too big to render whole
 (plain, or sign-only: a signed manifest over plain files).
@@ -166,8 +167,11 @@ class FileDropAgency:
         archive = self.root / "agency_archive" / f"{batch.name}-{uuid.uuid4().hex[:6]}"
         batch.rename(archive)
         if fault != Fault.TIMEOUT:
-            _write_atomic(self.root / "receipts" / f"{manifest['batch_id']}.json",
-                          json.dumps(receipt, ensure_ascii=False, indent=1).encode("utf-8"))  # fmt: skip
+            body = json.dumps(receipt, ensure_ascii=False, indent=1).encode("utf-8")
+            signature = self.seal.sign_receipt(body) if self.seal is not None else None
+            if signature is not None:  # before the receipt, which the hub takes as the batch's answer
+                _write_atomic(self.root / "receipts" / f"{manifest['batch_id']}.jws", signature)
+            _write_atomic(self.root / "receipts" / f"{manifest['batch_id']}.json", body)
 
     # --- penalties out ----------------------------------------------------------------
     def publish(self, limit: int = 500) -> str | None:

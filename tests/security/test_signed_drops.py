@@ -6,6 +6,8 @@ A batch whose data file differs from the signed manifest, whose manifest differs
 signed, or that was signed by anyone but the agency's current certificate under our CA is moved to
 failed/ with the reason and quarantined whole: nothing of it is stored. A sign-only batch bigger
 than a page is loaded once. And what the hub signs, another JOSE library (jwcrypto) verifies.
+A licence batch's receipt counts only with the agency's signature over that very receipt, typed as
+a receipt: unsigned, altered, signed by anyone else, or signed as a manifest, it marks nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -31,12 +35,13 @@ from contracts.mapping import licence_to_native
 from contracts.records import LicenceGrant
 from contracts.registry import load_registry
 from hub.db import session_scope
+from hub.errors import FatalError
 from hub.models import InboundBatch, QuarantinedRecord, Violation
 from hub.operations import sync_agencies
 from hub.runtime import HubRuntime
 from hub.settings import Settings
 from hub.sync import pull_agency
-from sandbox.core import AgencyBook
+from sandbox.core import AgencyBook, Fault
 from sandbox.filedrop_agencies import DIALECTS, start_filedrop_agency
 from tests.helpers import grant, make_uscc
 
@@ -114,6 +119,14 @@ def _unsigned(running, pki, foreign_pki, tmp_path):
     return batch_id, None
 
 
+def _signed_as_a_receipt(running, pki, foreign_pki, tmp_path):
+    """The agency's own key over the very manifest, but typed as a receipt: not its signature of a batch."""
+    batch_id, data_file = publish(running)
+    signature = running.agency.seal.sign_receipt(data_file.with_name("manifest.json").read_bytes())
+    data_file.with_name("manifest.jws").write_bytes(signature)
+    return batch_id, None
+
+
 def _signer_from_another_ca(running, pki, foreign_pki, tmp_path):
     running.agency.seal = DropSeal.from_pki(foreign_pki.root, own=CODE, peer="hub", encrypt=False)
     return publish(running)[0], None
@@ -139,6 +152,7 @@ REFUSALS = {
                                   "bad_signature: manifest.jws signs a different manifest than manifest.json"),
     "signature changed": (_signature_changed, "bad_signature: manifest signature does not verify"),
     "unsigned": (_unsigned, "unknown_signer: batch is not signed"),
+    "signed as a receipt": (_signed_as_a_receipt, "malformed_token: the token signs a receipt"),
     "signer from another CA": (_signer_from_another_ca, "was not issued by a trusted CA"),
     "signer certificate expired": (_signer_certificate_expired, "expired_certificate: signer certificate expired"),
 }  # fmt: skip
@@ -226,3 +240,85 @@ def test_jwcrypto_verifies_a_sign_only_drop_the_hub_wrote_and_its_plain_files_ma
     assert (len(data), hashlib.sha256(data).hexdigest()) == (entry["size"], entry["sha256"])
     text = data.decode(signed["encoding"])
     assert signed["encoding"] == "gbk" and all(m.message_id in text for m in messages)
+
+    # and the agency's signature over its receipt, which the hub checked before taking it
+    batch_id = signed["batch_id"]
+    receipt = jc_jws.JWS()
+    receipt.deserialize((running.root / "receipts" / f"{batch_id}.jws").read_text("ascii"))
+    signer = x509.load_der_x509_certificate(base64.b64decode(receipt.jose_header["x5c"][0]))
+    assert receipt.jose_header["cty"] == "receipt+json"
+    assert signer.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == CODE
+    receipt.verify(jc_jwk.JWK.from_pem(signer.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)))  # fmt: skip
+    assert receipt.payload == (running.root / "receipts" / f"{batch_id}.json").read_bytes()
+
+
+# --- receipts: only the agency's signature over the very receipt marks a delivery ------------------------
+def _receipt_for(batch_id: str, messages: list[OutboundMessage]) -> bytes:
+    """A receipt acknowledging every message with the right digest: only its signature can give it away."""
+    acks = [{"message_id": m.message_id, "ack_id": f"forged-{n}", "digest": m.digest, "duplicate": False,
+             "received_at": dt.datetime.now(dt.UTC).isoformat()} for n, m in enumerate(messages)]  # fmt: skip
+    return json.dumps({"batch_id": batch_id, "status": "accepted", "acks": acks, "errors": []}).encode("utf-8")
+
+
+def _agency_seal(pki):
+    return DropSeal.from_pki(pki.root, own=CODE, peer="hub", encrypt=False)
+
+
+def _no_signature(pki, body):
+    return body, None
+
+
+def _altered_after_signing(pki, body):
+    return body.replace(b"forged-0", b"forged-9"), _agency_seal(pki).sign_receipt(body)
+
+
+def _signed_by_the_hub(pki, body):
+    return body, DropSeal.from_pki(pki.root, own="hub", peer=CODE, encrypt=False).sign_receipt(body)
+
+
+def _the_agency_signed_it_as_a_manifest(pki, body):
+    return body, _agency_seal(pki).sign_manifest(body)["manifest.jws"]
+
+
+FORGED_RECEIPTS = {
+    # case: (what is written into receipts/, words of the refusal)
+    "no signature": (_no_signature, "unknown_signer: the receipt is not signed"),
+    "altered after signing": (_altered_after_signing, "bad_signature: the .jws signs a different receipt"),
+    "signed by the hub": (_signed_by_the_hub, "signed by 'HUB', expected 'XFZD'"),
+    "the agency's manifest signature": (_the_agency_signed_it_as_a_manifest, "signs a manifest"),
+}
+
+
+@pytest.mark.parametrize("case", list(FORGED_RECEIPTS))
+def test_a_receipt_the_agency_did_not_sign_as_its_receipt_is_refused_and_acknowledges_nothing(xfzd, pki, case):
+    running, hub = xfzd
+    runtime = hub()
+    spec = runtime.agency(CODE)
+    messages = [OutboundMessage(f"forged-{n}", grant(n)["XK_WSH"],
+                                licence_to_native(LicenceGrant.model_validate(grant(n)), spec.licence_mapping))
+                for n in range(1, 3)]  # fmt: skip
+    forge, words = FORGED_RECEIPTS[case]
+    running.book.inject(Fault.TIMEOUT)  # the agency takes the batch and answers nothing: someone else does
+
+    def answer_in_its_place() -> None:
+        archive = running.root / "agency_archive"
+        while not any(archive.iterdir()):
+            time.sleep(0.02)
+        (batch,) = archive.iterdir()
+        batch_id = json.loads((batch / "manifest.json").read_bytes())["batch_id"]
+        body, signature = forge(pki, _receipt_for(batch_id, messages))
+        if signature is not None:
+            (running.root / "receipts" / f"{batch_id}.jws").write_bytes(signature)
+        (running.root / "receipts" / f"{batch_id}.json").write_bytes(body)
+
+    forger = threading.Thread(target=answer_in_its_place, daemon=True)
+    forger.start()
+    adapter = runtime.adapter_for(CODE)
+    try:
+        with pytest.raises(FatalError, match="receipt receipts/HUB-XFZD-.*json refused") as refused:
+            adapter.deliver(messages)
+    finally:
+        adapter.close()
+        forger.join(timeout=10)
+    assert words in str(refused.value)
