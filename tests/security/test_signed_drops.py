@@ -85,6 +85,24 @@ def publish(running, n: int = 3) -> tuple[str, Path]:
     return batch_id, data_file
 
 
+def licence_messages(runtime: HubRuntime, prefix: str, n: int) -> list[OutboundMessage]:
+    """``n`` licence grants as the hub sends them to XFZD, message ids ``<prefix>-1`` on."""
+    mapping = runtime.agency(CODE).licence_mapping
+    return [OutboundMessage(f"{prefix}-{i}", grant(i)["XK_WSH"],
+                            licence_to_native(LicenceGrant.model_validate(grant(i)), mapping))
+            for i in range(1, n + 1)]  # fmt: skip
+
+
+def jwcrypto_verified(token: str) -> tuple[dict, x509.Certificate, bytes]:
+    """The header, x5c leaf and payload of a compact JWS that jwcrypto verified with the leaf's key."""
+    jws = jc_jws.JWS()
+    jws.deserialize(token)
+    leaf = x509.load_der_x509_certificate(base64.b64decode(jws.jose_header["x5c"][0]))
+    jws.verify(jc_jwk.JWK.from_pem(leaf.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)))  # fmt: skip
+    return jws.jose_header, leaf, jws.payload
+
+
 # --- refusals: the whole batch to failed/ with the reason, nothing stored ------------------------------
 def _data_file_changed(running, pki, foreign_pki, tmp_path):
     batch_id, data_file = publish(running)
@@ -210,10 +228,7 @@ def test_a_sign_only_drop_bigger_than_a_page_is_streamed_and_loaded_once(xfzd):
 def test_jwcrypto_verifies_a_sign_only_drop_the_hub_wrote_and_its_plain_files_match(xfzd, pki):
     running, hub = xfzd
     runtime = hub()
-    spec = runtime.agency(CODE)
-    messages = [OutboundMessage(f"signed-{n}", grant(n)["XK_WSH"],
-                                licence_to_native(LicenceGrant.model_validate(grant(n)), spec.licence_mapping))
-                for n in range(1, 4)]  # fmt: skip
+    messages = licence_messages(runtime, "signed", 3)
     adapter = runtime.adapter_for(CODE)
     try:
         receipts = adapter.deliver(messages)  # the agency verified it with our code: see the sandbox
@@ -222,18 +237,13 @@ def test_jwcrypto_verifies_a_sign_only_drop_the_hub_wrote_and_its_plain_files_ma
     assert [r.digest for r in receipts] == [m.digest for m in messages]
     (batch,) = (running.root / "agency_archive").iterdir()
 
-    jws = jc_jws.JWS()
-    jws.deserialize((batch / "manifest.jws").read_text("ascii"))
-    header = jws.jose_header
-    leaf = x509.load_der_x509_certificate(base64.b64decode(header["x5c"][0]))
+    header, leaf, payload = jwcrypto_verified((batch / "manifest.jws").read_text("ascii"))
     leaf.verify_directly_issued_by(load_certificate(pki.ca_cert))  # our CA, not one the token brought
     assert header["alg"] == "ES256" and leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "HUB"
     assert header["x5t#S256"] == base64.urlsafe_b64encode(leaf.fingerprint(hashes.SHA256())).rstrip(b"=").decode()
-    jws.verify(jc_jwk.JWK.from_pem(leaf.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)))  # fmt: skip
-    assert jws.payload == (batch / "manifest.json").read_bytes()
+    assert payload == (batch / "manifest.json").read_bytes()
 
-    signed = json.loads(jws.payload)
+    signed = json.loads(payload)
     (entry,) = signed["files"]
     data = (batch / entry["name"]).read_bytes()  # plain: no .jwe
     assert not entry["name"].endswith(".jwe")
@@ -242,15 +252,12 @@ def test_jwcrypto_verifies_a_sign_only_drop_the_hub_wrote_and_its_plain_files_ma
     assert signed["encoding"] == "gbk" and all(m.message_id in text for m in messages)
 
     # and the agency's signature over its receipt, which the hub checked before taking it
-    batch_id = signed["batch_id"]
-    receipt = jc_jws.JWS()
-    receipt.deserialize((running.root / "receipts" / f"{batch_id}.jws").read_text("ascii"))
-    signer = x509.load_der_x509_certificate(base64.b64decode(receipt.jose_header["x5c"][0]))
-    assert receipt.jose_header["cty"] == "receipt+json"
+    receipts_dir = running.root / "receipts"
+    header, signer, payload = jwcrypto_verified((receipts_dir / f"{signed['batch_id']}.jws").read_text("ascii"))
+    signer.verify_directly_issued_by(load_certificate(pki.ca_cert))
+    assert header["cty"] == "receipt+json"
     assert signer.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == CODE
-    receipt.verify(jc_jwk.JWK.from_pem(signer.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)))  # fmt: skip
-    assert receipt.payload == (running.root / "receipts" / f"{batch_id}.json").read_bytes()
+    assert payload == (receipts_dir / f"{signed['batch_id']}.json").read_bytes()
 
 
 # --- receipts: only the agency's signature over the very receipt marks a delivery ------------------------
@@ -294,10 +301,7 @@ FORGED_RECEIPTS = {
 def test_a_receipt_the_agency_did_not_sign_as_its_receipt_is_refused_and_acknowledges_nothing(xfzd, pki, case):
     running, hub = xfzd
     runtime = hub()
-    spec = runtime.agency(CODE)
-    messages = [OutboundMessage(f"forged-{n}", grant(n)["XK_WSH"],
-                                licence_to_native(LicenceGrant.model_validate(grant(n)), spec.licence_mapping))
-                for n in range(1, 3)]  # fmt: skip
+    messages = licence_messages(runtime, "forged", 2)
     forge, words = FORGED_RECEIPTS[case]
     running.book.inject(Fault.TIMEOUT)  # the agency takes the batch and answers nothing: someone else does
 
