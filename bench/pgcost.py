@@ -14,6 +14,7 @@ the same cores as the puller, so this says where a side's records per second wen
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import tempfile
@@ -40,8 +41,6 @@ def postgres_cpu_seconds() -> float:
 
 
 def main(argv: list[str]) -> int:
-    import argparse
-
     from bench.dbs import database
     from bench.pull import bare_pull, dlt_pull, hub_pull, served_pull_agency
 
@@ -65,6 +64,7 @@ def main(argv: list[str]) -> int:
             print(f"{side:>4}: {measured.records:,} records, {measured.records / measured.seconds:,.0f} rec/s; "
                   f"CPU per record: this process {ours * per:.0f} µs, PostgreSQL {server * per:.0f} µs", flush=True)  # fmt: skip
     return 0
+
 
 if __name__ == "__main__":
     raise SystemExit(main(sys.argv[1:]))
