@@ -140,6 +140,9 @@ class Receipt:
     received_at: dt.datetime
     digest: str  # the agency's digest of what it received (see payload_digest)
     duplicate: bool = False  # the agency had seen this message id before
+    # the agency's signature over the receipt that carried this ack (a compact JWS, verified by the
+    # adapter), for agencies that sign them: what the hub keeps to prove the agency said so
+    agency_signature: str | None = None
 
 
 @dataclass(frozen=True, order=True)

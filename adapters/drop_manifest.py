@@ -183,8 +183,9 @@ class Seal(Protocol):
     def sign_receipt(self, receipt: bytes) -> bytes | None:
         """The signature to write beside a receipt, before it; None: receipts go unsigned."""
 
-    def verify_receipt(self, receipt: bytes, signature: bytes | None) -> None:
-        """Check a receipt against its signature (None: none was found)."""
+    def verify_receipt(self, receipt: bytes, signature: bytes | None) -> bytes | None:
+        """Check a receipt against its signature (None: none was found); return the signature that
+        vouches for it, to be kept as evidence, or None when this seal checks none."""
 
 
 class NoSeal:
@@ -208,5 +209,5 @@ class NoSeal:
     def sign_receipt(self, receipt: bytes) -> bytes | None:
         return None
 
-    def verify_receipt(self, receipt: bytes, signature: bytes | None) -> None:
-        return None
+    def verify_receipt(self, receipt: bytes, signature: bytes | None) -> bytes | None:
+        return None  # an unsealed agency's stray .jws was checked by nobody: it proves nothing

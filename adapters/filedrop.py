@@ -22,10 +22,12 @@ Outbound (``deliver``): one batch per call, each record carrying its message id 
      "acks": [{"message_id", "ack_id", "received_at", "digest", "duplicate"}],
      "errors": [{"message_id", "reason"}]}
 
-When the drop is signed (``seal``), the agency writes ``receipts/<batch_id>.jws`` first: a JWS
-over the receipt's exact bytes, typed ``receipt+json``, by its signing certificate. A receipt
-without it, or that it does not sign, is refused (FatalError): no delivery of the batch counts as
-delivered, and the push sends them again as it does after any failed attempt.
+When the drop is signed (``seal``), the agency writes ``receipts/<batch_id>.jws``: a JWS over
+the receipt's exact bytes, typed ``receipt+json``, by its signing certificate. A receipt is
+waited on until its .jws is there too (or ``receipt_timeout`` runs out); one without it, or that
+it does not sign, is refused (FatalError): no delivery of the batch counts as delivered, and the
+push sends them again as it does after any failed attempt. Each Receipt of the batch carries
+the verified JWS (``agency_signature``) for the hub to keep.
 No receipt within ``receipt_timeout`` → TransientError. A resend writes a NEW batch with the
 same message ids; the agency deduplicates by message id and acknowledges duplicates.
 
@@ -141,36 +143,46 @@ class FileDropAdapter:
             self.transport.write_atomic(f"{folder}/{name}", blob)
         self.transport.write_atomic(f"{folder}/{MANIFEST_NAME}", manifest_bytes)  # the done marker, last
         log.info("agency %s: wrote licence batch %s (%d messages)", cfg.code, batch_id, len(messages))
-        return self._receipts(batch_id, messages, self._await_receipt(batch_id))
+        return self._receipts(batch_id, messages, *self._await_receipt(batch_id))
 
-    def _await_receipt(self, batch_id: str) -> dict:
+    def _await_receipt(self, batch_id: str) -> tuple[dict, str | None]:
+        """The batch's receipt and the verified signature over it (None when the drop is not signed)."""
         path = f"{RECEIPTS}/{batch_id}.json"
         deadline = time.monotonic() + self.config.receipt_timeout
         while True:
             if self.transport.stat(path) is not None:
-                raw = self.transport.read(path)
-                signature_path = f"{RECEIPTS}/{batch_id}{RECEIPT_SIGNATURE}"
-                signature = self.transport.read(signature_path) if self.transport.stat(signature_path) is not None else None
-                try:
-                    self.seal.verify_receipt(raw, signature)
-                except RefusedInput as exc:
-                    # whatever it says, the agency did not vouch for it: no delivery is marked by it
-                    raise FatalError(f"agency {self.code}: receipt {path} refused: {exc}") from exc
-                try:
-                    receipt = json.loads(raw)
-                except (ValueError, UnicodeDecodeError) as exc:
-                    raise FatalError(f"agency {self.code}: receipt {path} is not JSON: {exc}") from exc
-                if not isinstance(receipt, dict) or receipt.get("batch_id") != batch_id:
-                    raise FatalError(f"agency {self.code}: receipt {path} is not for batch {batch_id}")
-                return receipt
-            if time.monotonic() >= deadline:
+                found = self._checked_receipt(path, batch_id, last_chance=time.monotonic() >= deadline)
+                if found is not None:
+                    return found
+            elif time.monotonic() >= deadline:
                 raise TransientError(
                     f"agency {self.code}: no receipt for batch {batch_id} within {self.config.receipt_timeout:g}s",
                     batch_id=batch_id,
                 )
             time.sleep(self.config.poll_interval)
 
-    def _receipts(self, batch_id: str, messages: Sequence[OutboundMessage], receipt: dict) -> list[Receipt]:
+    def _checked_receipt(self, path: str, batch_id: str, *, last_chance: bool) -> tuple[dict, str | None] | None:
+        """The receipt at ``path`` once its signature checks out; None while its signature may still be on its way."""
+        raw = self.transport.read(path)
+        signature_path = f"{RECEIPTS}/{batch_id}{RECEIPT_SIGNATURE}"
+        signature = self.transport.read(signature_path) if self.transport.stat(signature_path) is not None else None
+        try:
+            kept = self.seal.verify_receipt(raw, signature)
+        except RefusedInput as exc:
+            if signature is None and not last_chance:
+                return None  # an agency may write the receipt before its .jws: wait for it until the deadline
+            # whatever it says, the agency did not vouch for it: no delivery is marked by it
+            raise FatalError(f"agency {self.code}: receipt {path} refused: {exc}") from exc
+        try:
+            receipt = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise FatalError(f"agency {self.code}: receipt {path} is not JSON: {exc}") from exc
+        if not isinstance(receipt, dict) or receipt.get("batch_id") != batch_id:
+            raise FatalError(f"agency {self.code}: receipt {path} is not for batch {batch_id}")
+        return receipt, kept.decode("ascii") if kept is not None else None
+
+    def _receipts(self, batch_id: str, messages: Sequence[OutboundMessage], receipt: dict,
+                  signature: str | None) -> list[Receipt]:  # fmt: skip
         if receipt.get("status") == "rejected":
             # the agency found the batch damaged; writing it again may well succeed
             raise TransientError(f"agency {self.code} rejected batch {batch_id}: {receipt.get('reason')}")
@@ -189,6 +201,7 @@ class FileDropAdapter:
                     message_id=message.message_id, ack_id=str(ack["ack_id"]),
                     received_at=dt.datetime.fromisoformat(ack["received_at"]),
                     digest=str(ack["digest"]), duplicate=bool(ack.get("duplicate", False)),
+                    agency_signature=signature,
                 ))  # fmt: skip
             except (KeyError, TypeError, ValueError) as exc:
                 raise FatalError(f"agency {self.code}: malformed ack in receipt {batch_id}: {exc}") from exc

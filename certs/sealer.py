@@ -180,8 +180,9 @@ class DropSeal:
         return seal_manifest(receipt, signing_cert=self._cert, signing_key=self._key,
                              content_type=RECEIPT_TYPE).encode("ascii")  # fmt: skip
 
-    def verify_receipt(self, receipt: bytes, signature: bytes | None) -> None:
-        """Refuse unless ``signature`` is there, verifies, comes from the peer and signs ``receipt``."""
+    def verify_receipt(self, receipt: bytes, signature: bytes | None) -> bytes:
+        """Refuse unless ``signature`` is there, verifies, comes from the peer and signs ``receipt``;
+        return it, the agency's word to keep."""
         if signature is None:
             raise _refuse(Reason.UNKNOWN_SIGNER, "the receipt is not signed: its .jws is missing")
         now = self._clock()
@@ -190,6 +191,7 @@ class DropSeal:
                                  now=now, content_type=RECEIPT_TYPE)  # fmt: skip
         if not hmac.compare_digest(verified.payload, bytes(receipt)):
             raise _refuse(Reason.BAD_SIGNATURE, "the .jws signs a different receipt than the one found")
+        return signature
 
 
 _MANIFEST = "manifest.json"

@@ -33,47 +33,18 @@ from certs.pki import issue_leaf, load_certificate, load_private_key, write_cert
 from certs.sealer import DropSeal
 from contracts.mapping import licence_to_native
 from contracts.records import LicenceGrant
-from contracts.registry import load_registry
 from hub.db import session_scope
 from hub.errors import FatalError
 from hub.models import InboundBatch, QuarantinedRecord, Violation
 from hub.operations import sync_agencies
 from hub.runtime import HubRuntime
-from hub.settings import Settings
 from hub.sync import pull_agency
-from sandbox.core import AgencyBook, Fault
-from sandbox.filedrop_agencies import DIALECTS, start_filedrop_agency
+from sandbox.core import Fault
+from sandbox.filedrop_agencies import DIALECTS
 from tests.helpers import grant, make_uscc
+from tests.security.conftest import XFZD, XFZD_CHUNK
 
-CODE, CHUNK, COUNT = "XFZD", 7, 50
-FAST = {"seal": "sign", "chunk_records": CHUNK, "receipt_timeout": 10, "poll_interval": 0.02,
-        "incomplete_grace": 3600, "claim_stale_after": 3600}  # fmt: skip
-
-
-@pytest.fixture
-def xfzd(tmp_path, pki, monkeypatch):
-    """The signing sandbox XFZD, and a maker of hub runtimes reaching it (``agency_cert``: the one on file)."""
-    d = DIALECTS[CODE]
-    book = AgencyBook(code=CODE, name=d.name, uscc=d.uscc, subject_fields=d.subject_fields, malformed_every=0)
-    running = start_filedrop_agency(CODE, root=tmp_path / "share", book=book, key_dir=tmp_path / "keys",
-                                    seal=DropSeal.from_pki(pki.root, own=CODE, peer="hub", encrypt=False))  # fmt: skip
-    monkeypatch.setenv("HUB_XFZD_SFTP_KEY", str(running.client_key_file))  # where xfzd.toml's reference looks
-    made: list[HubRuntime] = []
-
-    def hub(agency_cert: Path | None = None) -> HubRuntime:
-        overrides = running.transport_overrides({**load_registry()[CODE].transport, **FAST})
-        overrides["transport"].pop("key_file")
-        overrides["tls"] = {"ca": "ca.pem", "agency_cert": str(agency_cert or pki.party(CODE).signing_cert)}
-        settings = Settings(data_dir=tmp_path / "hub", database_url=None, broker_url=None, pki_dir=pki.root)
-        runtime = HubRuntime(settings, overrides={CODE: overrides})
-        runtime.init_database()
-        made.append(runtime)
-        return runtime
-
-    yield running, hub
-    for runtime in made:
-        runtime.dispose()
-    running.stop()
+CODE, CHUNK, COUNT = XFZD, XFZD_CHUNK, 50
 
 
 def publish(running, n: int = 3) -> tuple[str, Path]:
@@ -297,27 +268,36 @@ FORGED_RECEIPTS = {
 }
 
 
-@pytest.mark.parametrize("case", list(FORGED_RECEIPTS))
-def test_a_receipt_the_agency_did_not_sign_as_its_receipt_is_refused_and_acknowledges_nothing(xfzd, pki, case):
-    running, hub = xfzd
-    runtime = hub()
-    messages = licence_messages(runtime, "forged", 2)
-    forge, words = FORGED_RECEIPTS[case]
-    running.book.inject(Fault.TIMEOUT)  # the agency takes the batch and answers nothing: someone else does
+def _answer_for_the_agency(running, write) -> threading.Thread:
+    """Once the agency has taken the next licence batch, ``write(batch_id, receipts_dir)`` answers it."""
 
-    def answer_in_its_place() -> None:
+    def answer() -> None:
         archive = running.root / "agency_archive"
         while not any(archive.iterdir()):
             time.sleep(0.02)
         (batch,) = archive.iterdir()
-        batch_id = json.loads((batch / "manifest.json").read_bytes())["batch_id"]
+        write(json.loads((batch / "manifest.json").read_bytes())["batch_id"], running.root / "receipts")
+
+    running.book.inject(Fault.TIMEOUT)  # the agency takes the batch and answers nothing itself
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("case", list(FORGED_RECEIPTS))
+def test_a_receipt_the_agency_did_not_sign_as_its_receipt_is_refused_and_acknowledges_nothing(xfzd, pki, case):
+    running, hub = xfzd
+    runtime = hub(receipt_timeout=4)  # how long an unsigned receipt waits for its signature
+    messages = licence_messages(runtime, "forged", 2)
+    forge, words = FORGED_RECEIPTS[case]
+
+    def answer_in_its_place(batch_id: str, receipts: Path) -> None:
         body, signature = forge(pki, _receipt_for(batch_id, messages))
         if signature is not None:
-            (running.root / "receipts" / f"{batch_id}.jws").write_bytes(signature)
-        (running.root / "receipts" / f"{batch_id}.json").write_bytes(body)
+            (receipts / f"{batch_id}.jws").write_bytes(signature)
+        (receipts / f"{batch_id}.json").write_bytes(body)
 
-    forger = threading.Thread(target=answer_in_its_place, daemon=True)
-    forger.start()
+    forger = _answer_for_the_agency(running, answer_in_its_place)
     adapter = runtime.adapter_for(CODE)
     try:
         with pytest.raises(FatalError, match="receipt receipts/HUB-XFZD-.*json refused") as refused:
@@ -326,3 +306,27 @@ def test_a_receipt_the_agency_did_not_sign_as_its_receipt_is_refused_and_acknowl
         adapter.close()
         forger.join(timeout=10)
     assert words in str(refused.value)
+
+
+def test_a_receipt_written_before_its_signature_is_waited_for_and_its_signature_kept(xfzd, pki):
+    running, hub = xfzd
+    runtime = hub()
+    messages = licence_messages(runtime, "late", 2)
+    signed: list[bytes] = []
+
+    def answer_receipt_first(batch_id: str, receipts: Path) -> None:
+        body = _receipt_for(batch_id, messages)
+        (receipts / f"{batch_id}.json").write_bytes(body)
+        time.sleep(0.5)  # several of the hub's polls see the receipt without its signature
+        signed.append(_agency_seal(pki).sign_receipt(body))
+        (receipts / f"{batch_id}.jws").write_bytes(signed[0])
+
+    agency = _answer_for_the_agency(running, answer_receipt_first)
+    adapter = runtime.adapter_for(CODE)
+    try:
+        receipts = adapter.deliver(messages)
+    finally:
+        adapter.close()
+        agency.join(timeout=10)
+    assert [(r.message_id, r.ack_id) for r in receipts] == [(m.message_id, f"forged-{n}") for n, m in enumerate(messages)]
+    assert {r.agency_signature for r in receipts} == {signed[0].decode("ascii")}  # what the hub keeps as evidence
