@@ -12,7 +12,11 @@ the evidence. The procedure it follows is written out in docs/evidence.md:
 4. every entry sits in the chain list with the same hashes, and the chain links from the
    genesis hash to the head named in the manifest, each entry's prev_hash the hash before it;
 5. every stored payload (licence and violation revisions) hashes to its recorded digest, and
-   every licence revision's digest is the payload digest of a chained licence entry.
+   every licence revision's digest is the payload digest of a chained licence entry;
+6. every delivery receipt entry that keeps its agency's signatures (agencies that sign their
+   receipts) is borne out by them: each is an ES256 JWS typed ``receipt+json`` by a certificate
+   of the trusted CA whose CN is the agency, and acknowledges each listed message with the same
+   ack id, digest and time of receipt. The hub cannot forge these: whoever rewrites the chain still lacks the key.
 
 Exit status: 0 when everything holds, 1 when something does not (each problem is printed),
 2 when the bundle cannot be read at all.
@@ -82,25 +86,37 @@ def _jsonl(path: Path, problems: list[str]) -> list[dict[str, Any]]:
 
 
 # --- 1. signature --------------------------------------------------------------------------
-def check_signature(bundle: Path, manifest_bytes: bytes, ca_path: Path | None, problems: list[str]) -> str:
-    """Check manifest.jws; return a line saying who signed (or that nobody did)."""
-    jws_path = bundle / "manifest.jws"
-    if not jws_path.is_file():
-        return "UNSIGNED: the hub had no signing key when it exported this bundle"
+def _trusted_ca(bundle: Path, ca_path: Path | None, problems: list[str]) -> tuple[x509.Certificate | None, str]:
+    ca_file = ca_path or bundle / "certificates" / "ca.pem"
+    trust = "the CA given with --ca" if ca_path else "the bundle's own CA (pass --ca to check against yours)"
     try:
-        header_b64, payload_b64, signature_b64 = jws_path.read_text(encoding="ascii").strip().split(".")
+        return x509.load_pem_x509_certificate(ca_file.read_bytes()), trust
+    except FileNotFoundError:
+        problems.append(f"{ca_file}: no CA to check the signer against")
+    except ValueError:
+        problems.append(f"{ca_file}: not a PEM certificate")
+    return None, trust
+
+
+def _open_jws(token: str, ca: x509.Certificate | None, trust: str, where: str,
+              problems: list[str]) -> tuple[dict[str, Any], bytes, x509.Certificate] | None:  # fmt: skip
+    """Header, payload and signer of a compact ES256 JWS whose signature verifies with the key of
+    its ``x5c`` certificate; that certificate must come from ``ca`` and may sign documents.
+    None (with the problem noted) when the token cannot be read or its signature does not hold."""
+    try:
+        header_b64, payload_b64, signature_b64 = token.strip().split(".")
         header = json.loads(_b64url(header_b64))
         signer = x509.load_der_x509_certificate(base64.b64decode(header["x5c"][0]))
-        signature = _b64url(signature_b64)
+        signature, payload = _b64url(signature_b64), _b64url(payload_b64)
     except (ValueError, KeyError, IndexError, TypeError, UnicodeDecodeError) as exc:
-        problems.append(f"manifest.jws: malformed ({type(exc).__name__}: {exc})")
-        return "signature unreadable"
+        problems.append(f"{where}: malformed ({type(exc).__name__}: {exc})")
+        return None
     if header.get("alg") != "ES256" or len(signature) != 64:
-        problems.append(f"manifest.jws: algorithm {header.get('alg')!r} is not ES256")
-        return "signature refused"
+        problems.append(f"{where}: algorithm {header.get('alg')!r} is not ES256")
+        return None
     thumbprint = base64.urlsafe_b64encode(signer.fingerprint(hashes.SHA256())).rstrip(b"=").decode()
     if header.get("x5t#S256") not in (None, thumbprint):
-        problems.append("manifest.jws: x5t#S256 does not match the certificate in x5c")
+        problems.append(f"{where}: x5t#S256 does not match the certificate in x5c")
     der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
     try:
         public_key = signer.public_key()
@@ -108,33 +124,55 @@ def check_signature(bundle: Path, manifest_bytes: bytes, ca_path: Path | None, p
             raise InvalidSignature("not an EC key")
         public_key.verify(der, f"{header_b64}.{payload_b64}".encode("ascii"), ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
-        problems.append("manifest.jws: the signature does not verify")
-    if _b64url(payload_b64) != manifest_bytes:
-        problems.append("manifest.json: differs from the manifest that was signed")
-    ca_file = ca_path or bundle / "certificates" / "ca.pem"
-    trust = "the CA given with --ca" if ca_path else "the bundle's own CA (pass --ca to check against yours)"
-    try:
-        ca = x509.load_pem_x509_certificate(ca_file.read_bytes())
-        signer.verify_directly_issued_by(ca)
-    except FileNotFoundError:
-        problems.append(f"{ca_file}: no CA to check the signer against")
-    except (ValueError, TypeError, InvalidSignature):
-        problems.append(f"manifest.jws: the signer was not issued by {trust}")
+        problems.append(f"{where}: the signature does not verify")
+        return None
+    if ca is not None:
+        try:
+            signer.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            problems.append(f"{where}: the signer was not issued by {trust}")
     try:
         usage = signer.extensions.get_extension_for_class(x509.KeyUsage).value
         if not (usage.digital_signature or usage.content_commitment):
-            problems.append("manifest.jws: the signer's certificate may not sign documents")
+            problems.append(f"{where}: the signer's certificate may not sign documents")
     except x509.ExtensionNotFound:
         pass
+    return header, payload, signer
+
+
+def _valid_at(signer: x509.Certificate, when: dt.datetime) -> bool:
+    when = when if when.tzinfo else when.replace(tzinfo=dt.UTC)  # the hub writes its times in UTC
+    return signer.not_valid_before_utc <= when <= signer.not_valid_after_utc
+
+
+def _common_name(cert: x509.Certificate) -> str:
+    cn = cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
+    return str(cn[0].value) if cn else cert.subject.rfc4514_string()
+
+
+def check_signature(bundle: Path, manifest_bytes: bytes, ca_path: Path | None, problems: list[str]) -> str:
+    """Check manifest.jws; return a line saying who signed (or that nobody did)."""
+    jws_path = bundle / "manifest.jws"
+    if not jws_path.is_file():
+        return "UNSIGNED: the hub had no signing key when it exported this bundle"
+    ca, trust = _trusted_ca(bundle, ca_path, problems)
     try:
-        exported = dt.datetime.fromisoformat(json.loads(manifest_bytes)["exported_at"])
-        if not signer.not_valid_before_utc <= exported <= signer.not_valid_after_utc:
+        token = jws_path.read_text(encoding="ascii")
+    except UnicodeDecodeError as exc:
+        problems.append(f"manifest.jws: malformed (not ASCII: {exc})")
+        return "signature unreadable"
+    opened = _open_jws(token, ca, trust, "manifest.jws", problems)
+    if opened is None:
+        return "signature refused"
+    _, payload, signer = opened
+    if payload != manifest_bytes:
+        problems.append("manifest.json: differs from the manifest that was signed")
+    try:
+        if not _valid_at(signer, dt.datetime.fromisoformat(json.loads(manifest_bytes)["exported_at"])):
             problems.append("manifest.jws: the signer's certificate was not valid when the bundle was exported")
     except (ValueError, KeyError, TypeError):
         problems.append("manifest.json: exported_at is missing or not a timestamp")
-    cn = signer.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
-    who = cn[0].value if cn else signer.subject.rfc4514_string()
-    return f"signed by {who} (certificate serial {signer.serial_number:x}), checked against {trust}"
+    return f"signed by {_common_name(signer)} (certificate serial {signer.serial_number:x}), checked against {trust}"
 
 
 # --- 2. files ------------------------------------------------------------------------------
@@ -206,6 +244,78 @@ def check_payloads(bundle: Path, problems: list[str]) -> int:
     return count
 
 
+# --- 6. the agencies' signed receipts ------------------------------------------------------------
+RECEIPT_TYPE = "receipt+json"
+
+
+def check_agency_receipts(bundle: Path, ca_path: Path | None, problems: list[str]) -> tuple[int, int]:
+    """Each receipt entry that keeps its agency's signatures: every one verifies, is the agency's
+    own (its certificate's CN is the agency code, valid when the entry was written), is typed as a
+    receipt, and acknowledges each receipt the entry lists with the same ack id, digest and time.
+    Returns (receipts proved by an agency's signature, receipts the hub's word alone stands for)."""
+    proved = unproved = 0
+    ca = trust = None
+    for entry in _jsonl(bundle / "entries.jsonl", []):
+        detail = entry.get("detail") if entry.get("action") == "delivery.receipt" else None
+        if not isinstance(detail, dict):
+            continue
+        listed = detail.get("receipts") or []
+        tokens = detail.get("agency_signatures") or []
+        if not tokens:
+            unproved += len(listed)
+            continue
+        if ca is None:
+            ca, trust = _trusted_ca(bundle, ca_path, problems)
+        agency, where = detail.get("agency"), f"entry {entry.get('id')}"
+        acks: dict[Any, dict[str, Any]] = {}
+        for number, token in enumerate(tokens, 1):
+            acks.update(_signed_acks(token, agency, entry.get("at"), ca, str(trust),
+                                     f"{where}: {agency}'s receipt signature {number}", problems))  # fmt: skip
+        for receipt in listed:
+            ack = acks.get(receipt.get("message_id"))
+            if ack is None or _acknowledged(ack) != _acknowledged(receipt):
+                problems.append(f"{where}: {agency} did not sign the receipt of message {receipt.get('message_id')} "
+                                f"(licence {receipt.get('licence')}) that the entry lists")  # fmt: skip
+            else:
+                proved += 1
+    return proved, unproved
+
+
+def _acknowledged(ack: dict[str, Any]) -> tuple[str, Any, dt.datetime | None]:
+    """What a receipt says of one message: its ack id, the digest received and when (the hub
+    rewrites the agency's timestamp in its own ISO form, so the instants are compared)."""
+    try:
+        at = dt.datetime.fromisoformat(str(ack.get("received_at")))
+    except ValueError:
+        at = None
+    return str(ack.get("ack_id")), ack.get("digest"), at
+
+
+def _signed_acks(token: Any, agency: Any, at: Any, ca: x509.Certificate | None, trust: str, where: str,
+                 problems: list[str]) -> dict[Any, dict[str, Any]]:  # fmt: skip
+    """The acks, by message id, of one receipt its agency signed; {} (problem noted) if it does not hold."""
+    opened = _open_jws(token, ca, trust, where, problems) if isinstance(token, str) else None
+    if opened is None:
+        if not isinstance(token, str):
+            problems.append(f"{where}: not a compact JWS")
+        return {}
+    header, payload, signer = opened
+    if header.get("cty") != RECEIPT_TYPE:
+        problems.append(f"{where}: it signs a {header.get('cty')!r} document, not a receipt")
+        return {}
+    if _common_name(signer) != agency:
+        problems.append(f"{where}: signed by {_common_name(signer)!r}, not by the agency")
+        return {}
+    try:
+        if not _valid_at(signer, dt.datetime.fromisoformat(str(at))):
+            problems.append(f"{where}: the agency's certificate was not valid when the receipt was logged")
+        acks = json.loads(payload)["acks"]
+        return {a["message_id"]: a for a in acks}
+    except (ValueError, KeyError, TypeError) as exc:
+        problems.append(f"{where}: the signed receipt cannot be read ({type(exc).__name__}: {exc})")
+        return {}
+
+
 def verify(bundle: Path, ca: Path | None = None) -> tuple[list[str], list[str]]:
     """Check a bundle; return (lines of what held, problems). Raises OSError/ValueError if unreadable."""
     manifest_bytes = (bundle / "manifest.json").read_bytes()
@@ -217,9 +327,11 @@ def verify(bundle: Path, ca: Path | None = None) -> tuple[list[str], list[str]]:
     files = check_files(bundle, manifest, problems)
     entries, links = check_chain(bundle, manifest, problems)
     payloads = check_payloads(bundle, problems)
+    proved, unproved = check_agency_receipts(bundle, ca, problems)
     facts = [f"bundle for {json.dumps(manifest.get('subject'), ensure_ascii=False)}, exported {manifest.get('exported_at')}",
              signed, f"{files} files listed", f"{entries} entries recomputed, {links} chain links checked",
-             f"{payloads} stored payloads checked"]  # fmt: skip
+             f"{payloads} stored payloads checked",
+             f"{proved} delivery receipts proved by the agency's signature, {unproved} logged by the hub alone"]  # fmt: skip
     return facts, problems
 
 

@@ -380,8 +380,12 @@ def _store_receipts(session, spec, claimed: list[_Claimed], receipts, now, resul
         # one hash-chained entry per window, naming every receipt in it (was one per receipt, each
         # reading the chain's last hash: most of a push's time)
         digests = "\n".join(e["digest"] for e in entries).encode("utf-8")
+        detail: dict = {"agency": spec.code, "receipts": entries}
+        signed = list(dict.fromkeys(r.agency_signature for _, r in stored if r.agency_signature))
+        if signed:  # the agency's own word for these acks, which the hub's chain alone cannot prove
+            detail["agency_signatures"] = signed
         audit.append(session, actor="hub", action="delivery.receipt", subject=f"agency:{spec.code}",
-                     detail={"agency": spec.code, "receipts": entries},
+                     detail=detail,
                      payload_digest=hashlib.sha256(digests).hexdigest())  # fmt: skip
     if mismatched:
         _fail(session, spec, mismatched, TransientError("no receipt, or the receipt's digest differs from what was sent"),
