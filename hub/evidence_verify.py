@@ -16,7 +16,7 @@ the evidence. The procedure it follows is written out in docs/evidence.md:
 6. every delivery receipt entry that keeps its agency's signatures (agencies that sign their
    receipts) is borne out by them: each is an ES256 JWS typed ``receipt+json`` by a certificate
    of the trusted CA whose CN is the agency, and acknowledges each listed message with the same
-   ack id, digest and time of receipt. The hub cannot forge these: whoever rewrites the chain still lacks the key.
+   ack id, digest and time of receipt. Whoever rewrites the chain still lacks the agency's key.
 
 Exit status: 0 when everything holds, 1 when something does not (each problem is printed),
 2 when the bundle cannot be read at all.
@@ -332,7 +332,7 @@ def verify(bundle: Path, ca: Path | None = None) -> tuple[list[str], list[str]]:
              signed, f"{files} files listed", f"{entries} entries recomputed, {links} chain links checked",
              f"{payloads} stored payloads checked",
              f"{proved} delivery receipts proved by the agency's signature, {unproved} logged by the hub alone"]  # fmt: skip
-    return facts, problems
+    return facts, list(dict.fromkeys(problems))  # a missing CA is named once, not once per signature
 
 
 def main(argv: list[str] | None = None) -> int:
