@@ -156,6 +156,7 @@ def pull_agency(engine: Engine, spec: AgencySpec, adapter: AgencyAdapter, *, fen
         while max_pages is None or result.pages < max_pages:
             with cyclic_gc_paused():  # a page's objects are many and short-lived (hub.gcpause)
                 page = reader.fetch(cursor, read_ahead=max_pages is None or result.pages + 1 < max_pages)
+                _refuse_a_stall(spec, cursor, page)
                 commit_page(engine, spec, cursor, check_page(spec, page), result, fence=fence, now=now)
             adapter.acknowledge(page)
             result.pages += 1
@@ -167,6 +168,17 @@ def pull_agency(engine: Engine, spec: AgencySpec, adapter: AgencyAdapter, *, fen
         reader.close()
         checkpointer.stop()
     return result
+
+
+def _refuse_a_stall(spec: AgencySpec, before: Cursor, page: Page) -> None:
+    """An agency that says more follows but moves the cursor nowhere would be asked the same thing
+    forever (one that caps our page size under a page-number scheme; a cursor API without a next
+    cursor): stop and say so."""
+    moved_nothing = not (page.records or page.rejected or page.batch_id)  # a refused drop batch is progress
+    if page.more and moved_nothing and (page.next_cursor.position, page.next_cursor.token) == (
+            before.position, before.token):  # fmt: skip
+        raise FatalError(f"agency {spec.code}: the page after position {before.position} is empty and says more "
+                         "records follow, but it does not move the cursor: stopping rather than asking again forever")
 
 
 def commit_page(engine: Engine, spec: AgencySpec, before: Cursor, checked: CheckedPage, result: PullResult, *,

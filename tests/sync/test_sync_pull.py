@@ -14,6 +14,7 @@ import pytest
 
 from adapters.base import Cursor
 from hub.db import session_scope
+from hub.errors import FatalError
 from hub.jobs import pull_job, sync_job
 from hub.status import collect_status, render_text
 from hub.sync import pull_agency
@@ -173,3 +174,20 @@ def test_a_pull_leaves_the_garbage_collector_as_it_found_it(sqlite_engine, make_
     finally:
         (gc.enable if was_enabled else gc.disable)()
     assert result["pull"]["created"] == 12
+
+
+def test_an_agency_that_says_more_but_moves_the_cursor_nowhere_stops_the_pull(engine, make_runtime, start_agency):
+    agency = start_agency("SCJG", malformed_every=0)
+    transport = {**agency_table("SCJG")["rest"], "page_size": 5}
+    runtime = make_runtime(engine.url.render_as_string(hide_password=False),
+                           {"SCJG": {"endpoint": agency.endpoint, "transport": transport}})  # fmt: skip
+    scripted_penalties(agency.book, 5)
+    pull_job(runtime, "SCJG")
+    for _ in range(6):  # a cursor API answering "more" without a next cursor, again and again
+        agency.queue_response(200, {"data": [], "hasMore": True})
+
+    with pytest.raises(FatalError, match="does not move the cursor: stopping rather than asking again forever"):
+        pull_agency(runtime.engine, runtime.agency("SCJG"), runtime.adapter_for("SCJG"))
+
+    assert len(agency.server.state.scripted) >= 4  # the page and its read-ahead, not until the answers ran out
+    assert pulled(runtime.engine, "SCJG")[2] == 5  # the cursor stays where the last real page left it
