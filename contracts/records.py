@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -93,6 +93,11 @@ Text = Annotated[str, Field(min_length=1, max_length=4000)]
 ShortText = Annotated[str, Field(min_length=1, max_length=500)]
 
 
+def _required_text(limit: int) -> Any:
+    """Non-empty text of at most ``limit`` characters: what the column storing it holds."""
+    return Annotated[str, Field(min_length=1, max_length=limit)]
+
+
 class _Record(BaseModel):
     model_config = ConfigDict(populate_by_name=True, str_strip_whitespace=True, extra="forbid", frozen=True)
 
@@ -144,12 +149,12 @@ class LicenceGrant(_Subject):
     tax_reg_no: str | None = Field(None, alias="XK_XDR_SWDJ", description="税务登记号")
     public_institution_no: str | None = Field(None, alias="XK_XDR_SYDW", description="事业单位证书号")
     social_org_no: str | None = Field(None, alias="XK_XDR_SHZZ", description="社会组织登记证号")
-    legal_rep: str | None = Field(None, alias="XK_FRDB", description="法定代表人")
+    legal_rep: str | None = Field(None, max_length=200, alias="XK_FRDB", description="法定代表人")
     decision_doc_name: ShortText = Field(alias="XK_XKWS", description="行政许可决定文书名称")
     decision_no: ShortText = Field(alias="XK_WSH", description="行政许可决定文书号")
     licence_category: LicenceCategory = Field(alias="XK_XKLB", description="许可类别")
     certificate_name: str | None = Field(None, alias="XK_XKZS", description="许可证书名称")
-    licence_no: str | None = Field(None, alias="XK_XKBH", description="许可编号")
+    licence_no: str | None = Field(None, max_length=200, alias="XK_XKBH", description="许可编号")
     content: Text = Field(alias="XK_NR", description="许可内容")
     decision_date: dt.date = Field(alias="XK_JDRQ", description="许可决定日期")
     valid_from: dt.date = Field(alias="XK_YXQZ", description="有效期自")
@@ -161,10 +166,10 @@ class LicenceGrant(_Subject):
     source_unit_uscc: USCC = Field(alias="XK_LYDWDM", description="数据来源单位统一社会信用代码")
     remarks: str | None = Field(None, alias="BZ", description="备注")
     # Hub extensions: which approval item and bureau section, and where the licence stands now.
-    approval_item: ShortText = Field(alias="approval_item", description="审批事项编码")
+    approval_item: _required_text(100) = Field(alias="approval_item", description="审批事项编码")
     approval_item_name: str | None = Field(None, alias="approval_item_name", description="审批事项名称")
-    bureau_section: ShortText = Field(alias="bureau_section", description="审批局科室")
-    industry: str | None = Field(None, alias="industry", description="行业 (routing)")
+    bureau_section: _required_text(200) = Field(alias="bureau_section", description="审批局科室")
+    industry: str | None = Field(None, max_length=100, alias="industry", description="行业 (routing)")
     lifecycle: Lifecycle = Field(Lifecycle.GRANTED, alias="lifecycle")
     lifecycle_date: dt.date | None = Field(None, validate_default=True, alias="lifecycle_date")
     lifecycle_reason: str | None = Field(None, alias="lifecycle_reason")
@@ -201,7 +206,7 @@ class ViolationRecord(_Subject):
     tax_reg_no: str | None = Field(None, alias="CF_XDR_SWDJ", description="税务登记号")
     public_institution_no: str | None = Field(None, alias="CF_XDR_SYDW", description="事业单位证书号")
     social_org_no: str | None = Field(None, alias="CF_XDR_SHZZ", description="社会组织登记证号")
-    legal_rep: str | None = Field(None, alias="CF_FRDB", description="法定代表人")
+    legal_rep: str | None = Field(None, max_length=200, alias="CF_FRDB", description="法定代表人")
     decision_no: ShortText = Field(alias="CF_WSH", description="行政处罚决定书文号")
     violation_type: ShortText = Field(alias="CF_WFXW", description="违法行为类型")
     facts: Text = Field(alias="CF_SY", description="违法事实")
@@ -220,8 +225,8 @@ class ViolationRecord(_Subject):
     source_uscc: USCC = Field(alias="CF_SJLYDM", description="数据来源单位统一社会信用代码")
     remarks: str | None = Field(None, alias="BZ", description="备注")
     # Hub extensions: provenance and credit standing.
-    source_agency: ShortText = Field(alias="source_agency", description="reporting agency code")
-    agency_record_id: ShortText = Field(alias="agency_record_id", description="the agency's own record id")
+    source_agency: _required_text(16) = Field(alias="source_agency", description="reporting agency code")
+    agency_record_id: _required_text(200) = Field(alias="agency_record_id", description="the agency's own record id")
     severity: Severity = Field(Severity.ORDINARY, alias="severity")
     repair_status: RepairStatus = Field(RepairStatus.NONE, alias="repair_status")
     repair_date: dt.date | None = Field(None, validate_default=True, alias="repair_date")

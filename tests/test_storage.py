@@ -8,8 +8,9 @@ import subprocess
 import sys
 from decimal import Decimal
 
+import pytest
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, SQLModel, select
 
 from contracts.records import ViolationRecord
 from contracts.registry import load_registry
@@ -151,3 +152,27 @@ def test_a_pages_digest_lookup_probes_its_ids_even_when_postgresql_has_no_statis
 
     assert rows_read(plan) <= 3 * len(page), json.dumps(plan)[:2000]
     engine.dispose()
+
+
+def _contract_limit(field) -> int | None:
+    return min((m.max_length for m in field.metadata if getattr(m, "max_length", None) is not None), default=None)
+
+
+# fixed by their own check (USCC, 工商注册号, 组织机构代码) or a closed vocabulary
+_FORMAT_CHECKED = {"uscc", "reg_no", "org_code", "lifecycle", "severity", "repair_status"}
+
+
+@pytest.mark.parametrize(("contract", "tables"), [(LicenceGrant, ("licences", "companies")),
+                                                  (ViolationRecord, ("violations", "companies"))])  # fmt: skip
+def test_every_text_a_contract_accepts_fits_the_column_that_stores_it(contract, tables):
+    """Otherwise PostgreSQL refuses the row inside the page's transaction, and the page again on every
+    retry, where the record should have been quarantined naming the field."""
+    too_long = []
+    for name, field in contract.model_fields.items():
+        for table in tables:
+            column = SQLModel.metadata.tables[table].c.get(name)
+            length = getattr(column.type, "length", None) if column is not None else None
+            limit = _contract_limit(field)
+            if length and name not in _FORMAT_CHECKED and (limit is None or limit > length):
+                too_long.append(f"{contract.__name__}.{name}: up to {limit} characters, {table}.{name} holds {length}")
+    assert too_long == []

@@ -11,10 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 
 import pytest
+from sqlmodel import select
 
 from adapters.base import Cursor
 from hub.db import session_scope
 from hub.errors import FatalError
+from hub.models import QuarantinedRecord
 from hub.jobs import pull_job, sync_job
 from hub.status import collect_status, render_text
 from hub.sync import pull_agency
@@ -191,3 +193,20 @@ def test_an_agency_that_says_more_but_moves_the_cursor_nowhere_stops_the_pull(en
 
     assert len(agency.server.state.scripted) >= 4  # the page and its read-ahead, not until the answers ran out
     assert pulled(runtime.engine, "SCJG")[2] == 5  # the cursor stays where the last real page left it
+
+
+def test_a_record_id_longer_than_the_hub_stores_is_quarantined_and_the_page_goes_on(engine, make_runtime, start_agency):
+    """The contract's bound is the column's: on PostgreSQL a longer id failed the page's COPY, every retry."""
+    agency = start_agency("SCJG", malformed_every=0)
+    runtime = make_runtime(engine.url.render_as_string(hide_password=False), {"SCJG": {"endpoint": agency.endpoint}})
+    scripted_penalties(agency.book, 3)
+    agency.book.penalties[1].record_id = "SCJG-" + "长" * 250
+
+    result = pull_agency(runtime.engine, runtime.agency("SCJG"), runtime.adapter_for("SCJG"))
+
+    ids, refs, cursor = pulled(runtime.engine, "SCJG")
+    assert (result.created, result.quarantined, cursor) == (2, 1, 3)
+    assert sorted(ids) == sorted(p.record_id for p in agency.book.penalties if len(p.record_id) < 200)
+    with session_scope(runtime.engine) as session:
+        (reasons,) = session.exec(select(QuarantinedRecord.reasons)).all()
+    assert any(r["field"] == "agency_record_id" and "at most 200 characters" in r["reason"] for r in reasons), reasons
