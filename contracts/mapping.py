@@ -92,7 +92,9 @@ def _fixed_layout(fmt: str) -> re.Pattern[str] | None:
     return re.compile("".join(parts)) if seen == {"Y", "m", "d"} else None
 
 
-_FIXED_LAYOUTS: dict[str, re.Pattern[str] | None] = {}
+# per format: its fixed layout, and whether two directives sit side by side (%Y%m%d), so that
+# only text of the layout's exact width can be read as a date
+_FIXED_LAYOUTS: dict[str, tuple[re.Pattern[str] | None, bool]] = {}
 
 
 def _parse_date(value: Any, formats: list[str]) -> dt.date:
@@ -103,14 +105,16 @@ def _parse_date(value: Any, formats: list[str]) -> dt.date:
     text = str(value).strip()
     for fmt in formats:
         if fmt not in _FIXED_LAYOUTS:
-            _FIXED_LAYOUTS[fmt] = _fixed_layout(fmt)
-        layout = _FIXED_LAYOUTS[fmt]
+            _FIXED_LAYOUTS[fmt] = (_fixed_layout(fmt), re.search(r"%[Ymd]%[Ymd]", fmt) is not None)
+        layout, compact = _FIXED_LAYOUTS[fmt]
         match = layout.fullmatch(text) if layout is not None else None
         if match is not None:
             try:
                 return dt.date(int(match["Y"]), int(match["m"]), int(match["d"]))
             except ValueError:
                 pass  # 2026-02-30: strptime below words the refusal
+        elif compact and layout is not None:
+            continue  # strptime would read 2026111 as 1 November though it may as well be 11 January
         try:
             return dt.datetime.strptime(text, fmt).date()
         except ValueError:
@@ -144,7 +148,8 @@ def _converter(code: str, mapping: FieldMapping) -> Callable[[Any], Any]:
         words, separator = mapping.values.get(code, {}), mapping.list_separator
 
         def as_list(value: Any) -> list[str]:
-            items = value if isinstance(value, list) else str(value).split(separator)
+            # a JSON list may hold anything: a null is no item, a number is checked as the word it reads as
+            items = [str(i) for i in value if i is not None] if isinstance(value, list) else str(value).split(separator)
             return [words.get(item.strip(), item.strip()) for item in items if item.strip()]
 
         return as_list
@@ -200,7 +205,7 @@ def native_to_violation(
             continue
         try:
             data[code] = convert(value)
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:  # TypeError: JSON of a shape the field cannot have
             problems.append(Problem(record=record, field=f"{code} ({native_name})", reason=str(exc)))
     if problems:
         raise ContractViolation.of(problems)
