@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import json
+import re
 import time
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
@@ -127,13 +129,40 @@ def _translated(agency: str, action: str) -> Iterator[None]:
         raise TransientError(f"{where}: timed out: {exc}") from exc
     except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
         raise TransientError(f"{where}: connection failed: {exc}") from exc
+    except (requests.exceptions.ContentDecodingError, requests.exceptions.RetryError) as exc:
+        raise TransientError(f"{where}: the answer arrived damaged: {exc}") from exc  # e.g. a truncated gzip body
     except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
             requests.exceptions.InvalidSchema, requests.exceptions.InvalidHeader) as exc:  # fmt: skip
         raise ConfigurationError(f"{where}: bad request configuration: {exc}") from exc
+    except requests.exceptions.RequestException as exc:  # before OSError: requests' errors are OSErrors too
+        raise FatalError(f"{where}: {exc}") from exc
     except OSError as exc:  # e.g. a certificate or CA file that cannot be read
         raise ConfigurationError(f"{where}: {exc}") from exc
-    except requests.exceptions.RequestException as exc:
-        raise FatalError(f"{where}: {exc}") from exc
+
+
+_CHARSET = re.compile(r""";\s*charset\s*=\s*["']?([^"';\s]+)""", re.IGNORECASE)
+
+
+def body_text(response: requests.Response, *, lenient: bool = False) -> str:
+    """The body as text: in the charset its Content-Type names, else UTF-8 (JSON's own, RFC 8259).
+
+    Not requests' guess: for text/* without a charset that is ISO-8859-1, which turns UTF-8 Chinese
+    into mojibake without a single error, so nothing would be quarantined. ``lenient``: for an
+    error's detail, bytes that do not decode are replaced rather than refused.
+
+    Raises:
+        ValueError: the body is not in that charset, or the charset is unknown (never when lenient).
+    """
+    declared = _CHARSET.search(response.headers.get("Content-Type", ""))
+    charset = declared.group(1) if declared else "utf-8"
+    if charset.replace("-", "").replace("_", "").lower() == "utf8":
+        charset = "utf-8-sig"  # a byte order mark is allowed to be there, and is not text
+    try:
+        return response.content.decode(charset, "replace" if lenient else "strict")
+    except LookupError as exc:
+        if lenient:
+            return response.content.decode("utf-8", "replace")
+        raise ValueError(f"unknown charset {charset!r}") from exc
 
 
 def _raise_for_status(agency: str, action: str, response: requests.Response) -> None:
@@ -141,8 +170,8 @@ def _raise_for_status(agency: str, action: str, response: requests.Response) -> 
     if status < 400:
         return
     where = f"agency {agency}: {action}: HTTP {status}"
-    detail = response.text[:200].strip()
-    if status == 429 or status >= 500:
+    detail = body_text(response, lenient=True)[:200].strip()
+    if status in (408, 429) or status >= 500:
         raise TransientError(f"{where} {detail}", retry_after=retry_after_seconds(response.headers.get("Retry-After")))
     if status in (401, 403):
         # Our credentials or certificate are not accepted: retrying cannot help, fixing them does.
@@ -180,9 +209,10 @@ class RestAdapter:
 
     def _json(self, response: requests.Response, action: str) -> Any:
         try:
-            return response.json(parse_float=Decimal)  # amounts stay exact: never a float
+            text = body_text(response)
+            return json.loads(text, parse_float=Decimal)  # amounts stay exact: never a float
         except ValueError as exc:
-            raise FatalError(f"agency {self.code}: {action}: the answer is not JSON: {response.text[:120]!r}") from exc
+            raise FatalError(f"agency {self.code}: {action}: the answer is not JSON: {response.content[:120]!r}") from exc
 
     # --- deliver -----------------------------------------------------------------------
     def deliver(self, messages: Sequence[OutboundMessage]) -> list[Receipt]:
@@ -248,7 +278,7 @@ class RestAdapter:
             skip_head = after.position % cfg.page_size  # the consumed head of a partial page
         response = self._exchange("GET", cfg.pull_path, "fetch", params=params)
         try:
-            envelope, items = split_items(response.content.decode(response.encoding or "utf-8"), names.items)
+            envelope, items = split_items(body_text(response), names.items)
         except (JsonShapeError, ValueError) as exc:
             raise FatalError(f"agency {self.code}: fetch: unusable answer: {exc}") from exc
         if names.sequence is None:

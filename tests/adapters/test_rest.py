@@ -25,7 +25,7 @@ from contracts.registry import AgencySpec, load_registry
 from contracts.uscc import org_check_char, uscc_check_char
 from hub.errors import ConfigurationError, ContractViolation, FatalError
 from sandbox.core import Fault, Malformation
-from sandbox.rest_agencies import RunningAgency, start_rest_agency
+from sandbox.rest_agencies import RunningAgency, render_penalty, start_rest_agency
 
 CODES = ["SCJG", "GAFJ", "JJZD"]
 BUREAU, BUREAU_USCC = "天津市南开区行政审批局", "11120104MB01234578"
@@ -294,3 +294,21 @@ def test_the_rest_adapter_is_an_agency_adapter() -> None:
     adapter = build_adapter(load_registry()["GAFJ"], AdapterContext(work_dir=Path(".")))
     assert isinstance(adapter, AgencyAdapter) and adapter.code == "GAFJ"
     adapter.close()
+
+
+@pytest.mark.parametrize(("content_type", "encode"), [
+    ("text/plain", lambda text: text.encode("utf-8")),  # requests would read this as ISO-8859-1
+    ("text/json; charset=GBK", lambda text: text.encode("gbk")),
+    ("application/json", lambda text: b"\xef\xbb\xbf" + text.encode("utf-8")),  # with a byte order mark
+])  # fmt: skip
+def test_a_page_is_read_in_the_charset_the_agency_declares_else_utf8(content_type, encode) -> None:
+    agency = start_rest_agency("SCJG")
+    try:
+        draft = agency.book.add_penalty(subject_name="天津市南开区鑫磊商贸有限公司", uscc=make_uscc(77))
+        page = {"data": [render_penalty(draft, agency.dialect)], "hasMore": False}
+        agency.queue_response(200, encode(json.dumps(page, ensure_ascii=False)), {"Content-Type": content_type})
+        with closing(rest_adapter(agency)) as adapter:
+            [inbound] = adapter.fetch(Cursor()).records
+    finally:
+        agency.stop()
+    assert inbound.native["entName"] == "天津市南开区鑫磊商贸有限公司"

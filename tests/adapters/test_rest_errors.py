@@ -77,6 +77,8 @@ TABLE = [
     ("429 Retry-After HTTP-date", answer(429, "{}", **{"Retry-After": lambda: _http_date(120)}), TransientError, (60, 121)),
     ("500", fault(Fault.ERROR_500), TransientError, None),
     ("503 HTML from a gateway", answer(503, "<html>Service Unavailable</html>"), TransientError, None),
+    ("408 from a proxy", answer(408, "<html>Request Timeout</html>", **{"Content-Type": "text/html"}), TransientError,
+     None),
     ("400", answer(400, '{"error": "bad_request"}'), FatalError, None),
     ("401 wrong token", wrong_token, ConfigurationError, None),
     ("403", answer(403, '{"error": "forbidden"}'), ConfigurationError, None),
@@ -87,6 +89,10 @@ TABLE = [
     ("connection refused", stopped, TransientError, None),
     ("200 but not JSON", answer(200, "<html>维护中</html>", **{"Content-Type": "text/html"}), FatalError, None),
     ("200 JSON of the wrong shape", answer(200, '{"unexpected": [1, 2]}'), FatalError, None),
+    ("200 with a damaged gzip body", answer(200, "not gzip at all", **{"Content-Encoding": "gzip"}), TransientError,
+     None),
+    ("200 in a charset nobody knows", answer(200, "{}", **{"Content-Type": "application/json; charset=x-nonsuch"}),
+     FatalError, None),
 ]
 
 
