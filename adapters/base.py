@@ -131,6 +131,9 @@ class OutboundMessage:
         return payload_digest(self.payload)
 
 
+ACK_ID_MAX = 200  # deliveries.ack_id
+
+
 @dataclass(frozen=True)
 class Receipt:
     """The agency's acknowledgement of one message."""
@@ -143,6 +146,14 @@ class Receipt:
     # the agency's signature over the receipt that carried this ack (a compact JWS, verified by the
     # adapter), for agencies that sign them: what the hub keeps to prove the agency said so
     agency_signature: str | None = None
+
+    def __post_init__(self) -> None:
+        # what the outbox can store: a receipt it cannot would fail the commit of every receipt
+        # of its window, at every retry, and leave the deliveries in *sending*
+        if not self.ack_id or len(self.ack_id) > ACK_ID_MAX:
+            raise ValueError(f"ack id {self.ack_id[:40]!r} is empty or longer than {ACK_ID_MAX} characters")
+        if self.received_at.tzinfo is None:  # a time without an offset is read as UTC, by every adapter
+            object.__setattr__(self, "received_at", self.received_at.replace(tzinfo=dt.UTC))
 
 
 @dataclass(frozen=True, order=True)

@@ -186,6 +186,10 @@ class FileDropAdapter:
         if receipt.get("status") == "rejected":
             # the agency found the batch damaged; writing it again may well succeed
             raise TransientError(f"agency {self.code} rejected batch {batch_id}: {receipt.get('reason')}")
+        listed = [receipt.get("acks") or [], receipt.get("errors") or []]
+        if not all(isinstance(items, list) and all(isinstance(i, dict) for i in items) for items in listed):
+            raise FatalError(f"agency {self.code}: receipt for batch {batch_id} is malformed: "
+                             "'acks' and 'errors' must be lists of objects")  # fmt: skip
         errors = {e.get("message_id"): e.get("reason") for e in receipt.get("errors") or []}
         if errors:
             text = "; ".join(f"{mid}: {why}" for mid, why in errors.items())
@@ -204,7 +208,7 @@ class FileDropAdapter:
                     agency_signature=signature,
                 ))  # fmt: skip
             except (KeyError, TypeError, ValueError) as exc:
-                raise FatalError(f"agency {self.code}: malformed ack in receipt {batch_id}: {exc}") from exc
+                raise FatalError(f"agency {self.code}: malformed ack in the receipt for batch {batch_id}: {exc}") from exc
         return out
 
     # --- inbound --------------------------------------------------------------------------

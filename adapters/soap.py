@@ -258,8 +258,11 @@ class SoapAdapter:
             raise FatalError(f"agency {self.code}: acknowledgement of {message.message_id} is incomplete")
         when = when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
         duplicate = dotted_get(data, paths.duplicate)
-        return Receipt(message_id=message.message_id, ack_id=str(ack_id), received_at=when, digest=str(digest),
-                       duplicate=duplicate is True or str(duplicate).lower() == "true")  # fmt: skip
+        try:
+            return Receipt(message_id=message.message_id, ack_id=str(ack_id), received_at=when, digest=str(digest),
+                           duplicate=duplicate is True or str(duplicate).lower() == "true")  # fmt: skip
+        except ValueError as exc:
+            raise FatalError(f"agency {self.code}: acknowledgement of {message.message_id} is unusable: {exc}") from exc
 
     def fetch(self, after: Cursor) -> Page:
         """The next page of penalties after ``after.position`` (the last seq consumed)."""
