@@ -28,7 +28,7 @@ from urllib.parse import unquote, urlsplit
 import paramiko
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator
 
-from adapters.drop_formats import DropFormat
+from adapters.drop_formats import DropFormat, check_text_encoding
 from adapters.drop_local import LocalTransport
 from adapters.drop_sftp import SftpTransport
 from adapters.drop_transport import DropTransport
@@ -71,6 +71,11 @@ class FileDropConfig(BaseModel):
     key_file: str | None = None
     connect_timeout: float = Field(5.0, gt=0)
     read_timeout: float = Field(30.0, gt=0)
+
+    @field_validator("encoding")
+    @classmethod
+    def _text_encoding(cls, value: str) -> str:
+        return check_text_encoding(value)
 
     @field_validator("endpoint")
     @classmethod

@@ -33,7 +33,7 @@ from lxml import etree
 
 from hub.errors import ConfigurationError, RefusedInput
 
-__all__ = ["DropFormat", "count_records", "decode_text", "encode_records", "iter_records"]
+__all__ = ["DropFormat", "check_text_encoding", "count_records", "decode_text", "encode_records", "iter_records"]
 
 DropFormat = Literal["csv", "xml", "jsonl"]
 
@@ -45,6 +45,17 @@ _DTD_MARKERS = (b"<!DOCTYPE", b"<!ENTITY")
 def decode_text(data: bytes, encoding: str, *, name: str) -> str:
     """Decode strictly; malformed bytes are refused naming the file and the byte offset."""
     return "".join(iter_text(io.BytesIO(data), encoding, name=name))
+
+
+def check_text_encoding(value: str) -> str:
+    """``value`` if Python has a text codec by that name; a ValueError saying why not otherwise."""
+    try:
+        codec = codecs.lookup(value)
+    except LookupError:
+        raise ValueError(f"unknown encoding {value!r}") from None
+    if not getattr(codec, "_is_text_encoding", True):  # base64, rot13, zlib …: bytes to bytes
+        raise ValueError(f"{value!r} is not a text encoding")
+    return value
 
 
 def _is_utf8(encoding: str) -> bool:

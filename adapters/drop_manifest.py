@@ -30,7 +30,7 @@ from typing import BinaryIO, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from adapters.drop_formats import DropFormat
+from adapters.drop_formats import DropFormat, check_text_encoding
 from contracts.validation import describe_errors
 from hub.errors import RefusedInput
 
@@ -106,6 +106,13 @@ class Manifest(BaseModel):
     @classmethod
     def _safe_batch_id(cls, value: str) -> str:
         return check_batch_id(value)
+
+    @field_validator("encoding")
+    @classmethod
+    def _text_encoding(cls, value: str) -> str:
+        # refused here, with the batch moved to failed/: found only when the first file was decoded,
+        # an unknown codec stopped every later batch behind this one
+        return check_text_encoding(value)
 
     @field_validator("files")
     @classmethod

@@ -162,6 +162,10 @@ def open_batch(transport: DropTransport, folder: str, manifest: Manifest, manife
             stream.seek(0)
             files[-1].records = count_records(stream, manifest.format, manifest.encoding, name=files[-1].name,
                                               xml_root=config.xml_root, xml_record=config.xml_record)  # fmt: skip
+        found = sum(f.records for f in files)
+        if manifest.record_count is not None and found != manifest.record_count:
+            # the files hash right, so the exporter wrote them so: it lost rows, or counted wrong
+            raise RefusedInput(f"{batch_id}: the manifest says {manifest.record_count} records, its files hold {found}")
     except BaseException:
         _close(files)
         raise

@@ -143,6 +143,7 @@ def _ghfj_items(value: str) -> str:
 
 TRAVERSAL = {"files": [{"name": "../../../etc/passwd", "size": 1, "sha256": "0" * 64}]}
 BAD_GBK = "记录编号,当事人名称\r\nX-1,天津".encode("gbk") + b"\xff\xfe" + "公司\r\n".encode("gbk")
+GOOD_GBK = "记录编号,当事人名称\r\nX-1,天津公司\r\n".encode("gbk")
 DROP_CASES = {
     # case: (agency, bytes or a maker taking the secret file, write_batch kwargs, agency overrides, reason words)
     "billion laughs": ("GHFJ", lambda s: billion_laughs(_ghfj_items("@")), {}, {}, "DTD"),
@@ -151,6 +152,12 @@ DROP_CASES = {
     "malformed GBK": ("XFZD", lambda s: BAD_GBK, {}, {}, ".csv: malformed gbk at byte offset 29"),
     "malformed UTF-8": ("XFZD", lambda s: "记录编号\r\nX-1".encode() + b"\xe4\xb8\r\n",
                         {"manifest_patch": {"encoding": "utf-8"}}, {}, ".csv: malformed utf-8 at byte offset 17"),
+    "unknown encoding": ("XFZD", lambda s: GOOD_GBK, {"manifest_patch": {"encoding": "gbk-typo"}}, {},
+                         "unknown encoding 'gbk-typo'"),
+    "a bytes-to-bytes codec": ("XFZD", lambda s: GOOD_GBK, {"manifest_patch": {"encoding": "base64"}}, {},
+                               "'base64' is not a text encoding"),
+    "fewer records than the manifest says": ("XFZD", lambda s: GOOD_GBK, {"manifest_patch": {"record_count": 2}}, {},
+                                             "the manifest says 2 records, its files hold 1"),
     "oversized file": ("GHFJ", lambda s: _ghfj_items("x" * 2000).encode(), {}, {"max_file_bytes": 1024},
                        "over the 1024 byte limit"),
 }  # fmt: skip
