@@ -50,24 +50,23 @@ def sweep_stale(session: Session, *, older_than: dt.timedelta, now: dt.datetime 
         How many deliveries were put back.
     """
     now = now or utcnow()
-    stale = session.exec(
-        select(Delivery)
-        .where(Delivery.state == DeliveryState.SENDING, Delivery.sending_since < now - older_than)
-        .order_by(Delivery.agency_code, Delivery.id)
-    ).all()
-    moved: dict[str, int] = defaultdict(int)
-    live: dict[str, bool] = {}
-    for delivery in stale:
-        code = delivery.agency_code
-        if code not in live:
-            live[code] = is_live(session.get(SyncLease, code), now)
-        if live[code]:
+    cutoff = now - older_than
+    stale = (Delivery.state == DeliveryState.SENDING, Delivery.sending_since < cutoff)
+    codes = session.exec(select(Delivery.agency_code).where(*stale).distinct().order_by(Delivery.agency_code)).all()
+    moved: dict[str, int] = {}
+    for code in codes:
+        if is_live(session.get(SyncLease, code), now):
             continue
-        delivery.state, delivery.next_attempt_at = DeliveryState.WAITING_RETRY, now
-        delivery.sending_since, delivery.updated_at = None, now
-        delivery.last_error = "the worker sending it stopped before the agency's answer was stored"
-        session.add(delivery)
-        moved[code] += 1
+        # one UPDATE that checks the state again as it writes: a new lease holder may have claimed
+        # these rows, or stored their receipts, since they were counted (PostgreSQL re-reads a row
+        # another transaction changed before updating it)
+        done = session.connection().execute(
+            sa.update(Delivery).where(Delivery.agency_code == code, *stale)
+            .values(state=DeliveryState.WAITING_RETRY, next_attempt_at=now, sending_since=None, updated_at=now,
+                    last_error="the worker sending it stopped before the agency's answer was stored")
+        )  # fmt: skip
+        if done.rowcount:
+            moved[code] = done.rowcount
     for code, count in moved.items():
         audit.append(session, actor="sweeper", action="delivery.requeued", subject=f"agency:{code}",
                      detail={"deliveries": count, "older_than_seconds": older_than.total_seconds()})  # fmt: skip
