@@ -28,7 +28,10 @@ waited on until its .jws is there too (or ``receipt_timeout`` runs out); one wit
 it does not sign, is refused (FatalError): no delivery of the batch counts as delivered, and the
 push sends them again as it does after any failed attempt. Each Receipt of the batch carries
 the verified JWS (``agency_signature``) for the hub to keep.
-No receipt within ``receipt_timeout`` → TransientError. A resend writes a NEW batch with the
+Messages refused one by one (the receipt's ``errors``, or a value the agency's encoding cannot
+hold, found before anything is written) raise a FatalError whose ``refused`` names them: the push
+fails those alone and sends the rest of the batch again. No receipt within ``receipt_timeout`` →
+TransientError. A resend writes a NEW batch with the
 same message ids; the agency deduplicates by message id and acknowledges duplicates.
 
 Inbound (``fetch``): the ready batch with the lowest sequence, ``chunk_records`` records per
@@ -84,6 +87,19 @@ TO_AGENCY, RECEIPTS = "to_agency", "receipts"
 RECEIPT_SIGNATURE = ".jws"  # receipts/<batch_id>.jws, written before the receipt when the drop is signed
 
 
+def _unwritable(records: Sequence[dict], messages: Sequence[OutboundMessage], encoding: str) -> dict[str, str]:
+    """Each message with a value the agency's encoding cannot hold, and which field and characters."""
+    found = {}
+    for record, message in zip(records, messages, strict=True):
+        for name, value in record.items():
+            try:
+                str(value).encode(encoding)
+            except UnicodeEncodeError as exc:
+                found[message.message_id] = f"{name} {exc.object[exc.start:exc.end]!r} cannot be written in {encoding}"
+                break
+    return found
+
+
 class FileDropAdapter:
     """Delivers licence batches to, and collects penalty batches from, one agency's drop root.
 
@@ -127,8 +143,16 @@ class FileDropAdapter:
                 raise ConfigurationError(f"agency {cfg.code}: payload uses the message id field {cfg.message_id_field}")
             records.append({cfg.message_id_field: message.message_id, **message.payload})
         fields = [cfg.message_id_field, *cfg.csv_fields]
-        data = encode_records(records, cfg.format, cfg.encoding, fields=fields,
-                              xml_root=cfg.xml_root, xml_record=cfg.xml_record)  # fmt: skip
+        try:
+            data = encode_records(records, cfg.format, cfg.encoding, fields=fields,
+                                  xml_root=cfg.xml_root, xml_record=cfg.xml_record)  # fmt: skip
+        except ConfigurationError as exc:
+            unwritable = _unwritable(records, messages, cfg.encoding)
+            if not unwritable:
+                raise
+            # a rare character in one company's name must not hold back the batch's other licences
+            raise FatalError(f"agency {cfg.code}: {len(unwritable)} licence(s) cannot be written in {cfg.encoding}: "
+                             + "; ".join(f"{mid}: {why}" for mid, why in unwritable.items()), refused=unwritable) from exc
         stored_name, stored = self.seal.seal_file(f"{cfg.data_file}.{cfg.format}", data)
         manifest = Manifest(
             batch_id=batch_id, sequence=time.time_ns() // 1000, created=now, kind="licences",

@@ -34,7 +34,7 @@ from contracts.records import LicenceGrant
 from contracts.registry import AgencySpec
 from hub import audit
 from hub.clock import utcnow
-from hub.errors import HubError, TransientError
+from hub.errors import FatalError, HubError, TransientError
 from hub.models import OPEN_STATES_SQL, Agency, Delivery, DeliveryState, LicenceRevision
 from hub.sync import Fence, agency_row, backoff_delay
 
@@ -178,8 +178,8 @@ def push_agency(engine: Engine, spec: AgencySpec, adapter: AgencyAdapter, *, fen
             if landed.error is not None:
                 _transaction(conn, _settle_failure, spec, fence, landed, claimed, now(), result)
                 result.error = f"{type(landed.error).__name__}: {landed.error}"
-                if isinstance(landed.error, TransientError):
-                    return result
+                if isinstance(landed.error, TransientError) or getattr(landed.error, "refused", None):
+                    return result  # a later run goes on (the refused messages failed alone, in their rows)
                 raise landed.error
             if claimed:
                 after = claimed[-1].id
@@ -328,9 +328,21 @@ def _settle_failure(session: Session, spec: AgencySpec, fence: Fence | None, lan
         fence(session)
     if landed.answered:
         _store_receipts(session, spec, landed.answered, landed.receipts, now, result)
+    released: list[_Claimed] = []
     if landed.error is not None:
-        _fail(session, spec, [c.id for c in landed.failed], landed.error, now, result)
-    unsent = landed.unsent + claimed
+        refused = getattr(landed.error, "refused", None) or {}
+        named = [c for c in landed.failed if c.message.message_id in refused]
+        if named:
+            # the messages the agency (or the adapter) would not take carry the failure alone; the
+            # rest of their batch goes back as it was, to go again without them
+            for item in named:
+                why = FatalError(f"agency {spec.code} refused message {item.message.message_id}: "
+                                 f"{refused[item.message.message_id]}")  # fmt: skip
+                _fail(session, spec, [item.id], why, now, result)
+            released = [c for c in landed.failed if c.message.message_id not in refused]
+        else:
+            _fail(session, spec, [c.id for c in landed.failed], landed.error, now, result)
+    unsent = released + landed.unsent + claimed
     if unsent:
         _update_deliveries(session, [c.id for c in unsent], {"sending_since": None, "updated_at": now},
                            {"state": [c.state_before for c in unsent]}, attempts=-1)  # fmt: skip

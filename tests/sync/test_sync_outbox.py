@@ -14,14 +14,18 @@ import time
 import pytest
 from sqlmodel import select
 
+from contracts.records import LicenceGrant
+from contracts.registry import load_registry
 from hub.clock import utcnow
 from hub.db import session_scope
+from hub.licences import record_grants
 from hub.models import Delivery, DeliveryState, LicenceRevision
 from hub.outbox import list_dead, retry_dead, sweep_stale
 from hub.push import CLAIM_WINDOW, push_agency
 from hub.sync import MAX_BACKOFF_SECONDS, backoff_delay
-from sandbox.core import Fault
-from tests.helpers import REPO
+from sandbox.core import AgencyBook, Fault
+from sandbox.filedrop_agencies import DIALECTS, start_filedrop_agency
+from tests.helpers import REPO, grant
 from tests.sync.support import deliveries, record, states, write_agency_files
 
 T0 = dt.datetime(2026, 6, 1, 8, 0, tzinfo=dt.UTC)
@@ -341,3 +345,37 @@ def test_the_sweeper_requeues_deliveries_a_dead_worker_left_in_sending(sqlite_en
 def test_retry_needs_exactly_one_target(sqlite_engine):
     with session_scope(sqlite_engine) as session, pytest.raises(ValueError):
         retry_dead(session)
+
+
+def test_a_licence_the_agency_encoding_cannot_hold_fails_alone_and_its_batch_goes_on(tmp_path, monkeypatch,
+                                                                                      make_runtime):  # fmt: skip
+    """消防支队 takes GBK files: 𠮷 (U+20BB7) is not in GBK. It used to fail its whole batch of 200,
+    attempt after attempt, until all of them were dead letters."""
+    d = DIALECTS["XFZD"]
+    running = start_filedrop_agency("XFZD", root=tmp_path / "share", key_dir=tmp_path / "keys",
+                                    book=AgencyBook(code="XFZD", name=d.name, uscc=d.uscc,
+                                                    subject_fields=d.subject_fields, malformed_every=0))  # fmt: skip
+    monkeypatch.setenv("HUB_XFZD_SFTP_KEY", str(running.client_key_file))
+    transport = {**load_registry()["XFZD"].transport, "receipt_timeout": 10, "poll_interval": 0.02}
+    overrides = running.transport_overrides(transport)
+    overrides["transport"].pop("key_file")  # xfzd.toml's credentials reference names the key: the variable above
+    runtime = make_runtime(f"sqlite:///{tmp_path / 'hub.db'}", {"XFZD": overrides})
+    grants = [grant(n) for n in (1, 2, 3)]
+    grants[1]["XK_XDR_MC"] = "天津𠮷祥餐饮有限公司"
+    with session_scope(runtime.engine) as session:
+        record_grants(session, [LicenceGrant.model_validate(g) for g in grants], runtime.registry, actor="test")
+    spec, adapter, clock = runtime.agency("XFZD"), runtime.adapter_for("XFZD"), Clock()
+    try:
+        first = push_agency(runtime.engine, spec, adapter, now=clock)
+        second = push_agency(runtime.engine, spec, adapter, now=clock)
+    finally:
+        adapter.close()
+        running.stop()
+
+    assert (first.delivered, first.retrying, second.delivered) == (0, 1, 2)
+    rows = {d.message_id: d for d in deliveries(runtime.engine, "XFZD")}
+    refused = [d for d in rows.values() if d.state == DeliveryState.WAITING_RETRY]
+    assert len(refused) == 1 and "行政相对人名称 '𠮷' cannot be written in gbk" in refused[0].last_error
+    assert sorted(r.payload["行政相对人名称"] for r in running.book.received.values()) == sorted(
+        g["XK_XDR_MC"] for g in grants if "𠮷" not in g["XK_XDR_MC"])  # fmt: skip
+    assert {d.attempts for d in rows.values() if d.state == DeliveryState.DELIVERED} == {1}  # the first try not counted
