@@ -439,3 +439,20 @@ def test_sandbox_answers_unknown_operations_and_bad_numbers_with_client_faults()
         agency.stop()
     assert [a.status_code for a in answers] == [500, 500]
     assert all(b"soap:Client" in a.content for a in answers)
+
+
+def test_a_gap_in_the_sequence_stops_the_pull_rather_than_skip_what_is_in_it(tmp_path):
+    """REST did already: an agency that commits seq 3 after serving 4 would otherwise lose 3 for good."""
+    book = default_book("DSJ", malformed_every=0)
+    agency = start_soap_agency("DSJ", book=book)
+    try:
+        for n in range(1, 5):
+            book.add_penalty(subject_name=f"天津南开测试{n}号有限公司", uscc=soap_uscc(n))
+        del book.penalties[2]  # seq 3 is not there yet: the agency serves 1, 2, 4
+        adapter = soap_adapter(soap_spec("DSJ", agency.endpoint, page_size=10), tmp_path)
+        with pytest.raises(FatalError, match="sequence jumps from 2 to 4"):
+            adapter.fetch(Cursor())
+        page = adapter.fetch(Cursor(position=4))  # from where the hub stands once 3 is there, all is well
+    finally:
+        agency.stop()
+    assert page.records == [] and page.next_cursor.position == 4
