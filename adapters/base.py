@@ -156,6 +156,9 @@ class Receipt:
             object.__setattr__(self, "received_at", self.received_at.replace(tzinfo=dt.UTC))
 
 
+CURSOR_TOKEN_MAX = 2000  # sync_cursors.token
+
+
 @dataclass(frozen=True, order=True)
 class Cursor:
     """Where a pull stands. ``position`` only grows; ``token`` is the agency's opaque cursor, if any."""

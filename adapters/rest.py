@@ -29,7 +29,7 @@ from adapters import AdapterContext
 from adapters.rest_json import JsonShapeError, split_items
 from adapters.http_headers import retry_after_seconds
 from adapters.http_session import AgencySession
-from adapters.base import Cursor, Health, InboundRecord, OutboundMessage, Page, Receipt, dotted_get
+from adapters.base import CURSOR_TOKEN_MAX, Cursor, Health, InboundRecord, OutboundMessage, Page, Receipt, dotted_get
 from contracts.validation import describe_errors
 from contracts.registry import AgencySpec
 from hub.errors import ConfigurationError, FatalError, HubError, TransientError
@@ -311,6 +311,10 @@ class RestAdapter:
         if self.config.pagination != "cursor":
             return Cursor(position=position)
         token = dotted_get(envelope, self.config.fields.next_cursor)
+        if token is not None and len(str(token)) > CURSOR_TOKEN_MAX:
+            # stored with the page, it would fail the page's commit at every retry
+            raise FatalError(f"agency {self.code}: fetch: its next cursor is {len(str(token))} characters long; "
+                             f"the hub keeps {CURSOR_TOKEN_MAX}")  # fmt: skip
         # An agency with nothing new may answer without a token: keep ours to resume from.
         return Cursor(position=position, token=str(token) if token not in (None, "") else after.token)
 

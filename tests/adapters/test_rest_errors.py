@@ -218,3 +218,15 @@ def test_a_port_nobody_listens_on_is_transient() -> None:
         with pytest.raises(TransientError, match="connection"):
             adapter.fetch(Cursor())
         assert not adapter.probe().ok
+
+
+def test_a_next_cursor_longer_than_the_hub_keeps_is_refused_before_the_page_is_stored() -> None:
+    agency = start_rest_agency("SCJG")
+    agency.queue_response(200, {"data": [], "hasMore": False, "nextCursor": "c" * 2001})
+    try:
+        spec = load_registry(overrides={"SCJG": {"endpoint": agency.endpoint}})["SCJG"]
+        with closing(build_adapter(spec, AdapterContext(work_dir=Path("."), secret=agency.token))) as adapter:
+            with pytest.raises(FatalError, match="next cursor is 2001 characters long; the hub keeps 2000"):
+                adapter.fetch(Cursor())
+    finally:
+        agency.stop()
