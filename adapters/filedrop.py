@@ -59,6 +59,7 @@ A claim older than ``claim_stale_after`` (its worker died) is re-claimed by rena
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -160,11 +161,17 @@ class FileDropAdapter:
             files=(file_entry(stored_name, stored),),
         )  # fmt: skip
         folder = f"{TO_AGENCY}/{batch_id}"
-        self.transport.mkdir(folder)
-        self.transport.write_atomic(f"{folder}/{stored_name}", stored)
         manifest_bytes = manifest.to_bytes()
-        for name, blob in self.seal.sign_manifest(manifest_bytes).items():
-            self.transport.write_atomic(f"{folder}/{name}", blob)
+        self.transport.mkdir(folder)
+        try:
+            self.transport.write_atomic(f"{folder}/{stored_name}", stored)
+            for name, blob in self.seal.sign_manifest(manifest_bytes).items():
+                self.transport.write_atomic(f"{folder}/{name}", blob)
+        except HubError:
+            # without its manifest the agency never takes it, and a resend writes a new batch
+            with contextlib.suppress(HubError):
+                self.transport.remove(folder)
+            raise
         self.transport.write_atomic(f"{folder}/{MANIFEST_NAME}", manifest_bytes)  # the done marker, last
         log.info("agency %s: wrote licence batch %s (%d messages)", cfg.code, batch_id, len(messages))
         return self._receipts(batch_id, messages, *self._await_receipt(batch_id))
