@@ -38,7 +38,9 @@ class RawRecord:
 
 def decode(data: bytes, *, name: str, encoding: str | None = None) -> str:
     """Decode strictly; malformed bytes are refused with their offset, never replaced."""
-    candidates = [encoding] if encoding else ["utf-8-sig", "gbk"]
+    utf8 = encoding is not None and encoding.replace("-", "").replace("_", "").lower() == "utf8"
+    # a byte order mark is not text: kept, it would become part of the first column's name
+    candidates = ["utf-8-sig"] if utf8 else [encoding] if encoding else ["utf-8-sig", "gbk"]
     last: UnicodeDecodeError | None = None
     for candidate in candidates:
         try:
@@ -52,11 +54,11 @@ def decode(data: bytes, *, name: str, encoding: str | None = None) -> str:
     raise RefusedInput(f"{name}: not valid {tried} text (byte {last.start}: {last.reason})") from last
 
 
-def _csv_records(text: str) -> Iterator[RawRecord]:
+def _csv_records(text: str, name: str) -> Iterator[RawRecord]:
     reader = csv.DictReader(io.StringIO(text, newline=""))
     for number, row in enumerate(reader, start=1):
         if None in row:
-            raise RefusedInput(f"record {number}: more cells than the header has columns")
+            raise RefusedInput(f"{name}: record {number}: more cells than the header has columns")
         data = {k.strip(): (v.strip() if v and v.strip() else None) for k, v in row.items() if k}
         raw = json.dumps(row, ensure_ascii=False)
         yield RawRecord(number, {k: v for k, v in data.items() if v is not None}, raw)
@@ -64,7 +66,9 @@ def _csv_records(text: str) -> Iterator[RawRecord]:
 
 def _jsonl_records(text: str, name: str) -> Iterator[RawRecord]:
     number = 0
-    for line in text.splitlines():
+    # only \n ends a record: splitlines() also splits at U+2028, U+0085 … which JSON writes unescaped in strings
+    for line in text.split("\n"):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         number += 1
@@ -100,7 +104,7 @@ def read_licence_file(path: Path, *, encoding: str | None = None, fmt: str | Non
     text = decode(data, name=path.name, encoding=encoding)
     kind = fmt or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
     if kind == "csv":
-        return list(_csv_records(text))
+        return list(_csv_records(text, path.name))
     if kind in ("jsonl", "json"):
         return list(_jsonl_records(text, path.name))
     raise RefusedInput(f"{path.name}: unknown format {kind!r} (csv or jsonl)")

@@ -114,6 +114,21 @@ def test_gbk_csv_stores_the_same_records_as_utf8(tmp_path):
     assert stored[0][1][2] == "天津市南开区鑫磊餐饮管理有限公司"
 
 
+def test_a_utf8_bom_is_no_part_of_the_first_column_whether_the_encoding_is_given_or_detected(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + _csv_bytes([grant(1)], "utf-8"))
+    for encoding in (None, "utf-8", "UTF8"):
+        (record,) = read_licence_file(path, encoding=encoding)
+        assert record.data["XK_XDR_MC"] == grant(1)["XK_XDR_MC"] and not any(k.startswith("\ufeff") for k in record.data)
+
+
+def test_a_line_separator_inside_a_jsonl_string_is_text_not_the_end_of_a_record(tmp_path):
+    pasted = "热食类食品制售\u2028冷食类食品制售\x85（含网络经营）"  # JSON writes these unescaped
+    path = write_jsonl(tmp_path / "g.jsonl", [grant(1, XK_NR=pasted), grant(2)])
+    records = read_licence_file(path)
+    assert [r.data["XK_NR"] for r in records] == [pasted, grant(2)["XK_NR"]]
+
+
 def test_malformed_bytes_are_refused_with_their_offset(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_bytes(b"XK_XDR_MC\n\xff\xfe\xfd\n")
