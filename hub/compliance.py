@@ -27,7 +27,7 @@ from hub import audit
 from hub.clock import utcnow
 from hub.errors import ConfigurationError
 from hub.history import CompanyHistory, HistoryFilter, history_from_rows, history_reads
-from hub.models import Agency, Company, ComplianceCheck
+from hub.models import Agency, Company, ComplianceCheck, Licence, LicenceRevision
 from hub.pipelined import pipelines, reading_connection
 from hub.publication import add_months, today_in_china
 
@@ -154,6 +154,17 @@ class CheckResult(BaseModel):
 
 # statements built once: a check runs them on every request
 _LAST_PULLS = sa.select(Agency.__table__.c.code, Agency.__table__.c.last_pull_at)
+# A licence's earlier revisions that ended it otherwise than it stands now: revoked (吊销/撤销),
+# then cancelled (注销) as the law requires next, must still count as revoked.
+_LR, _LL = LicenceRevision.__table__, Licence.__table__
+_EARLIER_ENDINGS = (
+    sa.select(_LL.c.decision_no, _LR.c.lifecycle, _LR.c.payload["lifecycle_date"].as_string().label("lifecycle_date"),
+              _LL.c.decision_date)
+    .select_from(_LR.join(_LL, _LL.c.id == _LR.c.licence_id))
+    .where(_LL.c.company_id == sa.bindparam("cid"), _LR.c.lifecycle != "granted", _LR.c.lifecycle != "changed",
+           _LR.c.lifecycle != _LL.c.lifecycle)  # no IN list: pipelined reads take no expanding parameters
+    .distinct()
+)  # fmt: skip
 _STORE_CHECK = sa.insert(ComplianceCheck.__table__).returning(ComplianceCheck.__table__.c.id)
 # Where reads share a round trip (PostgreSQL), the check's id is drawn with them, so that its row
 # can go with the audit entry that names it: a check then waits on as many round trips as a history.
@@ -199,17 +210,19 @@ def _violation_reasons(history: CompanyHistory, rules: list[Rule]) -> list[Reaso
     return out
 
 
-def _licence_reasons(history: CompanyHistory, rules: list[Rule], today: dt.date) -> list[Reason]:
+def _licence_reasons(history: CompanyHistory, earlier_endings: list, rules: list[Rule], today: dt.date) -> list[Reason]:
     out = []
-    for lic in history.licences:
-        when = lic.lifecycle_date or lic.decision_date
+    endings = [(lic.decision_no, lic.lifecycle, lic.lifecycle_date or lic.decision_date) for lic in history.licences]
+    endings += [(e.decision_no, e.lifecycle, dt.date.fromisoformat(e.lifecycle_date) if e.lifecycle_date
+                 else e.decision_date) for e in earlier_endings]  # fmt: skip
+    for decision_no, lifecycle, when in endings:
         for rule in (r for r in rules if r.subject == "licence"):
-            if rule.lifecycle and lic.lifecycle not in rule.lifecycle:
+            if rule.lifecycle and lifecycle not in rule.lifecycle:
                 continue
             if rule.lookback_months and add_months(when, rule.lookback_months) < today:
                 continue
             out.append(Reason(rule=rule.id, verdict=rule.verdict, text=rule.text,
-                              record=lic.decision_no, agency=None, date=when))  # fmt: skip
+                              record=decision_no, agency=None, date=when))  # fmt: skip
     return out
 
 
@@ -241,16 +254,16 @@ def run_check(session: Session, *, company: Company | sa.Row, case_id: str, acto
     today = today_in_china(now)
     conn = reading_connection(session)
     everything = HistoryFilter(include_hidden=True)
-    reads = [*history_reads(company, everything), (_LAST_PULLS, {})]
+    reads = [*history_reads(company, everything), (_LAST_PULLS, {}), (_EARLIER_ENDINGS, {"cid": company.id})]
     if pipelines(conn):
         reads.append((_NEXT_CHECK_ID, {}))
     # the audit log's lock and head too: the entry below then waits on no read of its own
-    (licence_rows, violation_rows, last_pulls, *drawn), head = audit.select_with_head(conn, reads)
+    (licence_rows, violation_rows, last_pulls, earlier_endings, *drawn), head = audit.select_with_head(conn, reads)
     history = history_from_rows(company, everything, licence_rows, violation_rows, today=today,
                                 months=rules.publication)  # fmt: skip
     counted = history.model_copy(update={"violations": [v for v in history.violations if v.standing == "counts"]})
     active = rules.for_item(approval_item)
-    reasons = _violation_reasons(counted, active) + _licence_reasons(history, active, today)
+    reasons = _violation_reasons(counted, active) + _licence_reasons(history, earlier_endings, active, today)
     fresh = _freshness(dict(last_pulls), agencies, bound_hours=freshness_hours, kinds=rules.freshness.kinds, now=now)
     stale = [f for f in fresh if f.stale]
     for f in stale:
@@ -267,6 +280,7 @@ def run_check(session: Session, *, company: Company | sa.Row, case_id: str, acto
                         "standing": v.standing, "published_until": v.published_until.isoformat(),
                         "repair_status": v.repair_status} for v in history.violations],
         "licences": [{"decision_no": lic.decision_no, "lifecycle": lic.lifecycle} for lic in history.licences],
+        "earlier_endings": [{"decision_no": e.decision_no, "lifecycle": e.lifecycle} for e in earlier_endings],
         "freshness": [f.model_dump(mode="json") for f in fresh],
     }  # fmt: skip
     case = case_id.strip()

@@ -120,6 +120,20 @@ def test_the_bureaus_own_revoked_licence_is_red(hub, uscc):
     assert result.verdict == "RED" and result.reasons[0].rule == "own-licence-revoked"
 
 
+@pytest.mark.parametrize("hub_on", ["hub", "pg_hub"])
+def test_a_licence_revoked_and_then_cancelled_as_the_law_requires_is_still_red(request, hub_on, uscc):
+    hub = request.getfixturevalue(hub_on)
+    hub.grant(1, XK_XDR_SHXYM=uscc)
+    revoked_on = TODAY - dt.timedelta(days=40)
+    hub.grant(1, XK_XDR_SHXYM=uscc, lifecycle="revoked", lifecycle_date=revoked_on.isoformat(), lifecycle_reason="违规")
+    hub.grant(1, XK_XDR_SHXYM=uscc, lifecycle="cancelled", lifecycle_date=TODAY.isoformat(),
+              lifecycle_reason="吊销后依法注销")  # fmt: skip
+    hub.pulled()
+    result = _check(hub, uscc)
+    assert result.verdict == "RED"
+    assert [(r.rule, r.date) for r in result.reasons] == [("own-licence-revoked", revoked_on)]
+
+
 def test_rules_per_approval_item(hub, uscc):
     hub.grant(1, XK_XDR_SHXYM=uscc)
     hub.pulled()
