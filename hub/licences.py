@@ -1,9 +1,11 @@
 """Recording licence grants and, in the same transaction, their outbox deliveries.
 
-A licence is identified by its decision document number. Re-recording the same content
-changes nothing; a change (new content, or a lifecycle step such as revocation) becomes a
-new revision, and each routed agency gets a new delivery that supersedes any older one
-still waiting to be sent.
+A licence is identified by its decision document number. Re-recording the same content, or
+content it had before (an old file imported again), changes nothing; a change (new content, or
+a lifecycle step such as revocation) becomes a new revision, and each routed agency, and each
+agency the licence went to before, gets a new delivery that supersedes any older one still
+waiting to be sent. A revoked, cancelled or invalidated licence is not brought back by a later
+grant or change: the record is refused, naming it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from hub.clock import utcnow
 from contracts.uscc import PLACEHOLDER
 from hub.bulk import bulk_insert, new_ids
 from hub.companies import upsert_companies, upsert_company
+from hub.errors import ContractViolation, Problem
 from hub.models import Agency, Delivery, DeliveryState, Licence, LicenceRevision
 from hub.routing import route
 
@@ -31,6 +34,7 @@ __all__ = ["IntakeResult", "ensure_agencies", "message_id_for", "record_grants"]
 
 _MESSAGE_NS = uuid.UUID("6f1c1d0e-3f0a-5b7e-9a51-5348475548ab")
 _OPEN = (DeliveryState.PENDING, DeliveryState.WAITING_RETRY, DeliveryState.DEAD)
+_ENDED = frozenset({"revoked", "cancelled", "invalidated"})
 _CHUNK = 500  # grants per lookup and bulk insert: far below SQLite's and PostgreSQL's parameter limits
 _LICENCE_COLUMNS = ("id", "decision_no", "licence_no", "company_id", "approval_item", "bureau_section", "category",
                     "industry", "lifecycle", "decision_date", "valid_from", "valid_to", "version", "digest", "payload",
@@ -195,9 +199,16 @@ def _entry(actor: str, grant: LicenceGrant, version: int, codes: list[str], dige
 def _record_one(session: Session, grant: LicenceGrant, canonical: dict, digest: str, specs: list[AgencySpec],
                 actor: str, result: IntakeResult) -> tuple[int, dict | None]:  # fmt: skip
     licence = session.exec(select(Licence).where(Licence.decision_no == grant.decision_no)).first()
-    if licence is not None and licence.digest == digest:
+    if licence is not None and (licence.digest == digest or _recorded_before(session, licence.id, digest)):
+        # the same content again, or content it had before (an old file imported again, a retried
+        # POST): not news, and never a step back from a revocation that came after it
         result.unchanged += 1
         return licence.id, None
+    earlier_agencies: list[str] = []
+    if licence is not None:
+        _refuse_a_revival(licence, grant)
+        earlier_agencies = list(session.exec(select(Delivery.agency_code).where(Delivery.licence_id == licence.id)
+                                             .distinct().order_by(Delivery.agency_code)).all())  # fmt: skip
     company = upsert_company(session, grant)
     if licence is None:
         licence = Licence(decision_no=grant.decision_no, company_id=company.id, version=0, digest="",
@@ -222,5 +233,23 @@ def _record_one(session: Session, grant: LicenceGrant, canonical: dict, digest: 
     session.add(revision)
     session.flush()
     codes = route(grant, specs)
+    # an agency told of the licence before is told of its change too, though the change no longer
+    # routes there (a revocation without the industry that sent it to the fire brigade)
+    known = {spec.code for spec in specs}
+    codes += [code for code in earlier_agencies if code not in codes and code in known]
     result.deliveries += _open_deliveries(session, revision, codes)
     return licence.id, _entry(actor, grant, licence.version, codes, digest)
+
+
+def _recorded_before(session: Session, licence_id: int, digest: str) -> bool:
+    return session.exec(select(LicenceRevision.id).where(LicenceRevision.licence_id == licence_id,
+                                                         LicenceRevision.digest == digest).limit(1)).first() is not None
+
+
+def _refuse_a_revival(licence: Licence, grant: LicenceGrant) -> None:
+    """A revoked, cancelled or invalidated licence stays ended: a new grant takes a new decision number."""
+    if licence.lifecycle in _ENDED and grant.lifecycle.value not in _ENDED:
+        raise ContractViolation.of([Problem(
+            record=grant.decision_no, field="lifecycle",
+            reason=f"the licence was {licence.lifecycle} (version {licence.version}): a {grant.lifecycle.value} "
+                   "record cannot bring it back; a new grant takes a new decision number")])  # fmt: skip

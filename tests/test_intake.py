@@ -87,6 +87,50 @@ def test_grant_creates_deliveries_by_routing_and_a_change_supersedes_them(engine
         assert (code, DeliveryState.SUPERSEDED) in states and (code, DeliveryState.PENDING) in states
 
 
+REVOKED = {"lifecycle": "revoked", "lifecycle_date": "2026-06-01", "lifecycle_reason": "以欺骗手段取得许可"}
+
+
+def test_an_old_file_imported_again_after_a_revocation_changes_nothing_and_the_revocation_still_goes_out(engine,
+                                                                                                          tmp_path):
+    granted = write_jsonl(tmp_path / "g.jsonl", [grant(1)])
+    _import(engine, granted)
+    _import(engine, write_jsonl(tmp_path / "r.jsonl", [grant(1, **REVOKED)]))
+
+    again = _import(engine, granted)
+
+    assert (again.created, again.changed, again.unchanged, again.deliveries) == (0, 0, 1, 0)
+    with Session(engine) as s:
+        assert s.exec(select(Licence.lifecycle)).one() == "revoked"
+        pending = s.exec(select(LicenceRevision.lifecycle).join(Delivery, Delivery.revision_id == LicenceRevision.id)
+                         .where(Delivery.state == DeliveryState.PENDING)).all()  # fmt: skip
+    assert pending and set(pending) == {"revoked"}
+
+
+def test_a_grant_cannot_bring_a_revoked_licence_back_and_nothing_is_written(engine, tmp_path):
+    _import(engine, write_jsonl(tmp_path / "g.jsonl", [grant(1)]))
+    _import(engine, write_jsonl(tmp_path / "r.jsonl", [grant(1, **REVOKED)]))
+    before = _counts(engine)
+    revived = grant(1, XK_NR="热食类食品制售（恢复）")
+
+    with pytest.raises(ContractViolation) as refused:
+        _import(engine, write_jsonl(tmp_path / "again.jsonl", [grant(2), revived]))
+
+    (problem,) = refused.value.problems
+    assert (problem.record, problem.field) == (revived["XK_WSH"], "lifecycle")
+    assert "the licence was revoked (version 2)" in problem.reason
+    assert _counts(engine) == before  # grant 2 of the same file neither
+
+
+def test_a_change_reaches_every_agency_the_licence_went_to_though_it_no_longer_routes_there(engine, tmp_path):
+    _import(engine, write_jsonl(tmp_path / "g.jsonl", [grant(1)]))  # 餐饮: the fire brigade gets it by industry
+    no_industry = {k: v for k, v in grant(1, **REVOKED).items() if k != "industry"}
+    _import(engine, write_jsonl(tmp_path / "r.jsonl", [no_industry]))
+    with Session(engine) as s:
+        told = {(d.agency_code, v) for d, v in s.exec(select(Delivery, LicenceRevision.lifecycle)
+                                                       .join(LicenceRevision, Delivery.revision_id == LicenceRevision.id))}  # fmt: skip
+    assert ("XFZD", "granted") in told and ("XFZD", "revoked") in told
+
+
 def _csv_bytes(records: list[dict], encoding: str) -> bytes:
     columns = sorted({k for r in records for k in r})
     out = io.StringIO()
