@@ -35,6 +35,7 @@ __all__ = ["IntakeResult", "ensure_agencies", "message_id_for", "record_grants"]
 _MESSAGE_NS = uuid.UUID("6f1c1d0e-3f0a-5b7e-9a51-5348475548ab")
 _OPEN = (DeliveryState.PENDING, DeliveryState.WAITING_RETRY, DeliveryState.DEAD)
 _ENDED = frozenset({"revoked", "cancelled", "invalidated"})
+_LICENCE_WRITERS_LOCK = sa.select(sa.func.pg_advisory_xact_lock(0x5348_4C49))  # 'SHLI'; hub.audit has its own
 _CHUNK = 500  # grants per lookup and bulk insert: far below SQLite's and PostgreSQL's parameter limits
 _LICENCE_COLUMNS = ("id", "decision_no", "licence_no", "company_id", "approval_item", "bureau_section", "category",
                     "industry", "lifecycle", "decision_date", "valid_from", "valid_to", "version", "digest", "payload",
@@ -118,6 +119,11 @@ def record_grants(
         actor: who recorded them (a CLI user, an API client), for the audit log.
     """
     result, entries = IntakeResult(), []
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        # Regulators' feeds read revisions by id, and move past the highest they saw: ids must
+        # commit in their order, so writers of licences take turns (SQLite's writers always do).
+        connection.execute(_LICENCE_WRITERS_LOCK)
     ensure_agencies(session, agencies.values())
     specs = list(agencies.values())
     chunk: list[LicenceGrant] = []

@@ -1,0 +1,46 @@
+"""A regulator's feed moves past the highest revision id it saw: on PostgreSQL, where ids are drawn
+before commit, licence writers take turns so that no revision commits behind a higher one already
+served (it would never be fed). SQLite's writers always take turns."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from sqlmodel import Session
+
+from contracts.records import LicenceGrant
+from contracts.registry import load_registry
+from hub.db import create_db_engine, migrate
+from hub.feeds import licence_feed
+from hub.licences import record_grants
+from tests.helpers import grant
+
+
+def _recorded_and_committed(engine, number: int) -> None:
+    with Session(engine) as session:
+        record_grants(session, [LicenceGrant.model_validate(grant(number))], load_registry(), actor="api:bureau")
+        session.commit()
+
+
+def test_a_licence_recorded_while_a_bigger_import_is_open_waits_and_the_feed_misses_neither(pg_url):
+    engine = create_db_engine(pg_url)
+    migrate(engine)
+    try:
+        big_import = Session(engine)
+        record_grants(big_import, [LicenceGrant.model_validate(grant(1))], load_registry(), actor="cli:grants.jsonl")
+        with ThreadPoolExecutor(1) as pool:
+            posted = pool.submit(_recorded_and_committed, engine, 2)
+            time.sleep(0.5)
+            waiting = not posted.done()
+            with Session(engine) as session:
+                seen_meanwhile = licence_feed(session, agency="SCJG").items
+            big_import.commit()
+            big_import.close()
+            posted.result(timeout=30)
+        with Session(engine) as session:
+            fed = licence_feed(session, agency="SCJG")
+    finally:
+        engine.dispose()
+    assert waiting and seen_meanwhile == []
+    assert [item.decision_no for item in fed.items] == [grant(1)["XK_WSH"], grant(2)["XK_WSH"]]
