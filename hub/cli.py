@@ -35,7 +35,7 @@ def init() -> None:
     """Create the database or upgrade it to the newest schema, and load the agency registry."""
     runtime = _runtime()
     runtime.init_database()
-    typer.echo(f"database ready: {runtime.settings.resolved_database_url}")
+    typer.echo(f"database ready: {runtime.settings.database_shown}")
     typer.echo(f"agencies: {', '.join(runtime.registry)}")
 
 

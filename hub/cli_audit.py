@@ -34,7 +34,7 @@ def verify_command() -> None:
         _fail(exc.describe())
     except Exception as exc:  # noqa: BLE001 - e.g. no database yet: say so, never a traceback
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        _fail(f"cannot read the audit log in {runtime.settings.resolved_database_url} ({first_line}); "
+        _fail(f"cannot read the audit log in {runtime.settings.database_shown} ({first_line}); "
               "has `hub init` been run?")
     finally:
         runtime.dispose()

@@ -53,6 +53,13 @@ class Settings(BaseSettings):
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'hub.sqlite3').resolve()}"
 
+    @property
+    def database_shown(self) -> str:
+        """The database URL for output and logs: its password is never printed."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.resolved_database_url).render_as_string(hide_password=True)
+
     @cached_property
     def resolved_broker_url(self) -> str:
         if self.broker_url:

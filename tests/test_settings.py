@@ -42,3 +42,14 @@ def test_every_command_stops_on_a_bad_setting_with_one_line_and_no_traceback(tmp
         "unable to parse string as a number (ConfigurationError)"
     ]
     assert not (tmp_path / "tokens.json").exists()  # nothing was done before the setting was read
+
+
+def test_the_database_password_is_never_printed(pg_url, tmp_path):
+    from sqlalchemy.engine import make_url
+
+    with_password = make_url(pg_url).set(password="S3cret-Pw").render_as_string(hide_password=False)
+    env = {**os.environ, "HUB_DATA_DIR": str(tmp_path), "HUB_DATABASE_URL": with_password}
+    ready = run_hub("init", env=env)
+    assert ready.returncode == 0, ready.stderr
+    assert "database ready: postgresql" in ready.stdout and "***" in ready.stdout
+    assert "S3cret-Pw" not in ready.stdout + ready.stderr
