@@ -115,9 +115,11 @@ def test_history_filters_and_check_over_http(hub, client):
     assert check["verdict"] == "RED" and check["case_id"] == "SP-1"
 
 
-def test_check_needs_a_case_id(hub, client):
+@pytest.mark.parametrize("case", [None, "   "])
+def test_check_needs_a_case_id(hub, client, case):
     uscc = hub.grant(1)
-    response = client.get(f"/api/v1/companies/{uscc}/check", headers=hub.headers("reviewer"))
+    params = {} if case is None else {"case": case}
+    response = client.get(f"/api/v1/companies/{uscc}/check", params=params, headers=hub.headers("reviewer"))
     assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_request"
 
 
@@ -204,8 +206,9 @@ def test_feed_is_ordered_resumable_and_carries_a_revocation(hub, client):
     assert [i["decision_no"] for i in page["items"]] == [grant(6)["XK_WSH"]]
 
 
-def test_feed_refuses_a_cursor_it_never_gave(hub, client):
-    response = client.get("/api/v1/feeds/licences", params={"after": "1 OR 1=1"}, headers=hub.headers("scjg"))
+@pytest.mark.parametrize("after", ["1 OR 1=1", "99999999999999999999", "１２"])
+def test_feed_refuses_a_cursor_it_never_gave(hub, client, after):
+    response = client.get("/api/v1/feeds/licences", params={"after": after}, headers=hub.headers("scjg"))
     assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_cursor"
 
 

@@ -23,7 +23,8 @@ from hub.history import CompanyHistory, HistoryFilter, find_company, reviewed_hi
 
 router = APIRouter(prefix="/api/v1/companies", tags=["reviewers"])
 Reviewer = Annotated[Principal, require(Permission.READ_COMPANIES)]
-CaseId = Annotated[str, Query(min_length=1, max_length=200, description="the approval case this lookup is for")]
+CaseId = Annotated[str, Query(min_length=1, max_length=200, pattern=r"\S",
+                              description="the approval case this lookup is for")]  # fmt: skip
 
 
 class CompanyPublic(BaseModel):

@@ -27,6 +27,6 @@ def licences(
         raise ApiError(422, "agency_required", "name the agency whose feed you want (?agency=CODE)")
     if wanted != who.agency and not who.can(Permission.READ_ANY_FEED):
         raise ApiError(403, "forbidden", f"{who.name} may read only its own feed ({who.agency}), not {wanted}'s")
-    if not after.isdigit():
+    if not (after.isascii() and after.isdigit()) or int(after) >= 2**63:  # what a revision id can be
         raise ApiError(422, "invalid_cursor", f"{after!r} is not a cursor this feed gave out")
     return licence_feed(session, agency=wanted, after=int(after), limit=limit)
