@@ -16,7 +16,7 @@ from hub.bulk import MatchingRows
 from hub.clock import utcnow
 from hub.models import Company, IdentityStatus
 
-__all__ = ["Identity", "company_ids_by_uscc", "find_companies", "resolve_identity", "upsert_companies", "upsert_company"]
+__all__ = ["Identity", "adopt_legacy_companies", "company_ids_by_uscc", "find_companies", "resolve_identity", "upsert_companies", "upsert_company"]
 
 
 def upsert_company(session: Session, grant: LicenceGrant) -> Company:
@@ -25,6 +25,8 @@ def upsert_company(session: Session, grant: LicenceGrant) -> Company:
     uscc = grant.uscc if grant.uscc and grant.uscc != PLACEHOLDER else None
     if uscc:
         company = session.exec(select(Company).where(Company.uscc == uscc)).first()
+        if company is None and (adopted := adopt_legacy_companies(session, {uscc: grant.reg_no})):
+            company = session.get(Company, adopted[uscc], populate_existing=True)
     elif grant.reg_no:
         company = session.exec(select(Company).where(Company.uscc.is_(None), Company.reg_no == grant.reg_no)).first()
     elif grant.org_code:
@@ -57,6 +59,9 @@ def upsert_companies(session: Session, grants: list[LicenceGrant]) -> dict[str, 
                       reg_no=grant.reg_no or fields["reg_no"], legal_rep=grant.legal_rep or fields["legal_rep"])  # fmt: skip
     table, now = Company.__table__, utcnow()
     codes = list(latest)
+    missing = set(codes) - set(_select_company_ids(session, codes))
+    if missing:  # refreshed below like any existing company
+        adopt_legacy_companies(session, {c: latest[c]["reg_no"] for c in missing})
     dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     session.execute(dialect_insert(table).on_conflict_do_nothing(index_elements=["uscc"]),
                     [{"uscc": c, **latest[c], "created_at": now, "updated_at": now} for c in codes])  # fmt: skip
@@ -71,6 +76,41 @@ def upsert_companies(session: Session, grants: list[LicenceGrant]) -> dict[str, 
         session.execute(table.update().where(table.c.id == sa.bindparam("_id"))
                         .values({name: sa.bindparam(name) for name in updates[0] if name != "_id"}), updates)  # fmt: skip
     return found
+
+
+def adopt_legacy_companies(session: Session, wanted: dict[str, str | None]) -> dict[str, int]:
+    """Give each USCC in ``wanted`` (no company holds it yet) to the one company known so far only
+    by a legacy id the record carries: its registration number (the value) or the organisation
+    code the USCC embeds. Otherwise one company would become two, and its penalties known by the
+    legacy id would be missing from the check made by USCC. Two candidates, or a candidate two
+    USCCs point to, adopt nothing: never a guess. Returns ``{USCC: company id}`` of those adopted.
+    """
+    orgs = {uscc: org_code_of(uscc) for uscc in wanted}
+    regs = {reg for reg in wanted.values() if reg}
+    found: dict[int, tuple[str | None, str | None]] = {}
+    for batch in _batches(sorted(set(orgs.values()))):
+        found.update((i, (o, r)) for i, o, r in session.execute(_LEGACY.where(Company.org_code.in_(batch))))
+    for batch in _batches(sorted(regs)):
+        found.update((i, (o, r)) for i, o, r in session.execute(_LEGACY.where(Company.reg_no.in_(batch))))
+    candidates = {uscc: {i for i, (org, reg) in found.items() if org == orgs[uscc] or (reg and reg == wanted[uscc])}
+                  for uscc in wanted}  # fmt: skip
+    claims: dict[int, int] = {}
+    for ids in candidates.values():
+        for company_id in ids:
+            claims[company_id] = claims.get(company_id, 0) + 1
+    adopted = {uscc: next(iter(ids)) for uscc, ids in candidates.items() if len(ids) == 1 and claims[next(iter(ids))] == 1}
+    table = Company.__table__
+    for uscc, company_id in adopted.items():
+        session.execute(table.update().where(table.c.id == company_id, table.c.uscc.is_(None))
+                        .values(uscc=uscc, org_code=orgs[uscc], updated_at=utcnow()))  # fmt: skip
+    return adopted
+
+
+_LEGACY = sa.select(Company.id, Company.org_code, Company.reg_no).where(Company.uscc.is_(None))
+
+
+def _batches(values: list[str], size: int = 500) -> list[list[str]]:
+    return [values[i : i + size] for i in range(0, len(values), size)]
 
 
 @dataclass(frozen=True)
@@ -107,6 +147,8 @@ def company_ids_by_uscc(session: Session, records: list[ViolationRecord]) -> dic
     """
     wanted = {r.uscc: r for r in records if r.uscc and r.uscc != PLACEHOLDER}
     ids = _select_company_ids(session, list(wanted))
+    if absent := {c: wanted[c].reg_no for c in wanted if c not in ids}:
+        ids.update(adopt_legacy_companies(session, absent))
     missing = [wanted[c] for c in wanted if c not in ids]
     if missing:
         now, table = utcnow(), Company.__table__
@@ -131,7 +173,9 @@ def resolve_identity(session: Session, record: ViolationRecord) -> Identity:
     if record.uscc and record.uscc != PLACEHOLDER:
         return Identity(company_ids_by_uscc(session, [record])[record.uscc], IdentityStatus.LINKED)
     if record.org_code:
-        return _by_legacy(session, Company.org_code, record.org_code, "organisation code")
+        by_org = _by_legacy(session, Company.org_code, record.org_code, "organisation code")
+        if by_org.status != IdentityStatus.UNKNOWN or not record.reg_no:
+            return by_org
     if record.reg_no:
         return _by_legacy(session, Company.reg_no, record.reg_no, "registration number")
     if record.subject_category == SubjectCategory.NATURAL_PERSON:
