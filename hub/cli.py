@@ -78,6 +78,7 @@ def history(
     """Licences and violations of one company, narrowed as a reviewer narrows them on the web page."""
     from contracts.records import Severity
     from hub.db import session_scope
+    from hub.compliance import load_rules
     from hub.history import HistoryFilter, company_history, find_company
 
     if severity is not None and severity not in {s.value for s in Severity}:
@@ -92,7 +93,7 @@ def history(
         company = find_company(session, key)
         if company is None:
             _fail(f"no company with USCC, organisation code or registration number {key!r}")
-        result = company_history(session, company, filters)
+        result = company_history(session, company, filters, months=load_rules().publication)
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
         return

@@ -224,7 +224,7 @@ def company_history(session: Session, company: Company | sa.Row, filters: Histor
 
 
 def reviewed_history(session: Session, company: Company | sa.Row, filters: HistoryFilter | None, *, actor: str,
-                     detail: Mapping[str, Any]) -> CompanyHistory:  # fmt: skip
+                     detail: Mapping[str, Any], months: Mapping[str, int] = ORDER_36_MONTHS) -> CompanyHistory:  # fmt: skip
     """company_history for a reviewer: the lookup is appended to the audit log and committed with it.
 
     On PostgreSQL the audit log's lock and last hash are read in the history's round trip
@@ -236,7 +236,7 @@ def reviewed_history(session: Session, company: Company | sa.Row, filters: Histo
     (licence_rows, violation_rows), head = audit.select_with_head(reading_connection(session), reads)
     audit.append(session, actor=actor, action="review.history", subject=f"company:{company.uscc or company.id}",
                  detail=dict(detail), commit=True, head=head)  # fmt: skip
-    return history_from_rows(company, filters, licence_rows, violation_rows)
+    return history_from_rows(company, filters, licence_rows, violation_rows, months=months)
 
 
 def history_from_rows(company: Company | sa.Row, filters: HistoryFilter | None, licence_rows: list,

@@ -106,7 +106,8 @@ def company(request: Request, key: str, case: Annotated[str, Query(max_length=20
         if found is None:
             return _page(request, "error.html", 404, title="No such company",
                          message=f"No single company has the identifier {key}.")  # fmt: skip
-        history = company_history(session, found, HistoryFilter(include_hidden=include_hidden))
+        history = company_history(session, found, HistoryFilter(include_hidden=include_hidden),
+                                  months=request.app.state.rules.publication)  # fmt: skip
         check = None
         if case.strip():
             check = run_check(session, company=found, case_id=case, actor=who.actor, rules=request.app.state.rules,

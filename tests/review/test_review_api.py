@@ -298,3 +298,21 @@ def test_check_history_feed_and_intake_on_postgresql(pg_hub, uscc):
         feed = c.get("/api/v1/feeds/licences", headers=hub.headers("scjg")).json()
         assert [i["lifecycle"] for i in feed["items"]] == ["granted", "revoked"]
         assert c.get("/readyz").json()["ready"] is True
+
+
+def test_history_shows_records_by_the_publication_periods_the_verdict_judges_by(hub):
+    """verdict_rules.toml's [publication] table, not the built-in Order 36 periods: edited, both follow it."""
+    from fastapi.testclient import TestClient
+
+    from hub.api import create_app
+    from hub.compliance import load_rules
+
+    uscc = hub.grant(1)
+    hub.pulled()
+    hub.violation(uscc, "SCJG", "M-1", severity="minor", decided=TODAY - dt.timedelta(days=100))
+    defaults = load_rules()
+    six_months = defaults.model_copy(update={"publication": {**defaults.publication, "minor": 6}})
+    for rules, shown in ((defaults, []), (six_months, ["M-1"])):
+        with TestClient(create_app(hub.runtime, rules=rules), raise_server_exceptions=False) as client:
+            page = client.get(f"/api/v1/companies/{uscc}/history", headers=hub.headers("reviewer")).json()
+        assert [v["agency_record_id"] for v in page["violations"]] == shown

@@ -60,6 +60,7 @@ def search(session: SessionDep, who: Reviewer,
 @in_worker_thread
 def history(
     session: SessionDep,
+    request: Request,
     who: Reviewer,
     key: str,
     case: Annotated[str | None, Query(max_length=200, description="the approval case, for the audit log")] = None,
@@ -74,7 +75,8 @@ def history(
     company = _company(session, key)
     filters = HistoryFilter(agency=agency.upper() if agency else None, severity=severity, since=since,
                             until=until, include_hidden=include_hidden)  # fmt: skip
-    return reviewed_history(session, company, filters, actor=who.actor,
+    # the periods the verdict judges by (verdict_rules.toml), so the two never disagree
+    return reviewed_history(session, company, filters, actor=who.actor, months=request.app.state.rules.publication,
                             detail={"case": case, "filters": filters.__dict__})  # fmt: skip
 
 
