@@ -122,6 +122,23 @@ def tokens_add(
     typer.echo(json.dumps({"name": name, "role": role, "agency": agency, "token": token}))
 
 
+@tokens_app.command("revoke")
+def tokens_revoke(
+    name: Annotated[str, typer.Argument(help="whose token to revoke")],
+    file: Annotated[Optional[Path], typer.Option(help="token file (default: HUB_API_TOKENS_FILE)")] = None,
+) -> None:
+    """Revoke a token: a running `hub serve` refuses it from its next request (API and web login alike)."""
+    from hub.api.auth import revoke_token
+    from hub.settings import Settings
+
+    path = file or Settings().api_tokens_file
+    if path is None:
+        _fail("no token file: pass --file or set HUB_API_TOKENS_FILE")
+    if not revoke_token(path, name):
+        _fail(f"no token named {name!r} in {path}")
+    typer.echo(f"revoked: {name}")
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the `hub` application."""
     app.command("check")(check)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import secrets
 import tempfile
@@ -32,6 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from contracts.validation import describe_errors
 from hub.errors import ConfigurationError
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "PERMISSIONS",
     "Permission",
@@ -41,6 +44,7 @@ __all__ = [
     "TokenStore",
     "add_token",
     "hash_token",
+    "revoke_token",
 ]
 
 
@@ -117,47 +121,86 @@ class _TokenFile(BaseModel):
 
 
 class TokenStore:
-    """The known tokens, by hash. An empty store (no file configured) lets nobody in."""
+    """The known tokens, by hash. An empty store (no file configured) lets nobody in.
 
-    def __init__(self, entries: list[TokenEntry] | None = None) -> None:
+    Loaded from a file, it follows the file: a token added, replaced or revoked there (``hub
+    tokens``) counts from the next request, without restarting ``hub serve``. A file that can
+    no longer be read lets nobody in until it can (logged), rather than keep tokens it may revoke.
+    """
+
+    def __init__(self, entries: list[TokenEntry] | None = None, *, path: Path | None = None) -> None:
         self._by_hash = {e.sha256: e for e in entries or []}
+        self._path, self._seen = path, _file_state(path)
 
     @classmethod
     def load(cls, path: Path | None) -> "TokenStore":
         """Read the token file; a missing setting means no tokens (deny everyone)."""
-        if path is None:
-            return cls()
-        try:
-            parsed = _TokenFile.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
-        except FileNotFoundError:
-            return cls()
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigurationError(f"API token file {path}: cannot read: {exc}") from exc
-        except ValidationError as exc:
-            raise ConfigurationError(f"API token file {path}: {describe_errors(exc)}") from exc
-        return cls(parsed.tokens)
+        return cls(_read_entries(path), path=path)
 
     def principal(self, token: str) -> Principal | None:
+        self._follow_the_file()
         entry = self._by_hash.get(hash_token(token))
         if entry is None:
             return None
         return Principal(name=entry.name, role=entry.role, agency=entry.agency)
 
+    def _follow_the_file(self) -> None:
+        if self._path is None or (state := _file_state(self._path)) == self._seen:
+            return
+        try:
+            entries = _read_entries(self._path)
+        except ConfigurationError as exc:
+            log.error("%s: letting nobody in until the file can be read again", exc)
+            entries = []
+        self._by_hash, self._seen = {e.sha256: e for e in entries}, state
+
     def __len__(self) -> int:
         return len(self._by_hash)
+
+
+def _file_state(path: Path | None) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path) if path is not None else None
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino) if st else None
+
+
+def _read_entries(path: Path | None) -> list[TokenEntry]:
+    if path is None:
+        return []
+    try:
+        parsed = _TokenFile.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigurationError(f"API token file {path}: cannot read: {exc}") from exc
+    except ValidationError as exc:
+        raise ConfigurationError(f"API token file {path}: {describe_errors(exc)}") from exc
+    return parsed.tokens
 
 
 def add_token(path: Path, *, name: str, role: Role, agency: str | None = None) -> str:
     """Create a token, store only its hash in ``path`` (replacing one of the same name), return it once."""
     token = secrets.token_urlsafe(32)
     entry = TokenEntry(name=name, role=role, agency=agency, sha256=hash_token(token))
-    current = []
-    if path.exists():
-        current = [e for e in TokenStore.load(path)._by_hash.values() if e.name != name]
-    body = json.dumps({"tokens": [e.model_dump(exclude_none=True) for e in [*current, entry]]}, indent=2)
+    _write_entries(path, [*(e for e in _read_entries(path) if e.name != name), entry])
+    return token
+
+
+def revoke_token(path: Path, name: str) -> bool:
+    """Remove ``name``'s token from ``path``; False when there was none. A running server follows."""
+    current = _read_entries(path)
+    kept = [e for e in current if e.name != name]
+    if len(kept) != len(current):
+        _write_entries(path, kept)
+    return len(kept) != len(current)
+
+
+def _write_entries(path: Path, entries: list[TokenEntry]) -> None:
+    body = json.dumps({"tokens": [e.model_dump(exclude_none=True) for e in entries]}, indent=2)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tokens-")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(body + "\n")
     os.replace(tmp, path)  # mkstemp files are 0600: hashes are not secrets, but need not be public
-    return token

@@ -73,3 +73,24 @@ def test_hub_history_narrows_by_agency_severity_and_period_and_refuses_a_bad_fil
     assert bad.returncode != 0 and "grave" in bad.stderr and "serious" in bad.stderr
     backwards = run_hub("history", uscc, "--since", "2026-05-01", "--until", "2026-01-01", env=_env(hub))
     assert backwards.returncode != 0 and "after" in backwards.stderr
+
+
+def test_a_token_revoked_or_replaced_is_refused_by_the_running_server_at_once(hub, uscc):
+    hub.grant(1, XK_XDR_SHXYM=uscc)
+    with hub.client() as client:  # one app for the whole test: no restart in between
+        def status(who_token: str) -> int:
+            headers = {"Authorization": f"Bearer {who_token}"}
+            return client.get(f"/api/v1/companies/{uscc}/history", headers=headers).status_code
+
+        reviewer = hub.tokens["reviewer"]
+        assert status(reviewer) == 200
+        assert run_hub("tokens", "revoke", "reviewer", env=_env(hub)).stdout.strip() == "revoked: reviewer"
+        assert status(reviewer) == 401
+        assert client.post("/login", data={"token": reviewer}, follow_redirects=False).status_code == 401
+
+        old_auditor = hub.tokens["auditor"]
+        new_auditor = json.loads(run_hub("tokens", "add", "auditor", "--role", "auditor", env=_env(hub)).stdout)["token"]
+        assert (status(old_auditor), status(new_auditor)) == (401, 200)
+
+    again = run_hub("tokens", "revoke", "reviewer", env=_env(hub))
+    assert again.returncode == 1 and "no token named 'reviewer'" in again.stderr
