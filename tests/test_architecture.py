@@ -46,3 +46,21 @@ def test_sandbox_knows_nothing_of_the_hub():
     # The simulated agencies are independent systems: they must not borrow our contracts or adapters.
     for path in (REPO / "sandbox").rglob("*.py"):
         assert not _imports(path) & {"hub", "adapters", "contracts"} or path.name == "cluster.py", path.name
+
+
+def test_every_data_file_the_packages_read_is_in_the_wheel():
+    """An installed hub (not this checkout) must still find its verdict rules, WSDLs, templates …:
+    every file beside the code that is neither code nor prose is named by package-data."""
+    import fnmatch
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))["tool"]["setuptools"]["package-data"]
+    unpackaged = []
+    for package in ("hub", "adapters", "contracts", "sync_jobs", "certs", "sandbox"):
+        for path in sorted((REPO / package).rglob("*")):
+            relative = path.relative_to(REPO / package).as_posix()
+            if path.is_dir() or "__pycache__" in relative or path.suffix in (".py", ".pyc", ".md"):
+                continue
+            if not any(fnmatch.fnmatch(relative, pattern) for pattern in config.get(package, [])):
+                unpackaged.append(f"{package}/{relative}")
+    assert unpackaged == []
