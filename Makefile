@@ -25,5 +25,6 @@ bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) -m bench $(BENCH_ARGS)
 
+# not var/: by default it holds the embedded database, its audit log and the PKI's private keys
 clean:
-	rm -rf $(VENV) var .pytest_cache test-artifacts
+	rm -rf $(VENV) .pytest_cache test-artifacts

@@ -45,7 +45,9 @@ def run_demo(*, keep: bool = False, out=print) -> int:
         try:
             saved_env = {key: os.environ.get(key) for key in sandbox.env}
             os.environ.update(sandbox.env)  # credentials references resolve from the environment
-            settings = Settings(data_dir=workdir / "hub", database_url=None, broker_url=None, pki_dir=pki.root)
+            # the shipped agencies, every one of them a sandbox: never a HUB_AGENCIES_DIR's real endpoints
+            settings = Settings(data_dir=workdir / "hub", database_url=None, broker_url=None, pki_dir=pki.root,
+                                agencies_dir=AGENCIES_DIR)  # fmt: skip
             runtime = HubRuntime(settings, overrides=sandbox.overrides)
             runtime.init_database()
             mtls = ", ".join(code for code in sandbox.agencies if sandbox.overrides[code]["endpoint"].startswith("https"))

@@ -29,7 +29,12 @@ def _processes_with(marker: str) -> list[int]:
 @pytest.mark.slow
 def test_demo_runs_the_whole_loop_and_cleans_up(tmp_path):
     marker = f"HUB_DEMO_MARKER={uuid.uuid4().hex}"
-    env = {**os.environ, "HUB_DATA_DIR": str(tmp_path), marker.split("=")[0]: marker.split("=")[1]}
+    production = tmp_path / "agencies"  # an operator's own agency files, one of them a real endpoint
+    production.mkdir()
+    scjg = (REPO / "contracts" / "agencies" / "scjg.toml").read_text("utf-8")
+    (production / "prodx.toml").write_text(scjg.replace('code = "SCJG"', 'code = "PRODX"'), "utf-8")
+    env = {**os.environ, "HUB_DATA_DIR": str(tmp_path), "HUB_AGENCIES_DIR": str(production),
+           marker.split("=")[0]: marker.split("=")[1]}  # fmt: skip
     proc = subprocess.run([sys.executable, "-m", "hub.cli", "demo"], cwd=REPO, capture_output=True, text=True,
                           timeout=120, env=env)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -42,3 +47,4 @@ def test_demo_runs_the_whole_loop_and_cleans_up(tmp_path):
     assert "quarantined" in out
     assert ": GREEN" in clean and (": AMBER" in penalised or ": RED" in penalised)
     assert _processes_with(marker) == []  # no sandbox or worker process outlives the demo
+    assert "PRODX" not in out  # the demo talks to its sandbox agencies only, whatever HUB_AGENCIES_DIR says
