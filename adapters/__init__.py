@@ -41,6 +41,8 @@ class TlsFiles:
     agency_cert: Path | None = None  # the agency's signing certificate
     hub_signing_cert: Path | None = None  # ours, for WS-Security and drop signatures
     hub_signing_key: Path | None = None
+    # our previous signing keys still in their rotation overlap: peers may still encrypt to them
+    hub_previous_signing_keys: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -362,7 +362,7 @@ def _seal_from_context(config: FileDropConfig, context) -> Seal:
                                  f"{', '.join(missing)}")  # fmt: skip
     from certs.sealer import DropSeal  # only agencies that sign need the JOSE stack
 
-    return DropSeal.from_files(**files, encrypt=config.encrypts)
+    return DropSeal.from_files(**files, encrypt=config.encrypts, decryption_keys=tls.hub_previous_signing_keys)
 
 
 def from_spec(spec, context, *, seal: Seal | None = None, is_loaded: Callable[[str], bool] | None = None):

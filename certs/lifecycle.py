@@ -268,6 +268,13 @@ def accepted_certificates(
     return [load_certificate(party_dir / f"{kind}.pem")] + [load_certificate(party_dir / e["cert"]) for e in entries]
 
 
+def previous_key_files(directory: Path, name: str, now: dt.datetime | None = None) -> list[Path]:
+    """The key files of ``accepted_keys`` but the current one: what a seal built from files (not
+    from the PKI) needs to decrypt drops a peer still encrypts to our previous certificate."""
+    _, party_dir, entries = _accepted(directory, name, now)
+    return [party_dir / e["key"] for e in entries]
+
+
 def accepted_keys(
     directory: Path, name: str, now: dt.datetime | None = None
 ) -> list[ec.EllipticCurvePrivateKey]:

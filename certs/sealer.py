@@ -114,16 +114,19 @@ class DropSeal:
     @classmethod
     def from_files(
         cls, *, signing_cert: Path, signing_key: Path, trusted_ca: Path, peer_cert: Path,
-        clock: Callable[[], dt.datetime] | None = None, encrypt: bool = True,
+        clock: Callable[[], dt.datetime] | None = None, encrypt: bool = True, decryption_keys: Sequence[Path] = (),
     ) -> "DropSeal":
         """Build from files, e.g. an agency data file's ``[tls]`` references resolved to paths.
 
         ``peer_cert`` may be a bundle (current first, then certificates still accepted).
+        ``decryption_keys``: our previous keys still in their rotation overlap, which peers may
+        still encrypt to (certs.lifecycle.previous_key_files).
         """
         peers = load_certificates(peer_cert)
         return cls(
             load_certificate(signing_cert), load_private_key(signing_key), load_certificates(trusted_ca),
             peers[0], peer_accepted=peers, clock=clock, encrypt=encrypt,
+            decryption_keys=[load_private_key(path) for path in decryption_keys],
         )
 
     # --- adapters.drop_manifest.Seal ---------------------------------------------------

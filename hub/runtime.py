@@ -69,7 +69,8 @@ class HubRuntime:
             tls = TlsFiles(ca=path(spec.tls.ca), client_cert=path(spec.tls.client_cert),
                            client_key=path(spec.tls.client_key), agency_cert=path(spec.tls.agency_cert),
                            hub_signing_cert=pki / "hub" / "signing.pem",
-                           hub_signing_key=pki / "hub" / "signing.key")  # fmt: skip
+                           hub_signing_key=pki / "hub" / "signing.key",
+                           hub_previous_signing_keys=_previous_signing_keys(pki))  # fmt: skip
         work_dir = self.settings.data_dir / "agencies" / spec.code
         work_dir.mkdir(parents=True, exist_ok=True)
         context = AdapterContext(work_dir=work_dir, secret=resolve_secret(spec.credentials), tls=tls)
@@ -78,3 +79,13 @@ class HubRuntime:
     def dispose(self) -> None:
         if "engine" in self.__dict__:
             self.engine.dispose()
+
+
+def _previous_signing_keys(pki: Path) -> tuple[Path, ...]:
+    """The hub's signing keys rotated out but still in their overlap (none: a PKI never rotated)."""
+    from certs.lifecycle import previous_key_files
+
+    try:
+        return tuple(previous_key_files(pki, "hub/signing"))
+    except (OSError, ValueError):
+        return ()

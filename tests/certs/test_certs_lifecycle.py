@@ -9,10 +9,13 @@ import pytest
 
 from certs.dropseal import Reason, seal_manifest, verify_manifest
 from certs.lifecycle import Level, accepted_certificates, accepted_keys, cert_status, rotate, worst_level
-from certs.pki import fingerprint, load_certificate, load_private_key
+from certs.pki import fingerprint, init_pki, load_certificate, load_private_key
 from certs.sealer import DropSeal
+from contracts.registry import load_registry
 from hub.errors import ConfigurationError, RefusedInput
-from trust_data import T0
+from hub.runtime import HubRuntime
+from hub.settings import Settings
+from trust_data import PARTIES, T0
 
 DAY = dt.timedelta(days=1)
 
@@ -113,6 +116,28 @@ def test_files_encrypted_to_the_old_certificate_still_open_during_overlap(fresh_
     assert len(accepted_keys(fresh_pki.root, "SCJG/signing", T0 + 2 * DAY)) == 2
     agency_side = DropSeal.from_pki(fresh_pki.root, own="SCJG", peer="hub", clock=lambda: T0 + 2 * DAY)
     assert agency_side.unseal_file(stored_name, stored) == "许可".encode()
+
+
+def test_the_hub_as_deployed_opens_drops_encrypted_to_its_certificate_before_it_rotated(tmp_path):
+    """The adapter's seal is built from the agency data file's [tls] paths, not from the PKI: it
+    must still be given the hub's previous key for the overlap, or every such drop is refused.
+    The runtime judges the overlap by the real clock: this PKI is issued today."""
+    fresh_pki = init_pki(tmp_path / "pki", parties=PARTIES)
+    # this PKI issues no GHFJ certificate: SCJG's stands in for the file-drop agency's
+    agency_side = DropSeal.from_pki(fresh_pki.root, own="SCJG", peer="hub", clock=lambda: T0)
+    stored_name, stored = agency_side.seal_file("penalties.xml", "处罚".encode())  # to the hub's certificate
+    rotate(fresh_pki.root, "hub/signing")
+    (tmp_path / "share").mkdir()
+    overrides = {"GHFJ": {"endpoint": (tmp_path / "share").as_uri(),
+                          "transport": {**load_registry()["GHFJ"].transport, "seal": "sign+encrypt"},
+                          "tls": {"ca": "ca.pem", "agency_cert": "agencies/SCJG/signing.pem"}}}  # fmt: skip
+    runtime = HubRuntime(Settings(data_dir=tmp_path / "hub", database_url=None, broker_url=None,
+                                  pki_dir=fresh_pki.root), overrides=overrides)  # fmt: skip
+    adapter = runtime.adapter_for("GHFJ")
+    try:
+        assert adapter.seal.unseal_file(stored_name, stored) == "处罚".encode()
+    finally:
+        adapter.close()
 
 
 def test_a_second_rotation_forgets_entries_whose_overlap_ended(fresh_pki):
