@@ -96,7 +96,10 @@ def verify_signed_envelope(envelope: etree._Element, cert_pem: bytes, *, now: dt
         targets = envelope.xpath("//*[@wsu:Id=$id]", namespaces=_NS, id=uri.removeprefix("#"))
         if not uri.startswith("#") or len(targets) != 1:
             raise ValueError(f"reference {uri!r} does not name exactly one element")
-        ctx.register_id(targets[0], "Id", ns.WSU)
+        try:
+            ctx.register_id(targets[0], "Id", ns.WSU)
+        except xmlsec.Error as exc:  # e.g. an xml:id equal to the wsu:Id: a wrapping attempt
+            raise ValueError(f"reference {uri!r} is ambiguous: {exc}") from exc
     try:
         ctx.key = xmlsec.Key.from_memory(cert_pem, xmlsec.KeyFormat.CERT_PEM, None)
         ctx.verify(signature)

@@ -78,13 +78,18 @@ def _refuse(reason: Reason, detail: str) -> RefusedInput:
 
 # joserfc's default limits (512-byte JWS header, 64 KiB JWE ciphertext) guard against
 # abuse but are too small for an x5c header or a day's data file; ours are explicit and finite.
+# joserfc measures the base64url text, not the bytes: the receiver's limits are the sender's.
+def _b64_length(size: int) -> int:
+    return -(-size // 3) * 4
+
+
 class _JWSRegistry(JWSRegistry):
     max_header_length = 16 * 1024
-    max_payload_length = MAX_MANIFEST_BYTES
+    max_payload_length = _b64_length(MAX_MANIFEST_BYTES)
 
 
 class _JWERegistry(JWERegistry):
-    max_ciphertext_length = MAX_FILE_BYTES + 16
+    max_ciphertext_length = _b64_length(MAX_FILE_BYTES + 16)
 
 
 _JWS = _JWSRegistry(algorithms=[SIGN_ALG])

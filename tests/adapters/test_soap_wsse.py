@@ -155,10 +155,26 @@ def _forge_ack(data: bytes) -> bytes:
     return data.replace(b"DSJ-ACK-00000001", b"DSJ-ACK-00000999").replace(b"<tns:xuHao>1<", b"<tns:xuHao>9<")
 
 
+def _duplicate_body_id(data: bytes) -> bytes:
+    """A wrapping attempt: a second element carrying the signed Body's id, as xml:id."""
+    from lxml import etree
+
+    envelope = etree.fromstring(data)
+    body = next(e for e in envelope if etree.QName(e).localname == "Body")
+    body_id = next(v for k, v in body.attrib.items() if etree.QName(k).localname == "Id")
+    header = next(e for e in envelope if etree.QName(e).localname == "Header")
+    decoy = etree.SubElement(header, "{urn:decoy}Body")
+    decoy.set("{http://www.w3.org/XML/1998/namespace}id", body_id)
+    return etree.tostring(envelope)
+
+
+_ANSWERS = {"tampered-body": _forge_ack, "xml:id-wrapping": _duplicate_body_id}
+
+
 @pytest.mark.parametrize(
     ("case", "reason"),
     [("unsigned", "no wsse:Security header"), ("signed-by-impostor", "does not verify"),
-     ("tampered-body", "does not verify")],
+     ("tampered-body", "does not verify"), ("xml:id-wrapping", "ambiguous")],
 )
 @pytest.mark.parametrize(("operation", "expected"), [("deliver", FatalError), ("fetch", RefusedInput)])
 def test_hub_refuses_responses_it_cannot_trust(case, reason, operation, expected, soap_pki, soap_rogue_pki,
@@ -166,7 +182,7 @@ def test_hub_refuses_responses_it_cannot_trust(case, reason, operation, expected
     signer = soap_rogue_pki if case == "signed-by-impostor" else soap_pki
     policy = _agency_policy(signer, hub_pki=soap_pki, unsigned=case == "unsigned")
     agency = start_soap_agency("DSJ", book=default_book("DSJ"), security=policy)
-    proxy = _ProxyServer(agency.endpoint, _unchanged, _forge_ack if case == "tampered-body" else _unchanged).start()
+    proxy = _ProxyServer(agency.endpoint, _unchanged, _ANSWERS.get(case, _unchanged)).start()
     try:
         spec, adapter = _adapter(proxy.url + "/dsj/services/JiaoHuanFuWu", tmp_path, hub=soap_pki,
                                  trusted_agency=soap_pki)  # fmt: skip

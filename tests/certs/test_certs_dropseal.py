@@ -16,6 +16,8 @@ from jwcrypto import jwk as jc_jwk
 from jwcrypto import jws as jc_jws
 
 from certs.dropseal import (
+    MAX_FILE_BYTES,
+    MAX_MANIFEST_BYTES,
     Reason,
     decrypt_file,
     encrypt_file,
@@ -26,7 +28,7 @@ from certs.dropseal import (
 )
 from certs.pki import load_certificate, load_private_key
 from certs.sealer import DropSeal
-from hub.errors import RefusedInput
+from hub.errors import ConfigurationError, RefusedInput
 
 MANIFEST = json.dumps(
     {"batch_id": "XK-20250301-0001", "files": [{"name": "许可.csv", "sha256": "0" * 64, "size": 3}]},
@@ -267,9 +269,17 @@ def test_digest_helper_refuses_a_mismatch():
     assert refused.value.reason == Reason.DIGEST_MISMATCH
 
 
-def test_a_large_file_round_trips(pki):
-    big = bytes(range(256)) * 8192  # 2 MiB: far beyond joserfc's 64 KiB default limit
-    assert decrypt_file(encrypt_file(big, load_certificate(pki.hub.signing_cert)), load_private_key(pki.hub.signing_key)) == big
+def test_what_a_sender_may_seal_at_the_limit_the_receiver_opens(pki):
+    """joserfc counts base64 characters: limits set in bytes made the receiver refuse files over 48 MiB."""
+    cert, key = signer(pki, "hub")
+    biggest = bytes(range(256)) * (MAX_FILE_BYTES // 256)
+    assert decrypt_file(encrypt_file(biggest, cert), key) == biggest
+    with pytest.raises(ConfigurationError, match="exceeds the drop limit"):
+        encrypt_file(biggest + b"x", cert)
+    manifest = b'{"pad": "' + b"x" * (MAX_MANIFEST_BYTES - 11) + b'"}'
+    assert len(manifest) == MAX_MANIFEST_BYTES
+    token = seal_manifest(manifest, signing_cert=cert, signing_key=key)
+    assert open_manifest(token, trusted_ca=load_certificate(pki.ca_cert)).payload == manifest
 
 
 def test_dropseal_through_the_file_drop_manifest_steps(pki, hub_seal, agency_seal):
