@@ -89,6 +89,7 @@ def history(
                             since=since.date() if since else None, until=until.date() if until else None,
                             include_hidden=include_hidden)  # fmt: skip
     runtime = _runtime()
+    runtime.require_database()
     with session_scope(runtime.engine) as session:
         company = find_company(session, key)
         if company is None:

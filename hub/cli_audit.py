@@ -28,6 +28,7 @@ def verify_command() -> None:
 
     runtime = HubRuntime(Settings())
     try:
+        runtime.require_database()
         with session_scope(runtime.engine) as session:
             checked, broken = verify_chain(session)
     except HubError as exc:
@@ -59,6 +60,7 @@ def export_command(
     settings = Settings()
     runtime = HubRuntime(settings)
     try:
+        runtime.require_database()
         with session_scope(runtime.engine) as session:
             result = export_evidence(session, directory, licence=licence, company=company,
                                      pki_dir=settings.resolved_pki_dir, exported_by="cli")  # fmt: skip

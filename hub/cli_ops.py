@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from hub.cli_errors import fail as _fail, handles_errors
+from hub.errors import ConfigurationError
 from hub.runtime import HubRuntime
 from hub.settings import Settings
 
@@ -20,9 +21,13 @@ __all__ = ["register"]
 dead_letters_app = typer.Typer(help="Deliveries that used up their attempts.", no_args_is_help=True)
 
 
-def _runtime() -> HubRuntime:
+def _runtime(*, initialise: bool = False) -> HubRuntime:
+    """The runtime; ``initialise`` creates or upgrades the database, else it must be current already."""
     runtime = HubRuntime(Settings())
-    runtime.init_database()
+    if initialise:
+        runtime.init_database()
+    else:
+        runtime.require_database()
     return runtime
 
 
@@ -38,7 +43,14 @@ def worker(
 
     Without HUB_BROKER_URL the broker is a SQLite file in the data directory: no server needed.
     """
-    runtime = _runtime()
+    settings = Settings()
+    if not beat and not settings.broker_url:
+        raise ConfigurationError("--no-beat: this worker takes its tasks from a beat on another machine, which needs "
+                                 "a shared HUB_BROKER_URL (Redis or RabbitMQ); the embedded broker is a file here")
+    if settings.broker_url and not settings.database_url:
+        typer.echo("warning: the broker is shared (HUB_BROKER_URL) but the database is this machine's SQLite file: "
+                   "workers elsewhere keep data of their own; set HUB_DATABASE_URL to the shared PostgreSQL", err=True)
+    runtime = _runtime(initialise=True)
     runtime.dispose()  # the pool's processes open their own connections after forking
     from sync_jobs.celery_app import QUEUE, app as celery
 

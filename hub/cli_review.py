@@ -52,6 +52,7 @@ def check(
     from hub.settings import Settings
 
     runtime = HubRuntime(Settings())
+    runtime.require_database()
     with session_scope(runtime.engine) as session:
         company = find_company(session, key)
         if company is None:

@@ -53,6 +53,27 @@ class HubRuntime:
         with session_scope(self.engine) as session:
             ensure_agencies(session, self.registry.values())
 
+    def require_database(self) -> None:
+        """For commands that read or fix what is there: never create or upgrade a database
+        implicitly. Run from another directory, a command would otherwise get a new, empty one
+        (var/ is relative to the working directory) and report on that."""
+        import sqlalchemy as sa
+
+        from hub.db import is_current
+
+        shown, url = self.settings.database_shown, sa.engine.make_url(self.settings.resolved_database_url)
+        where = "HUB_DATA_DIR and HUB_DATABASE_URL choose which"
+        if url.drivername.startswith("sqlite") and url.database not in (None, "", ":memory:") \
+                and not Path(url.database).exists():  # fmt: skip
+            raise ConfigurationError(f"no hub database at {shown}: run `hub init` ({where})")
+        try:
+            current = is_current(self.engine)
+        except sa.exc.SQLAlchemyError as exc:
+            raise ConfigurationError(f"cannot read the hub database {shown}: {str(exc).splitlines()[0]}") from exc
+        if not current:
+            raise ConfigurationError(f"the hub database {shown} is not at this hub's schema: "
+                                     f"run `hub init` to create or upgrade it ({where})")  # fmt: skip
+
     def adapter_for(self, code: str):
         """Build the adapter for one agency (imports its protocol module lazily)."""
         from adapters import AdapterContext, TlsFiles, build_adapter
@@ -73,7 +94,8 @@ class HubRuntime:
                            hub_previous_signing_keys=_previous_signing_keys(pki))  # fmt: skip
         work_dir = self.settings.data_dir / "agencies" / spec.code
         work_dir.mkdir(parents=True, exist_ok=True)
-        context = AdapterContext(work_dir=work_dir, secret=resolve_secret(spec.credentials), tls=tls)
+        secret = resolve_secret(spec.credentials, self.settings.credentials_environment())
+        context = AdapterContext(work_dir=work_dir, secret=secret, tls=tls)
         return build_adapter(spec, context)
 
     def dispose(self) -> None:

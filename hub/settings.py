@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 
@@ -52,6 +53,15 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'hub.sqlite3').resolve()}"
+
+    def credentials_environment(self) -> dict[str, str]:
+        """Where ``env:NAME`` credentials references are looked up: the process environment, then
+        the same .env file the HUB_* settings are read from (both or neither, not one of them)."""
+        from dotenv import dotenv_values
+
+        env_file = self.model_config.get("env_file")
+        from_file = dotenv_values(env_file) if isinstance(env_file, str) and Path(env_file).is_file() else {}
+        return {**{k: v for k, v in from_file.items() if v is not None}, **os.environ}
 
     @property
     def database_shown(self) -> str:

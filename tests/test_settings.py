@@ -53,3 +53,37 @@ def test_the_database_password_is_never_printed(pg_url, tmp_path):
     assert ready.returncode == 0, ready.stderr
     assert "database ready: postgresql" in ready.stdout and "***" in ready.stdout
     assert "S3cret-Pw" not in ready.stdout + ready.stderr
+
+
+@pytest.mark.parametrize("command", [["status"], ["history", "91120104631706691X"], ["dead-letters", "list"],
+                                     ["check", "91120104631706691X", "--case", "C-1"], ["audit", "verify"]])  # fmt: skip
+def test_a_command_that_reads_never_creates_a_database_where_none_was_initialised(tmp_path, command):
+    elsewhere = tmp_path / "not-the-hub"  # e.g. a cron job started from another working directory
+    env = {**os.environ, "HUB_DATA_DIR": str(elsewhere)}
+    env.pop("HUB_DATABASE_URL", None)
+    proc = run_hub(*command, env=env)
+    assert proc.returncode == 1
+    assert "no hub database at sqlite:///" in proc.stderr and "run `hub init`" in proc.stderr
+    assert not (elsewhere / "hub.sqlite3").exists()
+
+
+def test_a_worker_without_the_beat_needs_a_shared_broker(tmp_path):
+    env = {**os.environ, "HUB_DATA_DIR": str(tmp_path)}
+    env.pop("HUB_BROKER_URL", None)
+    proc = run_hub("worker", "--no-beat", env=env)
+    assert proc.returncode == 1 and "needs a shared HUB_BROKER_URL" in proc.stderr
+
+
+def test_an_agency_credential_in_dot_env_is_found_like_the_settings_beside_it(tmp_path, monkeypatch):
+    from hub.runtime import HubRuntime
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HUB_SCJG_TOKEN", raising=False)
+    (tmp_path / ".env").write_text(f"HUB_DATA_DIR={tmp_path / 'from-dotenv'}\nHUB_SCJG_TOKEN=token-in-dotenv\n", "utf-8")
+    runtime = HubRuntime(Settings())
+    assert runtime.settings.data_dir == tmp_path / "from-dotenv"
+    adapter = runtime.adapter_for("SCJG")
+    try:
+        assert adapter.config.token == "token-in-dotenv"
+    finally:
+        adapter.close()
