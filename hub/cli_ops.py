@@ -44,6 +44,8 @@ def worker(
     Without HUB_BROKER_URL the broker is a SQLite file in the data directory: no server needed.
     """
     settings = Settings()
+    if loglevel is not None and loglevel.strip().upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigurationError(f"--loglevel {loglevel!r}: must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
     if not beat and not settings.broker_url:
         raise ConfigurationError("--no-beat: this worker takes its tasks from a beat on another machine, which needs "
                                  "a shared HUB_BROKER_URL (Redis or RabbitMQ); the embedded broker is a file here")
@@ -54,7 +56,7 @@ def worker(
     runtime.dispose()  # the pool's processes open their own connections after forking
     from sync_jobs.celery_app import QUEUE, app as celery
 
-    level = loglevel or runtime.settings.log_level
+    level = loglevel.strip().upper() if loglevel else runtime.settings.log_level
     argv = ["worker", f"--loglevel={level}", f"--concurrency={concurrency}", "-Q", QUEUE,
             f"--hostname=hub{os.getpid()}@%h", "--without-mingle", "--without-gossip"]  # fmt: skip
     if beat:

@@ -67,11 +67,13 @@ def test_a_command_that_reads_never_creates_a_database_where_none_was_initialise
     assert not (elsewhere / "hub.sqlite3").exists()
 
 
-def test_a_worker_without_the_beat_needs_a_shared_broker(tmp_path):
+@pytest.mark.parametrize(("options", "words"), [(["--no-beat"], "needs a shared HUB_BROKER_URL"),
+                                                (["--loglevel", "TRACE"], "--loglevel 'TRACE': must be one of")])
+def test_a_worker_refuses_what_cannot_work_in_one_line(tmp_path, options, words):
     env = {**os.environ, "HUB_DATA_DIR": str(tmp_path)}
     env.pop("HUB_BROKER_URL", None)
-    proc = run_hub("worker", "--no-beat", env=env)
-    assert proc.returncode == 1 and "needs a shared HUB_BROKER_URL" in proc.stderr
+    proc = run_hub("worker", *options, env=env)
+    assert proc.returncode == 1 and words in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_an_agency_credential_in_dot_env_is_found_like_the_settings_beside_it(tmp_path, monkeypatch):
