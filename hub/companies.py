@@ -85,6 +85,8 @@ def adopt_legacy_companies(session: Session, wanted: dict[str, str | None]) -> d
     legacy id would be missing from the check made by USCC. Two candidates, or a candidate two
     USCCs point to, adopt nothing: never a guess. Returns ``{USCC: company id}`` of those adopted.
     """
+    if session.execute(_ANY_LEGACY).first() is None:  # the usual case, and one indexed probe instead of a search
+        return {}
     orgs = {uscc: org_code_of(uscc) for uscc in wanted}
     regs = {reg for reg in wanted.values() if reg}
     found: dict[int, tuple[str | None, str | None]] = {}
@@ -107,6 +109,7 @@ def adopt_legacy_companies(session: Session, wanted: dict[str, str | None]) -> d
 
 
 _LEGACY = sa.select(Company.id, Company.org_code, Company.reg_no).where(Company.uscc.is_(None))
+_ANY_LEGACY = sa.select(Company.id).where(Company.uscc.is_(None)).limit(1)
 
 
 def _batches(values: list[str], size: int = 500) -> list[list[str]]:
