@@ -97,6 +97,6 @@ def submit_violations(session: Session, *, spec: AgencySpec, records: list[dict[
     audit.append(session, actor=actor, action="api.violations", subject=f"agency:{spec.code}",
                  detail={"records": len(records), "created": result.created, "updated": result.updated,
                          "unchanged": result.unchanged, "quarantined": result.quarantined,
-                         "refs": [r.agency_record_id for r in result.records][:1000]},
+                         "refs": [r.agency_record_id for r in result.records]},  # all: evidence bundles select by them
                  payload_digest=digest)  # fmt: skip
     return result

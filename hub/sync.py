@@ -223,7 +223,7 @@ def _commit_page(session: Session, spec: AgencySpec, before: Cursor, checked: Ch
             audit.append(session, actor="hub", action="pull.page", subject=f"agency:{spec.code}",
                          detail={"cursor_from": before.position, "cursor_to": page.next_cursor.position,
                                  "batch": page.batch_id, "batch_offset": page.batch_offset, "records": len(page.records),
-                                 "quarantined": quarantined, "refs": [r.ref for r in page.records][:1000],
+                                 "quarantined": quarantined, "refs": [r.ref for r in page.records],  # all: see hub.evidence
                                  "rejected": [r.ref for r in page.rejected]},
                          payload_digest=hashlib.sha256(raws).hexdigest())  # fmt: skip
     row.position, row.token, row.updated_at = page.next_cursor.position, page.next_cursor.token, now

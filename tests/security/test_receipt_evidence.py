@@ -1,4 +1,5 @@
-"""An agency's signed receipts, kept in the audit log and checked by the offline verifier.
+"""An agency's signed receipts, kept in the audit log and checked by the offline verifier; and the
+pull pages a company's records came in, found for its bundle however big the page.
 
 The hub pushes licences to the sandbox 消防支队 (XFZD), which signs its receipts. The receipt
 entry in the hash chain keeps the agency's signatures, so an evidence bundle proves a delivery on
@@ -23,7 +24,9 @@ from hub.evidence_verify import verify
 from hub.intake import RawRecord, import_licences
 from hub.models import AuditEntry
 from hub.push import push_agency
-from tests.helpers import grant
+from hub.sync import pull_agency
+from sandbox.filedrop_agencies import DIALECTS
+from tests.helpers import grant, make_uscc
 from tests.security.conftest import XFZD
 
 GRANTS = [grant(61), grant(62)]  # 餐饮: both are routed to the fire brigade
@@ -116,3 +119,24 @@ def test_a_receipt_rewritten_by_whoever_runs_the_hub_is_caught_though_the_chain_
 
     assert [p for p in problems if named in p] and all(p.startswith(f"entry {forged.id}: ") for p in problems), problems
     assert not any("signature does not verify" in p or "does not match its hash" in p for p in problems)
+
+
+def test_a_companys_record_deep_in_a_big_drop_page_brings_its_page_into_the_bundle(xfzd, pki, tmp_path):
+    """A pull page's audit entry names every record it carried (it named the first 1,000): a bundle
+    selects page entries by those names, and a drop page holds up to 5,000 records."""
+    running, hub = xfzd
+    runtime = hub(chunk_records=5000)
+    for n in range(1200):
+        running.book.add_penalty(subject_name=f"天津大批{n}号有限公司", uscc=make_uscc(80_000 + n))
+    running.agency.write_rows(iter([DIALECTS[XFZD].render_penalty(p, {}) for p in running.book.penalties]))
+    adapter = runtime.adapter_for(XFZD)
+    try:
+        assert pull_agency(runtime.engine, runtime.agency(XFZD), adapter).pages == 1
+    finally:
+        adapter.close()
+    last = make_uscc(80_000 + 1199)
+    with session_scope(runtime.engine) as session:
+        export_evidence(session, tmp_path / "bundle", company=last, pki_dir=runtime.settings.pki_dir)
+    entries = [json.loads(line) for line in (tmp_path / "bundle" / "entries.jsonl").read_text("utf-8").splitlines()]
+    assert [e["detail"]["records"] for e in entries if e["action"] == "pull.page"] == [1200]
+    assert verify(tmp_path / "bundle", pki.ca_cert)[1] == []
