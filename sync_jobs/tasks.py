@@ -2,7 +2,8 @@
 
 Retry policy (declared on HubTask): only TransientError is retried at job level, after
 hub.sync.backoff_delay (exponential, jittered, never shorter than the peer's Retry-After), capped
-at MAX_RETRY_DELAY so it stays under the broker's visibility timeout. A few job retries are
+at MAX_RETRY_DELAY so it stays under the broker's visibility timeout: a Retry-After beyond that cap
+brings the job back sooner, but each delivery's own next attempt still waits for it. A few job retries are
 enough: the beat runs every agency again at its interval anyway, and the *delivery* attempts that
 decide when a licence goes dead are counted in the database. LeaseLost never gets here (the job
 ends quietly), and fatal or configuration errors fail the task for an operator to see.
