@@ -16,7 +16,8 @@ from hub.bulk import MatchingRows
 from hub.clock import utcnow
 from hub.models import Company, IdentityStatus
 
-__all__ = ["Identity", "adopt_legacy_companies", "company_ids_by_uscc", "find_companies", "resolve_identity", "upsert_companies", "upsert_company"]
+__all__ = ["Identity", "adopt_legacy_companies", "company_ids_by_uscc", "find_companies", "resolve_identity",
+           "upsert_companies", "upsert_company"]
 
 
 def upsert_company(session: Session, grant: LicenceGrant) -> Company:
@@ -100,7 +101,8 @@ def adopt_legacy_companies(session: Session, wanted: dict[str, str | None]) -> d
     for ids in candidates.values():
         for company_id in ids:
             claims[company_id] = claims.get(company_id, 0) + 1
-    adopted = {uscc: next(iter(ids)) for uscc, ids in candidates.items() if len(ids) == 1 and claims[next(iter(ids))] == 1}
+    adopted = {uscc: company_id for uscc, ids in candidates.items() if len(ids) == 1
+               for company_id in ids if claims[company_id] == 1}  # fmt: skip
     table = Company.__table__
     for uscc, company_id in adopted.items():
         session.execute(table.update().where(table.c.id == company_id, table.c.uscc.is_(None))
