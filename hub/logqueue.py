@@ -61,16 +61,26 @@ class _DroppingQueueHandler(QueueHandler):
 
 
 class _Listener(QueueListener):
-    def enqueue_sentinel(self) -> None:
-        self.queue.put(self._sentinel)  # waits for room: the base class's put_nowait fails on a full queue
+    def stop_within(self, seconds: float) -> bool:
+        """stop(), which drains the queue, unless the stream takes no line for ``seconds``: then
+        give up (False), leaving the daemon thread and its lines, so that a log pipe nobody
+        reads can hold up the process's exit no more than it holds up a request."""
+        try:
+            self.queue.put(self._sentinel, timeout=seconds)  # waits for room, as the base class does not
+        except queue.Full:
+            return False
+        self._thread.join(seconds)
+        return not self._thread.is_alive()
 
 
 @contextmanager
-def queued_logging(level: str, *, stream: TextIO | None = None, capacity: int = QUEUED_LINES) -> Iterator[None]:
+def queued_logging(level: str, *, stream: TextIO | None = None, capacity: int = QUEUED_LINES,
+                   shutdown_seconds: float = 10.0) -> Iterator[None]:  # fmt: skip
     """The root logger at ``level``, writing to ``stream`` (stderr) through a queue, while the block runs.
 
     Every line queued is written before the block's exit returns, and so is the count of lines
-    dropped while ``capacity`` lines waited. Records are formatted (their arguments merged, a
+    dropped while ``capacity`` lines waited, unless the stream takes nothing for
+    ``shutdown_seconds``: the exit then returns without them. Records are formatted (their arguments merged, a
     traceback rendered) before they are queued, so a record never reaches the listener holding
     objects the caller goes on to change.
     """
@@ -89,6 +99,6 @@ def queued_logging(level: str, *, stream: TextIO | None = None, capacity: int = 
     finally:
         root.removeHandler(enqueue)
         root.setLevel(previous_level)
-        listener.stop()  # drains the queue: nothing queued is lost at shutdown
-        if dropped := enqueue.take_dropped():
+        drained = listener.stop_within(shutdown_seconds)  # nothing queued is lost, if the stream moves
+        if drained and (dropped := enqueue.take_dropped()):
             writer.handle(_dropped_notice(dropped, capacity))

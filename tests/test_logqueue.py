@@ -82,3 +82,24 @@ def test_the_count_of_dropped_lines_goes_in_their_place_once_there_is_room():
         log.info("after")
     assert _messages(stream) == ["first", *(f"stalled {n}" for n in range(5)),
                                  "45 log line(s) dropped here: the log stream was blocked with 5 lines waiting", "after"]
+
+
+def test_a_stream_stuck_for_good_holds_up_the_exit_only_for_the_shutdown_bound():
+    stuck = threading.Event()  # never set: a log pipe nobody will ever read again
+
+    class DeadPipe(io.StringIO):
+        def write(self, text: str) -> int:
+            stuck.wait(30)
+            return 0
+
+    exited = threading.Event()
+
+    def serve_and_stop() -> None:
+        with queued_logging("INFO", stream=DeadPipe(), capacity=5, shutdown_seconds=0.5):
+            for n in range(20):
+                log.info("request %d", n)
+        exited.set()
+
+    threading.Thread(target=serve_and_stop, daemon=True).start()
+    assert exited.wait(10), "the exit waited on the stuck stream"
+    stuck.set()
