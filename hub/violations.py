@@ -106,7 +106,9 @@ def store_violations(session: Session, records: Sequence[ViolationRecord]) -> li
     with one IN query, their companies resolved with another, and inserted with one executemany
     each for violations and revisions. Changed records, a record id repeated within the page and
     records identified only by a legacy id take store_violation's path, in page order after the
-    new ones, so the result is what calling store_violation for each record in turn gives.
+    new ones, so the result is what calling store_violation for each record in turn gives, with
+    one difference: a record known only by a legacy id is linked to a company that a later
+    record of the same page brought in by USCC (one by one, it would wait for the next pull).
     """
     prepared, texts = [], []
     for record in records:
