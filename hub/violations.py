@@ -108,7 +108,7 @@ def store_violations(session: Session, records: Sequence[ViolationRecord]) -> li
     records identified only by a legacy id take store_violation's path, in page order after the
     new ones, so the result is what calling store_violation for each record in turn gives, with
     one difference: a record known only by a legacy id is linked to a company that a later
-    record of the same page brought in by USCC (one by one, it would wait for the next pull).
+    record of the same page brought in by USCC (one by one, it would be stored unlinked).
     """
     prepared, texts = [], []
     for record in records:
