@@ -8,16 +8,19 @@ by a man-in-the-middle proxy on a loopback socket.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 import requests
+from lxml import etree
 
 from adapters import AdapterContext, TlsFiles, build_adapter
 from adapters.base import Cursor
 from adapters.soap import reset_clients
+from adapters.soap_wsse import SOAP_ENV, HubWsse, verify_signed_envelope
 from certs.pki import PkiLayout, init_pki
 from hub.errors import ConfigurationError, FatalError, RefusedInput, TransientError
 from sandbox.core import LoopbackHTTPServer
@@ -157,8 +160,6 @@ def _forge_ack(data: bytes) -> bytes:
 
 def _duplicate_body_id(data: bytes) -> bytes:
     """A wrapping attempt: a second element carrying the signed Body's id, as xml:id."""
-    from lxml import etree
-
     envelope = etree.fromstring(data)
     body = next(e for e in envelope if etree.QName(e).localname == "Body")
     body_id = next(v for k, v in body.attrib.items() if etree.QName(k).localname == "Id")
@@ -265,3 +266,23 @@ def test_a_captured_signed_request_cannot_be_replayed(dsj, soap_pki, tmp_path):
                            headers={"Content-Type": "text/xml; charset=utf-8"})  # fmt: skip
     assert replay.status_code == 500 and b"nonce replayed" in replay.content
     assert [r.times_seen for r in dsj.book.received.values()] == [1]
+
+
+@pytest.mark.parametrize(("minutes_later", "current"), [(0, True), (9, True), (11, False), (-6, False)])
+def test_a_signed_answer_counts_only_while_its_timestamp_is_current(soap_pki, minutes_later, current):
+    """Valid for its 5-minute TTL plus 5 minutes of clock skew either way: a captured answer replayed
+    later (or one dated in the future) is refused though its signature still verifies."""
+    party = soap_pki.party("DSJ")
+    signed_at = dt.datetime(2026, 11, 29, 8, 0, tzinfo=dt.UTC)
+    signer = HubWsse(signing_key_pem=party.signing_key.read_bytes(), signing_cert_pem=party.signing_cert.read_bytes(),
+                     agency_cert_pem=None, clock=lambda: signed_at)  # fmt: skip
+    envelope = etree.fromstring(f'<soap:Envelope xmlns:soap="{SOAP_ENV}"><soap:Header/><soap:Body>'
+                                '<r xmlns="urn:answer">ok</r></soap:Body></soap:Envelope>')  # fmt: skip
+    signed, _ = signer.apply(envelope, {})
+    received = etree.fromstring(etree.tostring(signed))
+    now = signed_at + dt.timedelta(minutes=minutes_later)
+    if current:
+        verify_signed_envelope(received, party.signing_cert.read_bytes(), now=now)
+    else:
+        with pytest.raises(ValueError, match="wsu:Timestamp is not current"):
+            verify_signed_envelope(received, party.signing_cert.read_bytes(), now=now)

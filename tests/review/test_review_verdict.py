@@ -11,7 +11,7 @@ from hub.compliance import load_rules, run_check
 from hub.db import session_scope
 from hub.history import HistoryFilter, company_history, find_company
 from hub.models import AuditEntry, ComplianceCheck
-from hub.publication import add_months, publication_end
+from hub.publication import add_months, publication_end, today_in_china
 
 from review_seed import TODAY
 
@@ -69,6 +69,30 @@ def test_the_agency_stated_publication_end_replaces_the_default(hub, uscc):
     hub.violation(uscc, "GSJ", "P-5", severity="serious", decided=TODAY - dt.timedelta(days=60),
                   CF_GSJZQ=(TODAY - dt.timedelta(days=1)).isoformat())  # fmt: skip
     assert _check(hub, uscc).verdict == "GREEN"
+
+
+@pytest.mark.parametrize(("published_until", "verdict"), [(0, "RED"), (-1, "GREEN")])
+def test_a_penalty_counts_on_the_last_day_of_its_publication_and_not_the_day_after(hub, uscc, published_until,
+                                                                                   verdict):  # fmt: skip
+    today = today_in_china()  # the check's own today, not this machine's date
+    hub.grant(1, XK_XDR_SHXYM=uscc)
+    hub.pulled()
+    hub.violation(uscc, "GSJ", "P-6", severity="serious", decided=today - dt.timedelta(days=60),
+                  CF_GSJZQ=(today + dt.timedelta(days=published_until)).isoformat())  # fmt: skip
+    assert _check(hub, uscc).verdict == verdict
+
+
+@pytest.mark.parametrize(("days_after_the_36_months", "red"), [(0, True), (-1, False)])
+def test_the_bureaus_own_revocation_counts_for_36_months_to_the_day(hub, uscc, days_after_the_36_months, red):
+    today = today_in_china()
+    revoked_on = add_months(today, -36) + dt.timedelta(days=days_after_the_36_months)
+    old = {"XK_XDR_SHXYM": uscc, "XK_JDRQ": "2020-01-02", "XK_YXQZ": "2020-01-02", "XK_YXQZI": "2030-12-31"}
+    hub.grant(1, **old)
+    hub.grant(1, **old, lifecycle="revoked", lifecycle_date=revoked_on.isoformat(), lifecycle_reason="违规")
+    hub.pulled()
+    result = _check(hub, uscc)
+    assert (result.verdict == "RED") is red
+    assert any(r.rule == "own-licence-revoked" for r in result.reasons) is red
 
 
 def test_hidden_records_stay_stored_and_an_auditor_can_list_them(hub, uscc):
