@@ -68,6 +68,12 @@ def test_placeholder_needs_a_registration_number():
         validate_uscc(PLACEHOLDER, reg_no="12345")
 
 
+@pytest.mark.parametrize("written", [" 9135021359498494xq ", "9144030010000018xh", "00000000000000000x"])
+def test_a_code_typed_in_lower_case_or_with_spaces_is_the_same_code(written):
+    """Agencies key codes in by hand: 'xq' and 'XQ' must name one company, not two."""
+    assert validate_uscc(written, reg_no="120104600123456") == written.strip().upper()
+
+
 @pytest.mark.parametrize("authority", ["A", "N", "Y"])
 def test_letter_initial_codes_are_accepted(authority):
     body = authority + "1" + "120104" + "MB0123450"[:8]

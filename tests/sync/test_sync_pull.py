@@ -15,7 +15,7 @@ from sqlmodel import select
 
 from adapters.base import Cursor
 from hub.db import session_scope
-from hub.errors import FatalError
+from hub.errors import FatalError, TransientError
 from hub.models import QuarantinedRecord
 from hub.jobs import pull_job, sync_job
 from hub.status import collect_status, render_text
@@ -210,3 +210,18 @@ def test_a_record_id_longer_than_the_hub_stores_is_quarantined_and_the_page_goes
     with session_scope(runtime.engine) as session:
         (reasons,) = session.exec(select(QuarantinedRecord.reasons)).all()
     assert any(r["field"] == "agency_record_id" and "at most 200 characters" in r["reason"] for r in reasons), reasons
+
+
+def test_a_push_the_agency_fails_does_not_hold_back_the_pull_of_the_same_sync(engine, make_runtime, start_agency):
+    agency = start_agency("SCJG", malformed_every=0)
+    runtime = make_runtime(engine.url.render_as_string(hide_password=False), {"SCJG": {"endpoint": agency.endpoint}})
+    record(runtime.engine, runtime.registry, range(1, 4))
+    scripted_penalties(agency.book, 4)
+    agency.book.inject(Fault.ERROR_500)  # the push's request: the pull's are answered
+
+    with pytest.raises(TransientError, match="push SCJG") as failed:  # the beat's task retries it later
+        sync_job(runtime, "SCJG")
+
+    ids, _, cursor = pulled(runtime.engine, "SCJG")
+    assert (len(ids), cursor) == (4, 4)  # the pull ran after the failed push, under the same lease
+    assert failed.value.report["retrying"] == 3 and agency.book.received == {}
