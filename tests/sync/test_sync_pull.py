@@ -11,9 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 from sqlmodel import select
 
 from adapters.base import Cursor
+from certs.pki import init_pki, issue_leaf, load_certificate, load_private_key, write_certificate
+from contracts.registry import load_registry
 from hub.db import session_scope
 from hub.errors import FatalError, TransientError
 from hub.models import QuarantinedRecord
@@ -225,3 +229,17 @@ def test_a_push_the_agency_fails_does_not_hold_back_the_pull_of_the_same_sync(en
     ids, _, cursor = pulled(runtime.engine, "SCJG")
     assert (len(ids), cursor) == (4, 4)  # the pull ran after the failed push, under the same lease
     assert failed.value.report["retrying"] == 3 and agency.book.received == {}
+
+
+def test_status_names_the_certificate_used_with_an_agency_that_expires_first(sqlite_engine, tmp_path):
+    """SCJG's client certificate, reissued to last 5 days, comes before the hub's own (a year and more)."""
+    pki = init_pki(tmp_path / "pki", parties=[("SCJG", "市场监管局"), ("GSJ", "国税局")])
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SCJG")])
+    cert, _ = issue_leaf("client", subject, ca_cert=load_certificate(pki.ca_cert), ca_key=load_private_key(pki.ca_key),
+                         validity_days=5)  # fmt: skip
+    write_certificate(pki.party("SCJG").client_cert, cert)  # status reads certificates only
+    with session_scope(sqlite_engine) as session:
+        status = collect_status(session, load_registry().values(), pki_dir=pki.root)
+    by_code = {a.code: a for a in status.agencies}
+    assert by_code["SCJG"].certificate.name == "SCJG/client" and by_code["SCJG"].certificate.days_left <= 5
+    assert by_code["GSJ"].certificate.days_left > 300  # its own and the hub's: all issued for a year and more
