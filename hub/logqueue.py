@@ -18,6 +18,7 @@ import logging
 import queue
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from logging.handlers import QueueHandler, QueueListener
@@ -60,16 +61,37 @@ class _DroppingQueueHandler(QueueHandler):
             return count
 
 
+class _Writer(logging.StreamHandler):
+    """The listener's handler, which can be abandoned: its thread may be stuck in a write that
+    never returns, holding the handler's lock, and logging.shutdown() at interpreter exit takes
+    that lock (and flushes the stream) for every handler there is."""
+
+    abandoned = False
+
+    def acquire(self) -> None:
+        if not self.abandoned:
+            super().acquire()
+
+    def release(self) -> None:
+        if not self.abandoned:
+            super().release()
+
+    def flush(self) -> None:
+        if not self.abandoned:
+            super().flush()
+
+
 class _Listener(QueueListener):
     def stop_within(self, seconds: float) -> bool:
-        """stop(), which drains the queue, unless the stream takes no line for ``seconds``: then
-        give up (False), leaving the daemon thread and its lines, so that a log pipe nobody
+        """stop(), which drains the queue, unless the stream takes no line for ``seconds`` in all:
+        then give up (False), leaving the daemon thread and its lines, so that a log pipe nobody
         reads can hold up the process's exit no more than it holds up a request."""
+        deadline = time.monotonic() + seconds
         try:
             self.queue.put(self._sentinel, timeout=seconds)  # waits for room, as the base class does not
         except queue.Full:
             return False
-        self._thread.join(seconds)
+        self._thread.join(max(0.0, deadline - time.monotonic()))
         return not self._thread.is_alive()
 
 
@@ -80,11 +102,11 @@ def queued_logging(level: str, *, stream: TextIO | None = None, capacity: int = 
 
     Every line queued is written before the block's exit returns, and so is the count of lines
     dropped while ``capacity`` lines waited, unless the stream takes nothing for
-    ``shutdown_seconds``: the exit then returns without them. Records are formatted (their arguments merged, a
-    traceback rendered) before they are queued, so a record never reaches the listener holding
-    objects the caller goes on to change.
+    ``shutdown_seconds``: the exit then returns without them, and the process can still exit.
+    Records are formatted (their arguments merged, a traceback rendered) before they are queued,
+    so a record never reaches the listener holding objects the caller goes on to change.
     """
-    writer = logging.StreamHandler(stream or sys.stderr)
+    writer = _Writer(stream or sys.stderr)
     writer.setFormatter(logging.Formatter(LOG_FORMAT))
     records: queue.Queue[logging.LogRecord] = queue.Queue(capacity)
     enqueue = _DroppingQueueHandler(records)
@@ -100,5 +122,7 @@ def queued_logging(level: str, *, stream: TextIO | None = None, capacity: int = 
         root.removeHandler(enqueue)
         root.setLevel(previous_level)
         drained = listener.stop_within(shutdown_seconds)  # nothing queued is lost, if the stream moves
-        if drained and (dropped := enqueue.take_dropped()):
+        if not drained:
+            writer.abandoned = True  # what it holds stays with its stuck thread; the exit goes on
+        elif dropped := enqueue.take_dropped():
             writer.handle(_dropped_notice(dropped, capacity))
