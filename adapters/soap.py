@@ -272,6 +272,7 @@ class SoapAdapter:
         items = dotted_get(data, cfg.items_path) or []
         items = items if isinstance(items, list) else [items]
         records, rejected, position = [], [], after.position
+        unnumbered = 0  # items refused for lack of a number since the last numbered one: they may fill a gap
         for index, item in enumerate(items):
             raw = json.dumps(item, ensure_ascii=False, default=str, sort_keys=False)
             try:
@@ -279,17 +280,17 @@ class SoapAdapter:
             except (TypeError, ValueError):
                 rejected.append(Rejected(ref=f"item {index}", reason=f"{cfg.seq_field} missing or not a number",
                                          raw=raw))  # fmt: skip
+                unnumbered += 1
                 continue
             if seq <= position:
                 continue  # already consumed: an agency repeating a page must not move us backwards
-            gap, unnumbered = seq - position - 1, len(rejected)  # the items refused for lack of a number fill it
-            if gap > unnumbered:  # moving past a gap would lose the records in it for good
+            if seq - position - 1 > unnumbered:  # moving past a gap would lose the records in it for good
                 raise FatalError(f"agency {self.code}: {cfg.pull_operation}: sequence jumps from {position} to {seq}")
             native = ({name: _text(dotted_get(item, path)) for name, path in cfg.item_paths.items()}
                       if cfg.item_paths else _leaves(item))  # fmt: skip
             ref = dotted_get(item, cfg.record_id_field)
             records.append(InboundRecord(native=native, raw=raw, ref=str(ref) if ref else None))
-            position = seq
+            position, unnumbered = seq, 0
         more = dotted_get(data, cfg.has_more_path)
         if more is None:
             raise FatalError(f"agency {self.code}: {cfg.pull_operation}: response lacks {cfg.has_more_path}")

@@ -441,6 +441,28 @@ def test_sandbox_answers_unknown_operations_and_bad_numbers_with_client_faults()
     assert all(b"soap:Client" in a.content for a in answers)
 
 
+@pytest.mark.parametrize(("served", "jump"), [([1, None, 3, 4], None), ([1, None, 3, 5], "from 3 to 5")])
+def test_an_unnumbered_item_fills_only_the_gap_right_after_it(tmp_path, served, jump):
+    """Refused for lack of a number, it may be the record between its neighbours; not one further on."""
+    book = default_book("DSJ", malformed_every=0)
+    agency = start_soap_agency("DSJ", book=book)
+    try:
+        for n in range(1, 6):
+            book.add_penalty(subject_name=f"天津南开测试{n}号有限公司", uscc=soap_uscc(n))
+        book.penalties[:] = [p for p in book.penalties if p.seq in served or (p.seq == 2 and None in served)]
+        book.penalties[1].seq = None  # the agency's export lost this record's number
+        adapter = soap_adapter(soap_spec("DSJ", agency.endpoint, page_size=10), tmp_path)
+        if jump:
+            with pytest.raises(FatalError, match=f"sequence jumps {jump}"):
+                adapter.fetch(Cursor())
+        else:
+            page = adapter.fetch(Cursor())
+    finally:
+        agency.stop()
+    if not jump:
+        assert (len(page.records), len(page.rejected), page.next_cursor.position) == (3, 1, 4)
+
+
 def test_a_gap_in_the_sequence_stops_the_pull_rather_than_skip_what_is_in_it(tmp_path):
     """REST did already: an agency that commits seq 3 after serving 4 would otherwise lose 3 for good."""
     book = default_book("DSJ", malformed_every=0)
