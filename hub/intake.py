@@ -151,7 +151,10 @@ def import_licences(
     grants = (grant for _, grant in valid)
     if progress is not None:
         grants = _reporting(grants, progress)
-    result = record_grants(session, grants, agencies, actor=actor)
+    result = record_grants(session, grants, agencies, actor=actor, skip_refused=skip_invalid)
+    # refused by what is recorded already (an ended licence brought back): quarantined like the invalid
+    by_decision = {grant.decision_no: rec for rec, grant in valid}
+    invalid += [(by_decision[grant.decision_no], [problem]) for grant, problem in result.refused]
     for rec, problems in invalid:
         quarantine(session, source=source, record_ref=f"record {rec.number}", problems=problems, raw=rec.raw)
     result.quarantined = len(invalid)

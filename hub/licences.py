@@ -53,6 +53,7 @@ class IntakeResult:
     deliveries: int = 0
     quarantined: int = 0
     licence_ids: list[int] = field(default_factory=list)
+    refused: list[tuple[LicenceGrant, Problem]] = field(default_factory=list)  # skipped, with why (skip_refused)
 
 
 def ensure_agencies(session: Session, agencies: Iterable[AgencySpec]) -> None:
@@ -103,6 +104,7 @@ def record_grants(
     agencies: Mapping[str, AgencySpec],
     *,
     actor: str,
+    skip_refused: bool = False,
 ) -> IntakeResult:
     """Upsert grants, append revisions and create routed deliveries, all in the caller's transaction.
 
@@ -117,6 +119,8 @@ def record_grants(
         grants: validated grants.
         agencies: the registry, for routing.
         actor: who recorded them (a CLI user, an API client), for the audit log.
+        skip_refused: a grant the licence's state refuses (one bringing an ended licence back) is
+            skipped and listed in ``result.refused``; otherwise it raises ContractViolation.
     """
     result, entries = IntakeResult(), []
     connection = session.connection()
@@ -130,16 +134,16 @@ def record_grants(
     for grant in grants:
         chunk.append(grant)
         if len(chunk) == _CHUNK:
-            entries += _record_chunk(session, chunk, specs, actor, result)
+            entries += _record_chunk(session, chunk, specs, actor, result, skip_refused)
             chunk = []
     if chunk:
-        entries += _record_chunk(session, chunk, specs, actor, result)
+        entries += _record_chunk(session, chunk, specs, actor, result, skip_refused)
     audit.append_many(session, entries)  # one read of the chain's head for the whole import
     return result
 
 
 def _record_chunk(session: Session, grants: list[LicenceGrant], specs: list[AgencySpec], actor: str,
-                  result: IntakeResult) -> list[dict]:  # fmt: skip
+                  result: IntakeResult, skip_refused: bool) -> list[dict]:  # fmt: skip
     prepared = []
     for grant in grants:
         canonical = _canonical(grant)
@@ -164,7 +168,7 @@ def _record_chunk(session: Session, grants: list[LicenceGrant], specs: list[Agen
         for index, licence_id, entry in _insert_new(session, [prepared[i] for i in fresh], fresh, specs, actor, result):
             ids[index], entries[index] = licence_id, entry
     for index in one_by_one:
-        ids[index], entries[index] = _record_one(session, *prepared[index], specs, actor, result)
+        ids[index], entries[index] = _record_one(session, *prepared[index], specs, actor, result, skip_refused)
     result.licence_ids += [i for i in ids if i is not None]
     return [e for e in entries if e is not None]
 
@@ -203,7 +207,7 @@ def _entry(actor: str, grant: LicenceGrant, version: int, codes: list[str], dige
 
 
 def _record_one(session: Session, grant: LicenceGrant, canonical: dict, digest: str, specs: list[AgencySpec],
-                actor: str, result: IntakeResult) -> tuple[int, dict | None]:  # fmt: skip
+                actor: str, result: IntakeResult, skip_refused: bool) -> tuple[int | None, dict | None]:  # fmt: skip
     licence = session.exec(select(Licence).where(Licence.decision_no == grant.decision_no)).first()
     if licence is not None and (licence.digest == digest or _recorded_before(session, licence.id, digest)):
         # the same content again, or content it had before (an old file imported again, a retried
@@ -212,7 +216,11 @@ def _record_one(session: Session, grant: LicenceGrant, canonical: dict, digest: 
         return licence.id, None
     earlier_agencies: list[str] = []
     if licence is not None:
-        _refuse_a_revival(licence, grant)
+        if (problem := _revival(licence, grant)) is not None:
+            if not skip_refused:
+                raise ContractViolation.of([problem])
+            result.refused.append((grant, problem))
+            return None, None
         earlier_agencies = list(session.exec(select(Delivery.agency_code).where(Delivery.licence_id == licence.id)
                                              .distinct().order_by(Delivery.agency_code)).all())  # fmt: skip
     company = upsert_company(session, grant)
@@ -252,10 +260,12 @@ def _recorded_before(session: Session, licence_id: int, digest: str) -> bool:
                                                          LicenceRevision.digest == digest).limit(1)).first() is not None
 
 
-def _refuse_a_revival(licence: Licence, grant: LicenceGrant) -> None:
-    """A revoked, cancelled or invalidated licence stays ended: a new grant takes a new decision number."""
+def _revival(licence: Licence, grant: LicenceGrant) -> Problem | None:
+    """Why ``grant`` may not be recorded: a revoked, cancelled or invalidated licence stays ended,
+    and a new grant takes a new decision number."""
     if licence.lifecycle in _ENDED and grant.lifecycle.value not in _ENDED:
-        raise ContractViolation.of([Problem(
-            record=grant.decision_no, field="lifecycle",
-            reason=f"the licence was {licence.lifecycle} (version {licence.version}): a {grant.lifecycle.value} "
-                   "record cannot bring it back; a new grant takes a new decision number")])  # fmt: skip
+        return Problem(record=grant.decision_no, field="lifecycle",
+                       reason=f"the licence was {licence.lifecycle} (version {licence.version}): a "
+                              f"{grant.lifecycle.value} record cannot bring it back; a new grant takes a new "
+                              "decision number")  # fmt: skip
+    return None

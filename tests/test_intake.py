@@ -121,6 +121,20 @@ def test_a_grant_cannot_bring_a_revoked_licence_back_and_nothing_is_written(engi
     assert _counts(engine) == before  # grant 2 of the same file neither
 
 
+def test_skip_invalid_quarantines_a_revival_and_records_the_rest(engine, tmp_path):
+    _import(engine, write_jsonl(tmp_path / "g.jsonl", [grant(1)]))
+    _import(engine, write_jsonl(tmp_path / "r.jsonl", [grant(1, **REVOKED)]))
+    revived = grant(1, XK_NR="热食类食品制售（恢复）")
+
+    result = _import(engine, write_jsonl(tmp_path / "again.jsonl", [grant(2), revived]), skip_invalid=True)
+
+    assert (result.created, result.changed, result.quarantined) == (1, 0, 1)
+    with Session(engine) as s:
+        (held,) = s.exec(select(QuarantinedRecord)).all()
+        assert s.exec(select(Licence.lifecycle).where(Licence.decision_no == revived["XK_WSH"])).one() == "revoked"
+    assert held.record_ref == "record 2" and held.reasons[0]["field"] == "lifecycle"
+
+
 def test_a_change_reaches_every_agency_the_licence_went_to_though_it_no_longer_routes_there(engine, tmp_path):
     _import(engine, write_jsonl(tmp_path / "g.jsonl", [grant(1)]))  # 餐饮: the fire brigade gets it by industry
     no_industry = {k: v for k, v in grant(1, **REVOKED).items() if k != "industry"}
