@@ -28,21 +28,34 @@ def upsert_company(session: Session, grant: LicenceGrant) -> Company:
         company = session.exec(select(Company).where(Company.uscc == uscc)).first()
         if company is None and (adopted := adopt_legacy_companies(session, {uscc: grant.reg_no})):
             company = session.get(Company, adopted[uscc], populate_existing=True)
-    elif grant.reg_no:
-        company = session.exec(select(Company).where(Company.uscc.is_(None), Company.reg_no == grant.reg_no)).first()
+    elif grant.reg_no:  # the one company with that number, whether or not its USCC is known by now
+        company = _by_legacy_id(session, Company.reg_no, grant.reg_no, org_code=grant.org_code)
     elif grant.org_code:
-        company = session.exec(select(Company).where(Company.uscc.is_(None), Company.org_code == grant.org_code)).first()
+        company = _by_legacy_id(session, Company.org_code, grant.org_code, org_code=grant.org_code)
     if company is None:
         company = Company(uscc=uscc, name=grant.subject_name, category=grant.subject_category.value)
         session.add(company)
     company.name = grant.subject_name
     company.category = grant.subject_category.value
-    company.org_code = org_code_of(uscc) if uscc else (grant.org_code or company.org_code)
+    if uscc:
+        company.org_code = org_code_of(uscc)
+    elif company.uscc is None:  # a known USCC fixes the organisation code: a legacy record does not change it
+        company.org_code = grant.org_code or company.org_code
     company.reg_no = grant.reg_no or company.reg_no
     company.legal_rep = grant.legal_rep or company.legal_rep
     company.updated_at = utcnow()
     session.flush()
     return company
+
+
+def _by_legacy_id(session: Session, column, value: str, *, org_code: str | None) -> Company | None:
+    """The company a legacy id names: the only one holding it, else (several) the first still
+    without a USCC, as before USCCs were adopted; never one whose organisation code contradicts."""
+    found = [c for c in session.exec(select(Company).where(column == value).order_by(Company.id)).all()
+             if not (org_code and c.org_code and c.org_code != org_code)]  # fmt: skip
+    if len(found) == 1:
+        return found[0]
+    return next((c for c in found if c.uscc is None), None)
 
 
 def upsert_companies(session: Session, grants: list[LicenceGrant]) -> dict[str, int]:
@@ -95,7 +108,9 @@ def adopt_legacy_companies(session: Session, wanted: dict[str, str | None]) -> d
         found.update((i, (o, r)) for i, o, r in session.execute(_LEGACY.where(Company.org_code.in_(batch))))
     for batch in _batches(sorted(regs)):
         found.update((i, (o, r)) for i, o, r in session.execute(_LEGACY.where(Company.reg_no.in_(batch))))
-    candidates = {uscc: {i for i, (org, reg) in found.items() if org == orgs[uscc] or (reg and reg == wanted[uscc])}
+    # a company whose organisation code is not the one the USCC embeds is another company, whatever its number
+    candidates = {uscc: {i for i, (org, reg) in found.items()
+                         if org == orgs[uscc] or (reg and reg == wanted[uscc] and org in (None, orgs[uscc]))}
                   for uscc in wanted}  # fmt: skip
     claims: dict[int, int] = {}
     for ids in candidates.values():
@@ -103,11 +118,13 @@ def adopt_legacy_companies(session: Session, wanted: dict[str, str | None]) -> d
             claims[company_id] = claims.get(company_id, 0) + 1
     adopted = {uscc: company_id for uscc, ids in candidates.items() if len(ids) == 1
                for company_id in ids if claims[company_id] == 1}  # fmt: skip
-    table = Company.__table__
+    table, taken = Company.__table__, {}
     for uscc, company_id in adopted.items():
-        session.execute(table.update().where(table.c.id == company_id, table.c.uscc.is_(None))
-                        .values(uscc=uscc, org_code=orgs[uscc], updated_at=utcnow()))  # fmt: skip
-    return adopted
+        done = session.execute(table.update().where(table.c.id == company_id, table.c.uscc.is_(None))
+                               .values(uscc=uscc, org_code=orgs[uscc], updated_at=utcnow()))  # fmt: skip
+        if done.rowcount == 1:  # not when another transaction gave it a USCC meanwhile
+            taken[uscc] = company_id
+    return taken
 
 
 _LEGACY = sa.select(Company.id, Company.org_code, Company.reg_no).where(Company.uscc.is_(None))

@@ -79,3 +79,18 @@ def test_a_penalty_whose_organisation_code_is_unknown_is_linked_by_its_registrat
         _, stored = store_violation(session, violation("OLD-2", CF_XDR_SHXYM=None, CF_XDR_GSZC=REG_NO,
                                                        CF_XDR_ZZJG=make_uscc(99)[8:17]))  # fmt: skip
     assert stored.identity_status == IdentityStatus.LINKED and "registration number" in stored.identity_note
+
+
+def test_a_legacy_licence_after_the_uscc_one_joins_the_same_company_in_any_order_and_batching(engine):
+    """One import holding both: the new licence with the USCC is bulk-inserted before the legacy one."""
+    _record(engine, grant(2, XK_XDR_SHXYM=USCC, XK_XDR_GSZC=REG_NO), _legacy_grant(1))
+    _record(engine, _legacy_grant(3, org_code=USCC[8:17]))
+    assert _companies(engine) == [(USCC, REG_NO, USCC[8:17])]
+
+
+def test_a_registration_number_with_another_organisation_code_is_another_company(engine):
+    _record(engine, grant(2, XK_XDR_SHXYM=USCC, XK_XDR_GSZC=REG_NO))
+    other_org = make_uscc(99)[8:17]
+    _record(engine, grant(3, XK_XDR_SHXYM=PLACEHOLDER, XK_XDR_GSZC=REG_NO, XK_XDR_ZZJG=other_org))
+    assert sorted(_companies(engine), key=str) == sorted([(USCC, REG_NO, USCC[8:17]), (None, REG_NO, other_org)],
+                                                         key=str)  # fmt: skip
