@@ -172,7 +172,9 @@ class FileDropAdapter:
             with contextlib.suppress(HubError):
                 self.transport.remove(folder)
             raise
-        self.transport.write_atomic(f"{folder}/{MANIFEST_NAME}", manifest_bytes)  # the done marker, last
+        # the done marker, last, and outside the clean-up: a manifest write that timed out may have
+        # landed, and the agency may be reading the batch already
+        self.transport.write_atomic(f"{folder}/{MANIFEST_NAME}", manifest_bytes)
         log.info("agency %s: wrote licence batch %s (%d messages)", cfg.code, batch_id, len(messages))
         return self._receipts(batch_id, messages, *self._await_receipt(batch_id))
 

@@ -26,7 +26,7 @@ from hub.clock import utcnow
 from contracts.uscc import PLACEHOLDER
 from hub.bulk import bulk_insert, new_ids
 from hub.companies import upsert_companies, upsert_company
-from hub.errors import ContractViolation, Problem
+from hub.errors import ContractViolation, Problem, TransientError
 from hub.models import Agency, Delivery, DeliveryState, Licence, LicenceRevision
 from hub.routing import route
 
@@ -36,6 +36,7 @@ _MESSAGE_NS = uuid.UUID("6f1c1d0e-3f0a-5b7e-9a51-5348475548ab")
 _OPEN = (DeliveryState.PENDING, DeliveryState.WAITING_RETRY, DeliveryState.DEAD)
 _ENDED = frozenset({"revoked", "cancelled", "invalidated"})
 _LICENCE_WRITERS_LOCK = sa.select(sa.func.pg_advisory_xact_lock(0x5348_4C49))  # 'SHLI'; hub.audit has its own
+LICENCE_LOCK_WAIT = 30.0  # seconds a licence writer waits for its turn (PostgreSQL)
 _CHUNK = 500  # grants per lookup and bulk insert: far below SQLite's and PostgreSQL's parameter limits
 _LICENCE_COLUMNS = ("id", "decision_no", "licence_no", "company_id", "approval_item", "bureau_section", "category",
                     "industry", "lifecycle", "decision_date", "valid_from", "valid_to", "version", "digest", "payload",
@@ -105,6 +106,7 @@ def record_grants(
     *,
     actor: str,
     skip_refused: bool = False,
+    lock_wait: float = LICENCE_LOCK_WAIT,
 ) -> IntakeResult:
     """Upsert grants, append revisions and create routed deliveries, all in the caller's transaction.
 
@@ -121,13 +123,15 @@ def record_grants(
         actor: who recorded them (a CLI user, an API client), for the audit log.
         skip_refused: a grant the licence's state refuses (one bringing an ended licence back) is
             skipped and listed in ``result.refused``; otherwise it raises ContractViolation.
+        lock_wait: on PostgreSQL, seconds to wait while another transaction records licences,
+            before TransientError.
     """
     result, entries = IntakeResult(), []
     connection = session.connection()
     if connection.dialect.name == "postgresql":
         # Regulators' feeds read revisions by id, and move past the highest they saw: ids must
         # commit in their order, so writers of licences take turns (SQLite's writers always do).
-        connection.execute(_LICENCE_WRITERS_LOCK)
+        _take_turn(connection, lock_wait)
     ensure_agencies(session, agencies.values())
     specs = list(agencies.values())
     chunk: list[LicenceGrant] = []
@@ -253,6 +257,21 @@ def _record_one(session: Session, grant: LicenceGrant, canonical: dict, digest: 
     codes += [code for code in earlier_agencies if code not in codes and code in known]
     result.deliveries += _open_deliveries(session, revision, codes)
     return licence.id, _entry(actor, grant, licence.version, codes, digest)
+
+
+def _take_turn(connection: sa.Connection, seconds: float) -> None:
+    """The licence writers' lock, waited for ``seconds`` at most: a POST arriving while a large
+    import runs is told to come back (TransientError, 503), rather than hold a connection and a
+    worker thread of the API until the import is done."""
+    connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{max(1, int(seconds * 1000))}ms'")
+    try:
+        connection.execute(_LICENCE_WRITERS_LOCK)
+    except sa.exc.OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
+            raise
+        raise TransientError(f"another import is recording licences; try again in a minute "
+                             f"(waited {seconds:g} s)", retry_after=60) from exc  # fmt: skip
+    connection.exec_driver_sql("SET LOCAL lock_timeout = DEFAULT")
 
 
 def _recorded_before(session: Session, licence_id: int, digest: str) -> bool:

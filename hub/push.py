@@ -143,8 +143,10 @@ def push_agency(engine: Engine, spec: AgencySpec, adapter: AgencyAdapter, *, fen
 
     Deliveries are claimed ``claim_window`` at a time (rounded down to whole batches, at least one).
     Transient failures schedule a retry (or mark the delivery dead at the agency's attempt
-    limit) and end this run; fatal and configuration errors do the same, then propagate. Batches
-    claimed but not sent when one before them fails go back as they were, their attempt uncounted.
+    limit) and end this run; fatal and configuration errors do the same, then propagate, except a
+    FatalError that names the messages refused (``refused``): those alone fail, the rest of their
+    batch goes back, and the run ends as after a transient failure. Batches claimed but not sent
+    when one before them fails go back as they were, their attempt uncounted.
     """
     result = PushResult(spec.code)
     window = spec.batch_size * max(1, claim_window // spec.batch_size)

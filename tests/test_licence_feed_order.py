@@ -7,11 +7,13 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from sqlmodel import Session
 
 from contracts.records import LicenceGrant
 from contracts.registry import load_registry
 from hub.db import create_db_engine, migrate
+from hub.errors import TransientError
 from hub.feeds import licence_feed
 from hub.licences import record_grants
 from tests.helpers import grant
@@ -44,3 +46,22 @@ def test_a_licence_recorded_while_a_bigger_import_is_open_waits_and_the_feed_mis
         engine.dispose()
     assert waiting and seen_meanwhile == []
     assert [item.decision_no for item in fed.items] == [grant(1)["XK_WSH"], grant(2)["XK_WSH"]]
+
+
+def test_a_writer_that_waits_too_long_for_its_turn_is_told_to_come_back_and_writes_nothing(pg_url):
+    engine = create_db_engine(pg_url)
+    migrate(engine)
+    try:
+        with Session(engine) as big_import, Session(engine) as posted:
+            record_grants(big_import, [LicenceGrant.model_validate(grant(1))], load_registry(), actor="cli:big.jsonl")
+            with pytest.raises(TransientError, match="another import is recording licences") as told:
+                record_grants(posted, [LicenceGrant.model_validate(grant(2))], load_registry(), actor="api:bureau",
+                              lock_wait=0.3)  # fmt: skip
+            posted.rollback()
+            big_import.commit()
+        with Session(engine) as session:
+            fed = licence_feed(session, agency="SCJG")
+    finally:
+        engine.dispose()
+    assert told.value.retry_after == 60
+    assert [item.decision_no for item in fed.items] == [grant(1)["XK_WSH"]]
