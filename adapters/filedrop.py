@@ -182,9 +182,12 @@ class FileDropAdapter:
         """The batch's receipt and the verified signature over it (None when the drop is not signed)."""
         path = f"{RECEIPTS}/{batch_id}.json"
         deadline = time.monotonic() + self.config.receipt_timeout
+        raw: bytes | None = None  # read once: written whole (renamed into place), it does not change
         while True:
-            if self.transport.stat(path) is not None:
-                found = self._checked_receipt(path, batch_id, last_chance=time.monotonic() >= deadline)
+            if raw is None and self.transport.stat(path) is not None:
+                raw = self.transport.read(path)
+            if raw is not None:
+                found = self._checked_receipt(raw, path, batch_id, last_chance=time.monotonic() >= deadline)
                 if found is not None:
                     return found
             elif time.monotonic() >= deadline:
@@ -194,9 +197,10 @@ class FileDropAdapter:
                 )
             time.sleep(self.config.poll_interval)
 
-    def _checked_receipt(self, path: str, batch_id: str, *, last_chance: bool) -> tuple[dict, str | None] | None:
-        """The receipt at ``path`` once its signature checks out; None while its signature may still be on its way."""
-        raw = self.transport.read(path)
+    def _checked_receipt(self, raw: bytes, path: str, batch_id: str, *,
+                         last_chance: bool) -> tuple[dict, str | None] | None:  # fmt: skip
+        """The receipt ``raw`` (read from ``path``) once its signature checks out; None while its
+        signature may still be on its way."""
         signature_path = f"{RECEIPTS}/{batch_id}{RECEIPT_SIGNATURE}"
         signature = self.transport.read(signature_path) if self.transport.stat(signature_path) is not None else None
         try:

@@ -12,6 +12,7 @@ position is one we already hold (an agency repeating a page) and is dropped here
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import datetime as dt
 import hashlib
@@ -155,14 +156,14 @@ def body_text(response: requests.Response, *, lenient: bool = False) -> str:
     """
     declared = _CHARSET.search(response.headers.get("Content-Type", ""))
     charset = declared.group(1) if declared else "utf-8"
-    if charset.replace("-", "").replace("_", "").lower() == "utf8":
-        charset = "utf-8-sig"  # a byte order mark is allowed to be there, and is not text
     try:
-        return response.content.decode(charset, "replace" if lenient else "strict")
+        codec = codecs.lookup(charset).name
     except LookupError as exc:
         if lenient:
             return response.content.decode("utf-8", "replace")
         raise ValueError(f"unknown charset {charset!r}") from exc
+    # a byte order mark is allowed before UTF-8, and is not text
+    return response.content.decode("utf-8-sig" if codec == "utf-8" else codec, "replace" if lenient else "strict")
 
 
 def _raise_for_status(agency: str, action: str, response: requests.Response) -> None:
@@ -255,7 +256,7 @@ class RestAdapter:
             return Receipt(
                 message_id=message_id,
                 ack_id=_text(item[names.ack_id]),
-                received_at=received if received.tzinfo else received.replace(tzinfo=dt.UTC),
+                received_at=received,  # a time without an offset: Receipt reads it as UTC
                 digest=_text(item[names.digest]),
                 duplicate=bool(item.get(names.duplicate)) if names.duplicate else False,
             )

@@ -280,6 +280,7 @@ def accepted_keys(
 ) -> list[ec.EllipticCurvePrivateKey]:
     """The private keys matching ``accepted_certificates`` (same order): a party decrypting drops
     that peers encrypted to its old certificate during the overlap needs the old key too."""
-    kind, party_dir, entries = _accepted(directory, name, now)
-    return [load_private_key(party_dir / f"{kind}.key")] + [load_private_key(party_dir / e["key"]) for e in entries]
+    kind, party_dir, _ = _accepted(directory, name, now)
+    previous = previous_key_files(directory, name, now)
+    return [load_private_key(path) for path in [party_dir / f"{kind}.key", *previous]]
 

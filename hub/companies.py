@@ -73,9 +73,7 @@ def upsert_companies(session: Session, grants: list[LicenceGrant]) -> dict[str, 
                       reg_no=grant.reg_no or fields["reg_no"], legal_rep=grant.legal_rep or fields["legal_rep"])  # fmt: skip
     table, now = Company.__table__, utcnow()
     codes = list(latest)
-    missing = set(codes) - set(_select_company_ids(session, codes))
-    if missing:  # refreshed below like any existing company
-        adopt_legacy_companies(session, {c: latest[c]["reg_no"] for c in missing})
+    adopt_legacy_companies(session, {c: latest[c]["reg_no"] for c in codes})  # refreshed below like any other
     dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     session.execute(dialect_insert(table).on_conflict_do_nothing(index_elements=["uscc"]),
                     [{"uscc": c, **latest[c], "created_at": now, "updated_at": now} for c in codes])  # fmt: skip
@@ -93,7 +91,7 @@ def upsert_companies(session: Session, grants: list[LicenceGrant]) -> dict[str, 
 
 
 def adopt_legacy_companies(session: Session, wanted: dict[str, str | None]) -> dict[str, int]:
-    """Give each USCC in ``wanted`` (no company holds it yet) to the one company known so far only
+    """Give each USCC in ``wanted`` that no company holds yet to the one company known so far only
     by a legacy id the record carries: its registration number (the value) or the organisation
     code the USCC embeds. Otherwise one company would become two, and its penalties known by the
     legacy id would be missing from the check made by USCC. Two candidates, or a candidate two
@@ -101,13 +99,12 @@ def adopt_legacy_companies(session: Session, wanted: dict[str, str | None]) -> d
     """
     if session.execute(_ANY_LEGACY).first() is None:  # the usual case, and one indexed probe instead of a search
         return {}
+    held = _select_company_ids(session, list(wanted))
+    wanted = {uscc: reg for uscc, reg in wanted.items() if uscc not in held}
     orgs = {uscc: org_code_of(uscc) for uscc in wanted}
-    regs = {reg for reg in wanted.values() if reg}
     found: dict[int, tuple[str | None, str | None]] = {}
-    for batch in _batches(sorted(set(orgs.values()))):
-        found.update((i, (o, r)) for i, o, r in session.execute(_LEGACY.where(Company.org_code.in_(batch))))
-    for batch in _batches(sorted(regs)):
-        found.update((i, (o, r)) for i, o, r in session.execute(_LEGACY.where(Company.reg_no.in_(batch))))
+    for lookup, values in ((_LEGACY_BY_ORG, orgs.values()), (_LEGACY_BY_REG, [r for r in wanted.values() if r])):
+        found.update((i, (o, r)) for i, o, r in lookup.all(session, list(values)))
     # a company whose organisation code is not the one the USCC embeds is another company, whatever its number
     candidates = {uscc: {i for i, (org, reg) in found.items()
                          if org == orgs[uscc] or (reg and reg == wanted[uscc] and org in (None, orgs[uscc]))}
@@ -127,12 +124,10 @@ def adopt_legacy_companies(session: Session, wanted: dict[str, str | None]) -> d
     return taken
 
 
-_LEGACY = sa.select(Company.id, Company.org_code, Company.reg_no).where(Company.uscc.is_(None))
+_LEGACY_COLUMNS = (Company.__table__.c.id, Company.__table__.c.org_code, Company.__table__.c.reg_no)
+_LEGACY_BY_ORG = MatchingRows(_LEGACY_COLUMNS, Company.__table__.c.org_code, Company.__table__.c.uscc.is_(None))
+_LEGACY_BY_REG = MatchingRows(_LEGACY_COLUMNS, Company.__table__.c.reg_no, Company.__table__.c.uscc.is_(None))
 _ANY_LEGACY = sa.select(Company.id).where(Company.uscc.is_(None)).limit(1)
-
-
-def _batches(values: list[str], size: int = 500) -> list[list[str]]:
-    return [values[i : i + size] for i in range(0, len(values), size)]
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ asks to skip invalid records, which are then quarantined with their reasons.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -36,11 +37,17 @@ class RawRecord:
     raw: str
 
 
+def _is_utf8(encoding: str | None) -> bool:
+    try:
+        return encoding is not None and codecs.lookup(encoding).name == "utf-8"
+    except LookupError:
+        return False  # refused below, naming the encoding
+
+
 def decode(data: bytes, *, name: str, encoding: str | None = None) -> str:
     """Decode strictly; malformed bytes are refused with their offset, never replaced."""
-    utf8 = encoding is not None and encoding.replace("-", "").replace("_", "").lower() == "utf8"
     # a byte order mark is not text: kept, it would become part of the first column's name
-    candidates = ["utf-8-sig"] if utf8 else [encoding] if encoding else ["utf-8-sig", "gbk"]
+    candidates = ["utf-8-sig"] if _is_utf8(encoding) else [encoding] if encoding else ["utf-8-sig", "gbk"]
     last: UnicodeDecodeError | None = None
     for candidate in candidates:
         try:

@@ -57,11 +57,16 @@ class Settings(BaseSettings):
     def credentials_environment(self) -> dict[str, str]:
         """Where ``env:NAME`` credentials references are looked up: the process environment, then
         the same .env file the HUB_* settings are read from (both or neither, not one of them)."""
+        return {**self._dotenv, **os.environ}
+
+    @cached_property
+    def _dotenv(self) -> dict[str, str]:
+        """The .env file, read once, as the settings themselves are."""
         from dotenv import dotenv_values
 
         env_file = self.model_config.get("env_file")
         from_file = dotenv_values(env_file) if isinstance(env_file, str) and Path(env_file).is_file() else {}
-        return {**{k: v for k, v in from_file.items() if v is not None}, **os.environ}
+        return {k: v for k, v in from_file.items() if v is not None}
 
     @property
     def database_shown(self) -> str:
