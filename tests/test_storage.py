@@ -109,6 +109,20 @@ def test_alembic_upgrade_then_check_reports_no_drift(db_url):
     assert "No new upgrade operations detected" in proc.stdout + proc.stderr
 
 
+def test_workers_starting_together_each_find_the_schema_ready(db_url):
+    """Four processes migrate one empty database at once, as workers do when they start together."""
+    script = "import sys; from hub.db import create_db_engine, migrate; migrate(create_db_engine(sys.argv[1]))"
+    procs = [subprocess.Popen([sys.executable, "-c", script, db_url], cwd=REPO, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]  # fmt: skip
+    failures = [err for proc in procs if (err := proc.communicate(timeout=120)[1]) and proc.returncode != 0]
+    assert not failures, failures[0][-600:]
+    engine = sa.create_engine(db_url)
+    try:
+        assert is_current(engine)
+    finally:
+        engine.dispose()
+
+
 def test_contract_schemas_export(tmp_path):
     from contracts.schema import export_schemas
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from alembic import context
 
 import hub.models  # noqa: F401  registers every table on the metadata
@@ -9,6 +10,11 @@ from hub.db import create_db_engine
 from hub.models import metadata
 
 config = context.config
+
+#: 'SHMG'. Several workers started at once each upgrade the schema on their way up; on PostgreSQL
+#: all but one failed creating alembic_version. The lock makes them take turns, and a later one,
+#: reading the version after the first has committed, finds nothing left to do.
+_MIGRATORS_LOCK = 0x5348_4D47
 
 
 def _engine():
@@ -30,6 +36,8 @@ def run_migrations_online() -> None:
             compare_type=True,
         )
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":  # SQLite's BEGIN IMMEDIATE already serialises them
+                connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATORS_LOCK)))
             context.run_migrations()
 
 
