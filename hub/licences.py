@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, select
 
 from adapters.base import payload_digest
@@ -75,28 +76,33 @@ def _canonical(grant: LicenceGrant) -> dict:
     return grant.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+_NEWER = aliased(Delivery)
+#: Only the newest state of a licence matters to an agency that has not received the old one. The
+#: state is checked as the row is written: a push may have claimed it (*sending*) since it was
+#: last seen, and what is on the wire is the push's to settle (hub.push supersedes it if it fails).
+_SUPERSEDE = (
+    sa.update(Delivery)
+    .where(Delivery.licence_id == sa.bindparam("licence"), Delivery.revision_id != sa.bindparam("revision"),
+           Delivery.agency_code.in_(sa.bindparam("codes", expanding=True)), Delivery.state.in_(_OPEN))
+    .values(state=DeliveryState.SUPERSEDED, updated_at=sa.bindparam("now"),
+            superseded_by=sa.select(_NEWER.id).where(_NEWER.revision_id == sa.bindparam("revision"),
+                                                     _NEWER.agency_code == Delivery.agency_code).scalar_subquery())
+)  # fmt: skip
+
+
 def _open_deliveries(session: Session, revision: LicenceRevision, codes: list[str]) -> int:
-    licence_id = revision.licence_id
-    older = session.exec(
-        select(Delivery).where(Delivery.licence_id == licence_id, Delivery.state.in_(_OPEN))
-    ).all()
-    created = []
     for code in codes:
-        delivery = Delivery(
+        session.add(Delivery(
             message_id=message_id_for(revision.payload["XK_WSH"], revision.version, code),
-            licence_id=licence_id,
+            licence_id=revision.licence_id,
             revision_id=revision.id,
             agency_code=code,
-        )
-        session.add(delivery)
-        created.append(delivery)
+        ))  # fmt: skip
     session.flush()
-    newest = {d.agency_code: d.id for d in created}
-    for old in older:
-        # Only the newest state of a licence matters to an agency that has not received the old one.
-        if old.agency_code in newest:
-            old.state, old.superseded_by, old.updated_at = DeliveryState.SUPERSEDED, newest[old.agency_code], utcnow()
-    return len(created)
+    if codes:
+        session.connection().execute(_SUPERSEDE, {"licence": revision.licence_id, "revision": revision.id,
+                                                  "codes": codes, "now": utcnow()})  # fmt: skip
+    return len(codes)
 
 
 def record_grants(

@@ -152,24 +152,20 @@ def push_agency(engine: Engine, spec: AgencySpec, adapter: AgencyAdapter, *, fen
     window = spec.batch_size * max(1, claim_window // spec.batch_size)
     allowance = None if max_batches is None else max_batches * spec.batch_size
     landed = _Landed()  # its receipts are stored by the next transaction
-    broken: Exception | None = None  # a grant that no longer maps: the push stops before it
-    after = 0  # the last delivery id claimed by this run
+    after = 0  # the last delivery id this run claimed (or found dead on arrival)
     wire = _Wire(adapter, spec.batch_size)
     # one connection for the run: no pool checkout (and pre-ping) per transaction
     with contextlib.closing(wire), engine.connect() as conn, _commits_without_flush(conn):
         while True:
-            limit = 0 if broken else window if allowance is None else min(window, allowance)
+            limit = window if allowance is None else min(window, allowance)
             try:
-                claimed, stop = _transaction(conn, _store_and_claim, spec, fence, landed.answered, landed.receipts,
+                claimed, seen = _transaction(conn, _store_and_claim, spec, fence, landed.answered, landed.receipts,
                                              now(), result, limit=limit, after=after)
             except BaseException:
                 if wire.window:
                     _store_landed_quietly(conn, spec, fence, wire, now(), result)
                 raise
-            broken = broken or stop
-            if not wire.window and not claimed:
-                if broken:
-                    raise broken
+            if not wire.window and not claimed and seen == after:
                 return result
             try:
                 landed = wire.land() if wire.window else _Landed()
@@ -183,8 +179,8 @@ def push_agency(engine: Engine, spec: AgencySpec, adapter: AgencyAdapter, *, fen
                 if isinstance(landed.error, TransientError) or getattr(landed.error, "refused", None):
                     return result  # a later run goes on (the refused messages failed alone, in their rows)
                 raise landed.error
+            after = seen
             if claimed:
-                after = claimed[-1].id
                 wire.send(claimed)
                 allowance = None if allowance is None else allowance - len(claimed)
 
@@ -228,25 +224,44 @@ def _store_and_claim(session: Session, spec: AgencySpec, fence: Fence | None, se
                      after: int) -> tuple[list[_Claimed], Exception | None]:  # fmt: skip
     """Store the receipts of ``sent`` and claim up to ``limit`` more deliveries after id ``after``, in the caller's transaction.
 
-    Returns the claimed deliveries and, when a stored grant no longer maps (its agency's contract
-    changed since it was recorded), why: the claim ends before that delivery.
+    A delivery whose stored grant no longer maps (its agency's contract changed since it was
+    recorded) is a dead letter at once, named with why, and the claim goes on past it: no retry
+    could send it, and every delivery behind it would wait for good.
+
+    Returns the claimed deliveries and the highest delivery id looked at.
     """
     if fence:
         fence(session)
     if sent:
         _store_receipts(session, spec, sent, receipts, now, result)
-    claimed, broken = [], None
+    claimed, seen = [], after
     for row in _due(session, spec, now, limit, after) if limit > 0 else []:
+        seen = row[0]
         try:
             claimed.append(_message(spec, *row))
-        except Exception as exc:  # noqa: BLE001 - the caller raises it once what is before it is delivered
-            broken = exc
-            break
+        except (ValueError, TypeError, KeyError) as exc:  # the contract's mapping refused the stored grant
+            _dead_on_arrival(session, spec, row[0], row[2], exc, now, result)
     if claimed:
         _update_deliveries(session, [c.id for c in claimed],
                            {"state": DeliveryState.SENDING, "sending_since": now, "updated_at": now},
                            {"sent_digest": [c.sent_digest for c in claimed]}, attempts=+1)  # fmt: skip
-    return claimed, broken
+    return claimed, seen
+
+
+def _dead_on_arrival(session: Session, spec: AgencySpec, delivery_id: int, message_id: str, exc: Exception,
+                     now: dt.datetime, result: PushResult) -> None:  # fmt: skip
+    why = f"the stored grant no longer maps to {spec.code}'s contract: {exc}"[:2000]
+    session.connection().execute(
+        sa.update(Delivery).where(Delivery.id == delivery_id)
+        .values(state=DeliveryState.DEAD, last_error=why, sending_since=None, updated_at=now)
+    )  # fmt: skip
+    audit.append(session, actor="hub", action="delivery.dead", subject=f"delivery:{message_id}",
+                 detail={"agency": spec.code, "attempts": 0, "error": why})  # fmt: skip
+    result.dead += 1
+    result.error = why
+    agency = agency_row(session, spec.code)
+    agency.last_error, agency.last_error_at = f"push: {why}"[:2000], now
+    session.add(agency)
 
 
 def _store_landed_quietly(conn: Connection, spec: AgencySpec, fence: Fence | None, wire: _Wire, now: dt.datetime,
@@ -352,10 +367,16 @@ def _settle_failure(session: Session, spec: AgencySpec, fence: Fence | None, lan
 
 def _fail(session: Session, spec: AgencySpec, ids: list[int], exc: HubError, now: dt.datetime, result: PushResult) -> None:
     retry_after = getattr(exc, "retry_after", None)
-    for delivery in session.exec(select(Delivery).where(Delivery.id.in_(ids))).all():
+    failed = session.exec(select(Delivery).where(Delivery.id.in_(ids), Delivery.state == DeliveryState.SENDING)).all()
+    newest = _newest_deliveries(session, spec.code, {d.licence_id for d in failed})
+    for delivery in failed:
         delivery.last_error = f"{type(exc).__name__}: {exc}"[:2000]
         delivery.sending_since, delivery.updated_at = None, now
-        if delivery.attempts >= spec.max_attempts:
+        if newest.get(delivery.licence_id, delivery.id) > delivery.id:
+            # the licence changed while this was on the wire: sent again after its backoff, the old
+            # state would reach the agency after the new one, which is due now
+            delivery.state, delivery.superseded_by = DeliveryState.SUPERSEDED, newest[delivery.licence_id]
+        elif delivery.attempts >= spec.max_attempts:
             delivery.state = DeliveryState.DEAD
             result.dead += 1
             audit.append(session, actor="hub", action="delivery.dead", subject=f"delivery:{delivery.message_id}",
@@ -369,6 +390,16 @@ def _fail(session: Session, spec: AgencySpec, ids: list[int], exc: HubError, now
     agency = agency_row(session, spec.code)
     agency.last_error, agency.last_error_at = f"push: {exc}"[:2000], now
     session.add(agency)
+
+
+def _newest_deliveries(session: Session, agency: str, licence_ids: set[int]) -> dict[int, int]:
+    """``{licence id: id of its newest delivery to the agency}``: a revision recorded later has a higher id."""
+    if not licence_ids:
+        return {}
+    query = (select(Delivery.licence_id, sa.func.max(Delivery.id))
+             .where(Delivery.agency_code == agency, Delivery.licence_id.in_(licence_ids))
+             .group_by(Delivery.licence_id))  # fmt: skip
+    return dict(session.exec(query).all())
 
 
 def _store_receipts(session, spec, claimed: list[_Claimed], receipts, now, result: PushResult) -> None:

@@ -39,7 +39,7 @@ class Gate:
 
 @dataclass
 class GateBook(AgencyBook):
-    """An AgencyBook whose requests can be held at ``before_receive``, ``after_receive`` or ``fetch``."""
+    """An AgencyBook whose requests can be held at ``before_fault``, ``before_receive``, ``after_receive`` or ``fetch``."""
 
     gates: dict[str, Gate] = field(default_factory=dict)
 
@@ -66,6 +66,11 @@ class GateBook(AgencyBook):
             del self.gates[point]
         gate.reached.set()
         gate.release.wait(HOLD_LIMIT)  # outside the lock: other requests go on meanwhile
+
+    def next_fault(self):
+        # held here, a request has not yet learnt whether it fails: a test injects the fault meanwhile
+        self._pass("before_fault")
+        return super().next_fault()
 
     def receive(self, message_id, payload):
         self._pass("before_receive")

@@ -18,6 +18,7 @@ from contracts.records import LicenceGrant
 from contracts.registry import load_registry
 from hub.clock import utcnow
 from hub.db import session_scope
+from hub.errors import ConfigurationError
 from hub.licences import record_grants
 from hub.models import Delivery, DeliveryState, LicenceRevision
 from hub.outbox import list_dead, retry_dead, sweep_stale
@@ -274,9 +275,9 @@ def test_each_delivery_keeps_the_receipt_the_agency_gave_for_it(engine, make_run
 
 
 @pytest.mark.parametrize(("field", "stored"), [("XK_JDRQ", "not a date"), ("XK_JDRQ", "2026-02-30"), ("XK_WSH", None)])
-def test_a_stored_grant_that_no_longer_maps_stops_the_push_after_storing_the_receipts_before_it(engine, make_runtime,
-                                                                                               start_agency, field,
-                                                                                               stored):  # fmt: skip
+def test_a_stored_grant_that_no_longer_maps_is_a_dead_letter_and_the_rest_are_delivered(engine, make_runtime,
+                                                                                       start_agency, field,
+                                                                                       stored):  # fmt: skip
     agency, runtime = _five_grants_for_scjg_in_batches_of_two(engine, make_runtime, start_agency)
     third = deliveries(runtime.engine, "SCJG")[2]
     with session_scope(runtime.engine) as session:  # as if the contract had changed since it was recorded
@@ -286,13 +287,47 @@ def test_a_stored_grant_that_no_longer_maps_stops_the_push_after_storing_the_rec
         session.add(revision)
     adapter = runtime.adapter_for("SCJG")
     try:
-        with pytest.raises(ValueError, match=field):
-            push_agency(runtime.engine, runtime.agency("SCJG"), adapter)
+        result = push_agency(runtime.engine, runtime.agency("SCJG"), adapter)
+        assert push_agency(runtime.engine, runtime.agency("SCJG"), adapter).delivered == 0  # nothing left behind
     finally:
         adapter.close()
-    # the first batch's receipts were stored although the claim after it failed: not resent next time
-    assert states(runtime.engine, "SCJG") == {"delivered": 2, "pending": 3}
-    assert len(agency.book.received) == 2
+    assert (result.delivered, result.dead) == (4, 1) and field in result.error
+    assert [d.state for d in deliveries(runtime.engine, "SCJG")] == ["delivered", "delivered", "dead", "delivered",
+                                                                     "delivered"]  # fmt: skip
+    assert third.message_id not in agency.book.received and len(agency.book.received) == 4
+    with session_scope(runtime.engine) as session:
+        (dead,) = list_dead(session, agency="SCJG")
+    assert dead.id == third.id and "no longer maps to SCJG's contract" in dead.last_error and field in dead.last_error
+
+
+def test_a_licence_changed_while_its_old_state_is_on_the_wire_never_reaches_the_agency_after_the_new_one(
+        engine, make_runtime, start_agency):  # fmt: skip
+    agency = start_agency("SCJG")
+    runtime = make_runtime(engine.url.render_as_string(hide_password=False), {"SCJG": {"endpoint": agency.endpoint}})
+    record(runtime.engine, runtime.registry, [1])
+    gate = agency.book.arm("before_fault")
+    adapter = runtime.adapter_for("SCJG")
+    done: list = []
+    push = threading.Thread(target=lambda: done.append(push_agency(runtime.engine, runtime.agency("SCJG"), adapter)))
+    push.start()
+    try:
+        assert gate.reached.wait(30)  # the first state is claimed and on the wire
+        with session_scope(runtime.engine) as session:  # meanwhile the licence changes
+            record_grants(session, [LicenceGrant.model_validate(grant(1, XK_NR="热食类食品制售、冷食类食品制售"))],
+                          runtime.registry, actor="test")  # fmt: skip
+        agency.book.inject(Fault.ERROR_500)  # and the agency fails the first state's request
+    finally:
+        gate.release.set()
+        push.join(30)
+    try:
+        first, second = deliveries(runtime.engine, "SCJG")
+        assert (first.state, first.superseded_by) == ("superseded", second.id)  # not retried behind the new state
+        later = utcnow() + dt.timedelta(days=1)  # past any backoff the first state could have had
+        assert push_agency(runtime.engine, runtime.agency("SCJG"), adapter, now=lambda: later).delivered == 1
+    finally:
+        adapter.close()
+    assert list(agency.book.received) == [second.message_id]
+    assert [d.state for d in deliveries(runtime.engine, "SCJG")] == ["superseded", "delivered"]
 
 
 def test_a_push_gives_its_connection_back_committing_durably_whether_it_ends_well_or_not(pg_url, make_runtime,
@@ -311,10 +346,8 @@ def test_a_push_gives_its_connection_back_committing_durably_whether_it_ends_wel
     try:
         assert push_agency(runtime.engine, runtime.agency("SCJG"), adapter, max_batches=1).delivered == 2
         assert commits_of_the_pooled_connection() == "on"
-        with session_scope(runtime.engine) as session:  # the next grant no longer maps: this push raises
-            revision = session.get(LicenceRevision, deliveries(runtime.engine, "SCJG")[2].revision_id)
-            revision.payload = {**revision.payload, "XK_JDRQ": "not a date"}
-        with pytest.raises(ValueError, match="XK_JDRQ"):
+        agency.queue_response(401, {"error": "unauthorized"})  # the next push raises: fix the configuration
+        with pytest.raises(ConfigurationError):
             push_agency(runtime.engine, runtime.agency("SCJG"), adapter)
         assert commits_of_the_pooled_connection() == "on"
     finally:
