@@ -33,7 +33,8 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 IDLE_PING_SECONDS = 30.0
 _RETURNED_AT = "hub_returned_at"
 
-__all__ = ["WalCheckpointer", "alembic_config", "create_db_engine", "is_current", "migrate", "session_scope"]
+__all__ = ["WalCheckpointer", "alembic_config", "create_db_engine", "is_current", "migrate", "session_scope",
+           "unknown_revisions"]
 
 log = logging.getLogger(__name__)
 
@@ -153,16 +154,38 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
-    """Create or upgrade the schema to ``revision``."""
-    command.upgrade(alembic_config(engine), revision)
+    """Create or upgrade the schema to ``revision``.
+
+    Raises:
+        ConfigurationError: the database cannot be reached, or a newer hub has upgraded it.
+    """
+    shown = engine.url.render_as_string(hide_password=True)
+    try:
+        unknown = unknown_revisions(engine)
+        if unknown:
+            raise ConfigurationError(f"the hub database {shown} is at schema revision {', '.join(sorted(unknown))}, "
+                                     "which this hub does not know: a newer hub has upgraded it; run that version")  # fmt: skip
+        command.upgrade(alembic_config(engine), revision)
+    except sa.exc.SQLAlchemyError as exc:
+        raise ConfigurationError(f"cannot create or upgrade the hub database {shown}: {str(exc).splitlines()[0]}") from exc
+
+
+def unknown_revisions(engine: Engine) -> set[str]:
+    """The database's schema revisions that this hub's migrations do not have (a newer hub's)."""
+    script = ScriptDirectory.from_config(alembic_config(engine))
+    known = {rev.revision for rev in script.walk_revisions()}
+    return _current_revisions(engine) - known
 
 
 def is_current(engine: Engine) -> bool:
     """True when the database is at the newest migration (used by /readyz)."""
     script = ScriptDirectory.from_config(alembic_config(engine))
+    return _current_revisions(engine) == set(script.get_heads())
+
+
+def _current_revisions(engine: Engine) -> set[str]:
     with engine.connect() as conn:
-        current = set(MigrationContext.configure(conn).get_current_heads())
-    return current == set(script.get_heads())
+        return set(MigrationContext.configure(conn).get_current_heads())
 
 
 class WalCheckpointer:

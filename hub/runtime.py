@@ -59,7 +59,7 @@ class HubRuntime:
         (var/ is relative to the working directory) and report on that."""
         import sqlalchemy as sa
 
-        from hub.db import is_current
+        from hub.db import is_current, unknown_revisions
 
         shown, url = self.settings.database_shown, sa.engine.make_url(self.settings.resolved_database_url)
         where = "HUB_DATA_DIR and HUB_DATABASE_URL choose which"
@@ -71,6 +71,9 @@ class HubRuntime:
         except sa.exc.SQLAlchemyError as exc:
             raise ConfigurationError(f"cannot read the hub database {shown}: {str(exc).splitlines()[0]}") from exc
         if not current:
+            if newer := unknown_revisions(self.engine):
+                raise ConfigurationError(f"the hub database {shown} is at schema revision {', '.join(sorted(newer))}, "
+                                         "which this hub does not know: a newer hub has upgraded it; run that version")  # fmt: skip
             raise ConfigurationError(f"the hub database {shown} is not at this hub's schema: "
                                      f"run `hub init` to create or upgrade it ({where})")  # fmt: skip
 
@@ -109,5 +112,5 @@ def _previous_signing_keys(pki: Path) -> tuple[Path, ...]:
 
     try:
         return tuple(previous_key_files(pki, "hub/signing"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, ConfigurationError):  # no PKI here: production files named by absolute paths
         return ()

@@ -11,9 +11,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hub.errors import ConfigurationError
 
-__all__ = ["LOG_LEVELS", "Settings"]
+__all__ = ["BROKER_SCHEMES", "LOG_LEVELS", "Settings"]
 
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")
 
 
 class Settings(BaseSettings):
@@ -26,8 +27,11 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(None, description="Celery broker; default: SQLite file in data_dir")
     agencies_dir: Path | None = Field(None, description="agency data files; default: contracts/agencies")
     pki_dir: Path | None = Field(None, description="certificates and keys; default: data_dir/pki")
-    freshness_hours: float = Field(24.0, gt=0, description="older agency data makes a verdict stale")
-    lease_seconds: float = Field(120.0, gt=0, description="how long a sync lease lives without renewal")
+    # bounded: a value that parses but no clock can add (inf, 1e12 s) failed later, as a traceback
+    freshness_hours: float = Field(24.0, gt=0, le=24 * 3660, allow_inf_nan=False,
+                                   description="older agency data makes a verdict stale (at most ten years)")
+    lease_seconds: float = Field(120.0, gt=0, le=86_400, allow_inf_nan=False,
+                                 description="how long a sync lease lives without renewal (at most a day)")
     api_tokens_file: Path | None = Field(None, description="reviewer/admin/regulator tokens (JSON)")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL, for `hub serve` and "
                                                "`hub worker`; from WARNING up the server logs no line per request")
@@ -39,6 +43,29 @@ class Settings(BaseSettings):
             super().__init__(**values)
         except ValidationError as exc:
             raise ConfigurationError(_describe(exc)) from exc
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_parses(cls, value: str | None) -> str | None:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        if value is not None:
+            try:
+                make_url(value)
+            except ArgumentError:
+                raise ValueError("not a database URL (for example postgresql://hub@db.example/hub)") from None
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_we_run_on(cls, value: str | None) -> str | None:
+        # an unknown scheme surfaced only as kombu's KeyError when the worker started
+        scheme = (value or "").partition("://")[0].lower()
+        if value is not None and scheme not in BROKER_SCHEMES and not scheme.startswith("sqla+"):
+            raise ValueError(f"the broker must be Redis or RabbitMQ ({', '.join(BROKER_SCHEMES)}://…), "
+                             "or unset for the embedded one")  # fmt: skip
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -22,6 +22,39 @@ def test_a_bad_value_names_the_variable_the_value_and_the_reason(monkeypatch, tm
     assert "HUB_LOG_LEVEL='loud': must be one of CRITICAL, ERROR, WARNING, INFO, DEBUG" in message
 
 
+@pytest.mark.parametrize(("name", "value", "reason"), [
+    ("HUB_LEASE_SECONDS", "inf", "Input should be a finite number"),
+    ("HUB_LEASE_SECONDS", "1e12", "Input should be less than or equal to 86400"),
+    ("HUB_FRESHNESS_HOURS", "inf", "Input should be a finite number"),
+    ("HUB_DATABASE_URL", "hub.sqlite3", "not a database URL"),
+    ("HUB_BROKER_URL", "rabbit://broker.internal", "the broker must be Redis or RabbitMQ"),
+])  # fmt: skip
+def test_a_value_that_parses_but_cannot_work_is_refused_with_the_settings(monkeypatch, tmp_path, name, value, reason):
+    """Each used to pass here and fail later as a traceback: a lease no clock can add, kombu's KeyError."""
+    monkeypatch.setenv("HUB_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError, match=f"{name}='{value}': {reason}"):
+        Settings()
+
+
+def test_a_database_the_hub_cannot_reach_or_a_newer_hub_upgraded_is_one_line(tmp_path):
+    import sqlite3
+
+    env = {**os.environ, "HUB_DATA_DIR": str(tmp_path)}
+    env.pop("HUB_DATABASE_URL", None)
+    unreachable = {**env, "HUB_DATABASE_URL": "postgresql://hub@127.0.0.1:9/hub"}  # port 9: nobody listens
+    proc = run_hub("init", env=unreachable)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "error: cannot create or upgrade the hub database postgresql+psycopg://hub@127.0.0.1:9/hub" in proc.stderr
+    assert run_hub("init", env=env).returncode == 0
+    with sqlite3.connect(tmp_path / "hub.sqlite3") as db:  # as a newer hub leaves it in a rolling upgrade
+        db.execute("UPDATE alembic_version SET version_num = '0999'")
+    for command in (["init"], ["status"]):
+        proc = run_hub(*command, env=env)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        assert "is at schema revision 0999, which this hub does not know: a newer hub has upgraded it" in proc.stderr
+
+
 def test_log_level_is_read_in_any_case(monkeypatch, tmp_path):
     monkeypatch.setenv("HUB_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("HUB_LOG_LEVEL", " warning ")

@@ -158,3 +158,20 @@ def test_proxy_and_ca_bundle_from_the_environment_do_not_reach_an_agency(tmp_pat
         finally:
             runtime.dispose()
         assert list(sandbox.books[code].received) == [receipt.message_id]
+
+
+def test_production_certificates_named_by_absolute_paths_need_no_pki_directory(tmp_path, pki):
+    """The bureau's own certificates, elsewhere, and no dev PKI under HUB_PKI_DIR: mTLS still works."""
+    with start_sandbox(tmp_path / "sandbox", codes=["JJZD"], pki_dir=pki.root) as sandbox:
+        tls = {"ca": str(pki.ca_cert), "client_cert": str(pki.hub.client_cert), "client_key": str(pki.hub.client_key)}
+        overrides = {"JJZD": {**sandbox.overrides["JJZD"], "tls": tls}}
+        runtime = _runtime(tmp_path, tmp_path / "no-pki-here", overrides)
+        try:
+            record = _road_transport_grant(1)
+            with session_scope(runtime.engine) as session:
+                import_licences(session, [RawRecord(1, record, json.dumps(record))], runtime.registry, actor="test")
+            outcome = list(sync_agencies(runtime, ["JJZD"]))
+        finally:
+            runtime.dispose()
+        assert all(ok for _, ok in outcome), outcome
+        assert len(sandbox.books["JJZD"].received) == 1
