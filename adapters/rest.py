@@ -75,6 +75,9 @@ class ReceiptFields(BaseModel):
     duplicate: str | None = "duplicate"
 
 
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")  # visible ASCII: what a bearer token may hold in a header
+
+
 class RestConfig(BaseModel):
     """Typed config of one REST agency: its ``[rest]`` table plus endpoint, secrets and timeouts."""
 
@@ -384,6 +387,11 @@ def from_spec(spec: AgencySpec, context: AdapterContext) -> RestAdapter:
     data.setdefault("read_timeout", context.read_timeout)
     if data.get("auth") == "bearer":
         data["token"] = context.secret
+        if context.secret and not _HEADER_SAFE.fullmatch(context.secret):
+            # checked here, named but never quoted: requests' own error would print the header
+            # with the token in it, into the sync's output and the worker's log
+            raise ConfigurationError(f"agency {spec.code}: its token (credentials {spec.credentials}) holds a space, "
+                                     "a line break or a character outside ASCII: an HTTP header cannot carry it")  # fmt: skip
     tls = context.tls
     for key, path in (("ca_file", tls.ca), ("client_cert", tls.client_cert), ("client_key", tls.client_key)):
         if path is not None:

@@ -230,3 +230,14 @@ def test_a_next_cursor_longer_than_the_hub_keeps_is_refused_before_the_page_is_s
                 adapter.fetch(Cursor())
     finally:
         agency.stop()
+
+
+@pytest.mark.parametrize("token", ["s3cret\nX-Injected: 1", "s3cret token", "s3cret令牌"])
+def test_a_token_no_header_can_carry_is_refused_naming_where_it_came_from_never_quoting_it(token):
+    spec = load_registry()["SCJG"]
+    assert spec.transport["auth"] == "bearer"
+    with pytest.raises(ConfigurationError) as raised:
+        build_adapter(spec, AdapterContext(work_dir=Path("."), secret=token))
+    message = str(raised.value)
+    assert f"agency SCJG: its token (credentials {spec.credentials})" in message and "s3cret" not in message
+    assert raised.value.__cause__ is None and raised.value.__context__ is None  # nothing chained holds it either
