@@ -83,10 +83,10 @@ def _pull(runtime: HubRuntime, code: str, fence: LeaseFence) -> dict[str, Any]:
 
 
 def _leased(runtime: HubRuntime, code: str, holder: str | None, steps) -> dict[str, Any]:
-    """Run ``steps`` (push and/or pull) under the agency's lease; the first transient failure is raised last."""
+    """Run ``steps`` (push and/or pull) under the agency's lease; the first failure is raised last."""
     code = runtime.agency(code).code
     report: dict[str, Any] = {"agency": code}
-    postponed: TransientError | None = None
+    postponed: HubError | None = None
     with lease_for(runtime.engine, code, seconds=runtime.settings.lease_seconds,
                    holder=holder or holder_name("sync")) as fence:  # fmt: skip
         if fence is None:
@@ -97,8 +97,10 @@ def _leased(runtime: HubRuntime, code: str, holder: str | None, steps) -> dict[s
             except LeaseLost as exc:
                 log.warning("%s %s stopped: %s", name, code, exc)
                 return {**report, "lease_lost": str(exc)}
-            except TransientError as exc:
-                # a push that failed must not hold back the pull (and the other way round)
+            except HubError as exc:
+                # a push that failed, even for good (an agency refusing a batch, a mapping gone
+                # wrong), must not hold back the pull, nor the pull the push: the verdict would
+                # go stale over an outbound problem
                 report[name] = {"error": str(exc)}
                 postponed = postponed or exc
     if postponed is not None:

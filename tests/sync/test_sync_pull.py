@@ -231,6 +231,20 @@ def test_a_push_the_agency_fails_does_not_hold_back_the_pull_of_the_same_sync(en
     assert failed.value.report["retrying"] == 3 and agency.book.received == {}
 
 
+def test_a_push_the_agency_refuses_for_good_does_not_hold_back_the_pull_either(engine, make_runtime, start_agency):
+    agency = start_agency("SCJG", malformed_every=0)
+    runtime = make_runtime(engine.url.render_as_string(hide_password=False), {"SCJG": {"endpoint": agency.endpoint}})
+    record(runtime.engine, runtime.registry, range(1, 4))
+    scripted_penalties(agency.book, 4)
+    agency.queue_response(400, {"error": "bad_request", "message": "字段格式错误"})  # the push's request
+
+    with pytest.raises(FatalError, match="SCJG"):  # raised once the pull is done
+        sync_job(runtime, "SCJG")
+
+    ids, _, cursor = pulled(runtime.engine, "SCJG")
+    assert (len(ids), cursor) == (4, 4)
+
+
 def test_status_names_the_certificate_used_with_an_agency_that_expires_first(sqlite_engine, tmp_path):
     """SCJG's client certificate, reissued to last 5 days, comes before the hub's own (a year and more)."""
     pki = init_pki(tmp_path / "pki", parties=[("SCJG", "市场监管局"), ("GSJ", "国税局")])
