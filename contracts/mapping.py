@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import string
+import unicodedata
 from decimal import Decimal, InvalidOperation
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from contracts.records import LicenceGrant, PenaltyType, Severity, ViolationRecord
+from contracts.records import LicenceGrant, ViolationRecord, default_severity
 from contracts.validation import parse_record
 from hub.errors import ContractViolation, Problem
 
@@ -35,15 +37,9 @@ _DATE_FIELDS = {
     "XK_JDRQ", "XK_YXQZ", "XK_YXQZI", "lifecycle_date",
 }  # fmt: skip
 _LIST_FIELDS = {"CF_CFLB"}
-_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
-
-#: Heaviest penalty → severity class, when the agency does not classify the record itself.
-_SERIOUS = {
-    PenaltyType.REVOKE_LICENCE, PenaltyType.RESTRICT_BUSINESS, PenaltyType.STOP_BUSINESS,
-    PenaltyType.CLOSURE, PenaltyType.TRADE_BAN, PenaltyType.DETENTION,
-}  # fmt: skip
-_MINOR = {PenaltyType.WARNING, PenaltyType.REPRIMAND}
-_PENALTY_BY_WORD = {p.value: p for p in PenaltyType}  # PenaltyType(word) costs a microsecond per call
+# ASCII digits only (\d would read Arabic-Indic digits); a comma only between 3-digit thousands groups:
+# '1,2,3' or a clerk's decimal comma '0,5' read with the commas dropped were 123 and 5.
+_NUMBER = re.compile(r"-?(?:[0-9]+|[0-9]{1,3}(?:,[0-9]{3})+)(?:\.[0-9]+)?", re.ASCII)
 
 
 class FieldMapping(BaseModel):
@@ -58,15 +54,27 @@ class FieldMapping(BaseModel):
     list_separator: str = ";"
     constants: dict[str, str] = Field(default_factory=dict)  # code -> value the agency never sends
     record_id: str | None = None  # native field with the agency's own record id (violations)
+    # native field -> notes appended to it ("；" after what ``fields`` put there), for an item the agency's
+    # schema has no element of its own for (DSJ's has none for a licence's lifecycle, so a revocation
+    # reached it as a valid licence). A note is a template of canonical codes, "撤销于{lifecycle_date}",
+    # written as ``fields`` would write them, and only when every code it names has a value.
+    notes: dict[str, list[str]] = Field(default_factory=dict)
+
+    @field_validator("notes")
+    @classmethod
+    def _notes_name_licence_items(cls, notes: dict[str, list[str]]) -> dict[str, list[str]]:
+        known = {field.alias or name for name, field in LicenceGrant.model_fields.items()}
+        for native, templates in notes.items():
+            for template in templates:
+                unknown = sorted(set(_placeholders(template)) - known)
+                if unknown:
+                    raise ValueError(f"note {template!r} for {native} names {', '.join(unknown)}, "
+                                     "which no licence has")  # fmt: skip
+        return notes
 
 
-def default_severity(penalties: tuple[PenaltyType, ...]) -> Severity:
-    """Order 36 class from the heaviest penalty, used when the agency gives none."""
-    if any(p in _SERIOUS for p in penalties):
-        return Severity.SERIOUS
-    if all(p in _MINOR for p in penalties):
-        return Severity.MINOR
-    return Severity.ORDINARY
+def _placeholders(template: str) -> list[str]:
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
 
 
 def _fixed_layout(fmt: str) -> re.Pattern[str] | None:
@@ -123,7 +131,7 @@ def _parse_date(value: Any, formats: list[str]) -> dt.date:
 
 
 def _parse_amount(value: Any, unit: str) -> Decimal:
-    text = str(value).strip().replace(",", "").replace("，", "")
+    text = unicodedata.normalize("NFKC", str(value)).strip()  # full-width digits and commas (，) as ASCII
     if text.endswith("万元"):
         stated, text = "wanyuan", text[:-2]
     elif text.endswith("元"):
@@ -133,10 +141,12 @@ def _parse_amount(value: Any, unit: str) -> Decimal:
     if stated != unit:
         expected = "万元" if unit == "wanyuan" else "元"
         raise ValueError(f"amount {value!r} is stated in the wrong unit; this agency sends {expected}")
-    if not _NUMBER.match(text):
+    if not _NUMBER.fullmatch(text):
+        if "," in text:
+            raise ValueError(f"{value!r} is not a decimal amount: a comma may only separate thousands (1,000)")
         raise ValueError(f"{value!r} is not a decimal amount")
     try:
-        amount = Decimal(text)
+        amount = Decimal(text.replace(",", ""))
     except InvalidOperation as exc:  # pragma: no cover - the regex already refuses these
         raise ValueError(f"{value!r} is not a decimal amount") from exc
     return amount / _TEN_THOUSAND if unit == "yuan" else amount
@@ -211,13 +221,27 @@ def native_to_violation(
         raise ContractViolation.of(problems)
     data["source_agency"] = agency_code
     if mapping.record_id:
-        data["agency_record_id"] = str(native.get(mapping.record_id) or "").strip() or None
-    if "severity" not in data and "CF_CFLB" in data:
         try:
-            data["severity"] = default_severity(tuple(_PENALTY_BY_WORD[p] for p in data["CF_CFLB"]))
-        except KeyError:
-            pass  # the contract check below names the unknown penalty type
+            data["agency_record_id"] = _record_id(native.get(mapping.record_id))
+        except ValueError as exc:
+            raise ContractViolation.of([Problem(record=record, field=f"agency_record_id ({mapping.record_id})",
+                                                reason=str(exc))]) from exc  # fmt: skip
+    # the severity, when the agency gives none, is the contract's to derive (ViolationRecord)
     return parse_record(ViolationRecord, data, record=record)
+
+
+def _record_id(value: Any) -> str | None:
+    """The agency's record id as one text: a JSON 1 and 1.0 are one record, not two."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a record id")
+    if isinstance(value, float | Decimal):
+        whole = value.is_integer() if isinstance(value, float) else value.is_finite() and value == int(value)
+        if not whole:
+            raise ValueError(f"{value!r} is not a record id: ids are whole numbers or text")
+        if isinstance(value, float) and abs(value) > 2**53:  # past this a float no longer holds every integer
+            raise ValueError(f"{value!r} is not a record id: a number this large must be sent as text")
+        value = int(value)
+    return str(value if value is not None else "").strip() or None
 
 
 _LicencePlan = tuple[tuple[str, str, dict[str, str], Callable[[str], str] | None], ...]
@@ -288,4 +312,32 @@ def canonical_licence_to_native(canonical: Mapping[str, Any], mapping: FieldMapp
         else:
             text = str(value)
             native[native_name] = inverse.get(text, text)
+    for native_name, notes in mapping.notes.items():
+        written = [note for note in (_note(t, canonical, mapping) for t in notes) if note]
+        if written:
+            native[native_name] = "；".join(filter(None, (native.get(native_name), *written)))
     return native
+
+
+def _note(template: str, canonical: Mapping[str, Any], mapping: FieldMapping) -> str | None:
+    """``template`` filled with the licence's items as the agency writes them, or None if one is missing."""
+    words: dict[str, str] = {}
+    for code in _placeholders(template):
+        value = canonical.get(code)
+        if value is None:
+            return None
+        words[code] = canonical_licence_to_native({code: value}, _single(code, mapping))[code]
+    return template.format_map(words)
+
+
+def _single(code: str, mapping: FieldMapping) -> FieldMapping:
+    """``code`` mapped to itself with the agency's words and date format: how a note writes the item."""
+    singles = _built_once(_SINGLES, mapping, lambda m: {})
+    single = singles.get(code)
+    if single is None:
+        words = {code: mapping.values[code]} if code in mapping.values else {}
+        single = singles[code] = FieldMapping(fields={code: code}, values=words, date_formats=mapping.date_formats)
+    return single
+
+
+_SINGLES: dict[int, tuple[FieldMapping, Any]] = {}

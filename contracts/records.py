@@ -14,7 +14,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from contracts.uscc import InvalidIdentifier, validate_org_code, validate_reg_no, validate_uscc
+from contracts.fields import CLOCK_SKEW, Date, FreeText, Line, WanYuan, latest_plausible_date, optional_text, text
+from contracts.uscc import PLACEHOLDER, InvalidIdentifier, validate_org_code, validate_reg_no, validate_uscc
 
 CONTRACT_VERSION = "1.0.0"
 LONG_TERM = dt.date(2099, 12, 31)
@@ -30,6 +31,7 @@ __all__ = [
     "Severity",
     "SubjectCategory",
     "ViolationRecord",
+    "default_severity",
 ]
 
 
@@ -88,14 +90,25 @@ class RepairStatus(StrEnum):
     REPAIRED = "repaired"
 
 
-WanYuan = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=6)]
-Text = Annotated[str, Field(min_length=1, max_length=4000)]
-ShortText = Annotated[str, Field(min_length=1, max_length=500)]
+#: Heaviest penalty → severity class, when the agency does not classify the record itself.
+_SERIOUS = frozenset({
+    PenaltyType.REVOKE_LICENCE, PenaltyType.RESTRICT_BUSINESS, PenaltyType.STOP_BUSINESS,
+    PenaltyType.CLOSURE, PenaltyType.TRADE_BAN, PenaltyType.DETENTION,
+})  # fmt: skip
+_MINOR = frozenset({PenaltyType.WARNING, PenaltyType.REPRIMAND})
 
 
-def _required_text(limit: int) -> Any:
-    """Non-empty text of at most ``limit`` characters: what the column storing it holds."""
-    return Annotated[str, Field(min_length=1, max_length=limit)]
+def default_severity(penalties: tuple[PenaltyType, ...]) -> Severity:
+    """Order 36 class from the heaviest penalty, used when the agency gives none."""
+    if any(p in _SERIOUS for p in penalties):
+        return Severity.SERIOUS
+    if all(p in _MINOR for p in penalties):
+        return Severity.MINOR
+    return Severity.ORDINARY
+
+
+Text = text(4000, free=True)
+ShortText = text(500)
 
 
 class _Record(BaseModel):
@@ -104,6 +117,19 @@ class _Record(BaseModel):
 
 def _code(value: str) -> str:
     return validate_uscc(value)
+
+
+def _not_future(value: dt.date | None, info: ValidationInfo) -> dt.date | None:
+    latest = latest_plausible_date(info)
+    if value is not None and value > latest:
+        raise ValueError(f"{value} is in the future (today in China is {latest - CLOCK_SKEW})")
+    return value
+
+
+def _not_before_decision(value: dt.date | None, info: ValidationInfo, what: str, decision_code: str) -> None:
+    decided = info.data.get("decision_date")
+    if value is not None and decided is not None and value < decided:
+        raise ValueError(f"{what} {value} is before the decision date {decision_code} {decided}")
 
 
 def _optional(check):
@@ -129,7 +155,14 @@ class _Subject(_Record):
     @classmethod
     def _subject_code(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value:
-            return validate_uscc(value, reg_no=info.data.get("reg_no"))
+            code = validate_uscc(value, reg_no=info.data.get("reg_no"))
+            category = info.data.get("subject_category")
+            if code == PLACEHOLDER and category not in (None, SubjectCategory.INDIVIDUAL_BUSINESS):
+                # GB 32100 reserves it for an individual business still without a code; for an
+                # organisation it names no one, and its records would join the wrong company.
+                raise InvalidIdentifier(f"placeholder {PLACEHOLDER} stands only for a 个体工商户 (individual business), "
+                                        f"not a {category.value}")  # fmt: skip
+            return code
         legacy = info.data.get("org_code") or info.data.get("reg_no")
         if info.data.get("subject_category") == SubjectCategory.ORGANISATION and not legacy:
             # Older agency data may carry only a legacy id; that is linked later, never guessed.
@@ -146,33 +179,33 @@ class LicenceGrant(_Subject):
     reg_no: RegNo = Field(None, alias="XK_XDR_GSZC", description="工商注册号 (15 digits)")
     org_code: OrgCode = Field(None, alias="XK_XDR_ZZJG", description="组织机构代码 (9 characters)")
     uscc: str | None = Field(None, validate_default=True, alias="XK_XDR_SHXYM", description="统一社会信用代码 (M for organisations)")
-    tax_reg_no: str | None = Field(None, alias="XK_XDR_SWDJ", description="税务登记号")
-    public_institution_no: str | None = Field(None, alias="XK_XDR_SYDW", description="事业单位证书号")
-    social_org_no: str | None = Field(None, alias="XK_XDR_SHZZ", description="社会组织登记证号")
-    legal_rep: str | None = Field(None, max_length=200, alias="XK_FRDB", description="法定代表人")
+    tax_reg_no: Line = Field(None, alias="XK_XDR_SWDJ", description="税务登记号")
+    public_institution_no: Line = Field(None, alias="XK_XDR_SYDW", description="事业单位证书号")
+    social_org_no: Line = Field(None, alias="XK_XDR_SHZZ", description="社会组织登记证号")
+    legal_rep: optional_text(200) = Field(None, alias="XK_FRDB", description="法定代表人")
     decision_doc_name: ShortText = Field(alias="XK_XKWS", description="行政许可决定文书名称")
     decision_no: ShortText = Field(alias="XK_WSH", description="行政许可决定文书号")
     licence_category: LicenceCategory = Field(alias="XK_XKLB", description="许可类别")
-    certificate_name: str | None = Field(None, alias="XK_XKZS", description="许可证书名称")
-    licence_no: str | None = Field(None, max_length=200, alias="XK_XKBH", description="许可编号")
+    certificate_name: Line = Field(None, alias="XK_XKZS", description="许可证书名称")
+    licence_no: optional_text(200) = Field(None, alias="XK_XKBH", description="许可编号")
     content: Text = Field(alias="XK_NR", description="许可内容")
-    decision_date: dt.date = Field(alias="XK_JDRQ", description="许可决定日期")
-    valid_from: dt.date = Field(alias="XK_YXQZ", description="有效期自")
-    valid_to: dt.date = Field(alias="XK_YXQZI", description="有效期至 (2099-12-31 = long-term)")
+    decision_date: Date = Field(alias="XK_JDRQ", description="许可决定日期")
+    valid_from: Date = Field(alias="XK_YXQZ", description="有效期自")
+    valid_to: Date = Field(alias="XK_YXQZI", description="有效期至 (2099-12-31 = long-term)")
     authority: ShortText = Field(alias="XK_XKJG", description="许可机关")
     authority_uscc: USCC = Field(alias="XK_XKJGDM", description="许可机关统一社会信用代码")
-    status: str | None = Field(None, alias="XK_ZT", description="当前状态")
+    status: Line = Field(None, alias="XK_ZT", description="当前状态")
     source_unit: ShortText = Field(alias="XK_LYDW", description="数据来源单位")
     source_unit_uscc: USCC = Field(alias="XK_LYDWDM", description="数据来源单位统一社会信用代码")
-    remarks: str | None = Field(None, alias="BZ", description="备注")
+    remarks: FreeText = Field(None, alias="BZ", description="备注")
     # Hub extensions: which approval item and bureau section, and where the licence stands now.
-    approval_item: _required_text(100) = Field(alias="approval_item", description="审批事项编码")
-    approval_item_name: str | None = Field(None, alias="approval_item_name", description="审批事项名称")
-    bureau_section: _required_text(200) = Field(alias="bureau_section", description="审批局科室")
-    industry: str | None = Field(None, max_length=100, alias="industry", description="行业 (routing)")
+    approval_item: text(100) = Field(alias="approval_item", description="审批事项编码")
+    approval_item_name: Line = Field(None, alias="approval_item_name", description="审批事项名称")
+    bureau_section: text(200) = Field(alias="bureau_section", description="审批局科室")
+    industry: optional_text(100) = Field(None, alias="industry", description="行业 (routing)")
     lifecycle: Lifecycle = Field(Lifecycle.GRANTED, alias="lifecycle")
-    lifecycle_date: dt.date | None = Field(None, validate_default=True, alias="lifecycle_date")
-    lifecycle_reason: str | None = Field(None, alias="lifecycle_reason")
+    lifecycle_date: Date | None = Field(None, validate_default=True, alias="lifecycle_date")
+    lifecycle_reason: FreeText = Field(None, alias="lifecycle_reason")
 
     @property
     def is_long_term(self) -> bool:
@@ -186,12 +219,20 @@ class LicenceGrant(_Subject):
             raise ValueError(f"valid to {value} is before valid from {start}")
         return value
 
+    @field_validator("decision_date")
+    @classmethod
+    def _decided_by_now(cls, value: dt.date, info: ValidationInfo) -> dt.date:
+        return _not_future(value, info)
+
     @field_validator("lifecycle_date", mode="after")
     @classmethod
     def _dated_change(cls, value: dt.date | None, info: ValidationInfo) -> dt.date | None:
         state = info.data.get("lifecycle")
         if state and state != Lifecycle.GRANTED and value is None:
             raise ValueError(f"is required when lifecycle is {state.value}")
+        # a licence cannot be changed, cancelled or revoked before it was granted: a typo (2016 for 2026)
+        # would otherwise date the revocation before everything the verdict looks at
+        _not_before_decision(value, info, "lifecycle date", "XK_JDRQ")
         return value
 
 
@@ -203,10 +244,10 @@ class ViolationRecord(_Subject):
     reg_no: RegNo = Field(None, alias="CF_XDR_GSZC", description="工商注册号")
     org_code: OrgCode = Field(None, alias="CF_XDR_ZZJG", description="组织机构代码")
     uscc: str | None = Field(None, validate_default=True, alias="CF_XDR_SHXYM", description="统一社会信用代码 (M for organisations)")
-    tax_reg_no: str | None = Field(None, alias="CF_XDR_SWDJ", description="税务登记号")
-    public_institution_no: str | None = Field(None, alias="CF_XDR_SYDW", description="事业单位证书号")
-    social_org_no: str | None = Field(None, alias="CF_XDR_SHZZ", description="社会组织登记证号")
-    legal_rep: str | None = Field(None, max_length=200, alias="CF_FRDB", description="法定代表人")
+    tax_reg_no: Line = Field(None, alias="CF_XDR_SWDJ", description="税务登记号")
+    public_institution_no: Line = Field(None, alias="CF_XDR_SYDW", description="事业单位证书号")
+    social_org_no: Line = Field(None, alias="CF_XDR_SHZZ", description="社会组织登记证号")
+    legal_rep: optional_text(200) = Field(None, alias="CF_FRDB", description="法定代表人")
     decision_no: ShortText = Field(alias="CF_WSH", description="行政处罚决定书文号")
     violation_type: ShortText = Field(alias="CF_WFXW", description="违法行为类型")
     facts: Text = Field(alias="CF_SY", description="违法事实")
@@ -215,21 +256,23 @@ class ViolationRecord(_Subject):
     content: Text = Field(alias="CF_NR", description="处罚内容")
     fine: WanYuan | None = Field(None, validate_default=True, alias="CF_NR_FK", description="罚款金额 (万元)")
     confiscated: WanYuan | None = Field(None, alias="CF_NR_WFFF", description="没收违法所得、没收非法财物的金额 (万元)")
-    suspended_licence: str | None = Field(None, alias="CF_NR_ZKDX", description="暂扣或吊销证照名称及编号")
-    decision_date: dt.date = Field(alias="CF_JDRQ", description="处罚决定日期")
-    validity_end: dt.date = Field(alias="CF_YXQ", description="处罚有效期")
-    publication_end: dt.date | None = Field(None, alias="CF_GSJZQ", description="公示截止期")
+    suspended_licence: Line = Field(None, alias="CF_NR_ZKDX", description="暂扣或吊销证照名称及编号")
+    decision_date: Date = Field(alias="CF_JDRQ", description="处罚决定日期")
+    validity_end: Date = Field(alias="CF_YXQ", description="处罚有效期")
+    publication_end: Date | None = Field(None, alias="CF_GSJZQ", description="公示截止期")
     authority: ShortText = Field(alias="CF_CFJG", description="处罚机关")
     authority_uscc: USCC = Field(alias="CF_CFJGDM", description="处罚机关统一社会信用代码")
     source: ShortText = Field(alias="CF_SJLY", description="数据来源")
     source_uscc: USCC = Field(alias="CF_SJLYDM", description="数据来源单位统一社会信用代码")
-    remarks: str | None = Field(None, alias="BZ", description="备注")
+    remarks: FreeText = Field(None, alias="BZ", description="备注")
     # Hub extensions: provenance and credit standing.
-    source_agency: _required_text(16) = Field(alias="source_agency", description="reporting agency code")
-    agency_record_id: _required_text(200) = Field(alias="agency_record_id", description="the agency's own record id")
-    severity: Severity = Field(Severity.ORDINARY, alias="severity")
+    source_agency: text(16) = Field(alias="source_agency", description="reporting agency code")
+    agency_record_id: text(200) = Field(alias="agency_record_id", description="the agency's own record id")
+    # None only as the default: the validator below derives the class from CF_CFLB, whichever name sent it
+    severity: Severity = Field(None, validate_default=True, alias="severity",  # type: ignore[assignment]
+                               description="NDRC Order 36 class; derived from CF_CFLB when not given")
     repair_status: RepairStatus = Field(RepairStatus.NONE, alias="repair_status")
-    repair_date: dt.date | None = Field(None, validate_default=True, alias="repair_date")
+    repair_date: Date | None = Field(None, validate_default=True, alias="repair_date")
 
     @field_validator("fine", mode="after")
     @classmethod
@@ -238,12 +281,46 @@ class ViolationRecord(_Subject):
             raise ValueError("is required when CF_CFLB includes 罚款")
         return value
 
+    @field_validator("decision_date")
+    @classmethod
+    def _decided_by_now(cls, value: dt.date, info: ValidationInfo) -> dt.date:
+        return _not_future(value, info)
+
     @field_validator("validity_end")
     @classmethod
-    def _not_before_decision(cls, value: dt.date, info: ValidationInfo) -> dt.date:
-        decided = info.data.get("decision_date")
-        if decided and value < decided:
-            raise ValueError(f"validity end {value} is before decision date {decided}")
+    def _valid_from_decision(cls, value: dt.date, info: ValidationInfo) -> dt.date:
+        _not_before_decision(value, info, "validity end", "CF_JDRQ")
+        return value
+
+    @field_validator("publication_end")
+    @classmethod
+    def _published_from_decision(cls, value: dt.date | None, info: ValidationInfo) -> dt.date | None:
+        # an end before the decision would hide a live penalty from the day it is recorded
+        _not_before_decision(value, info, "publication end", "CF_JDRQ")
+        return value
+
+    @field_validator("severity", mode="before")
+    @classmethod
+    def _derived_severity(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            penalties = info.data.get("penalty_types")
+            # without valid penalty types the record is refused for them; no second problem here
+            return default_severity(penalties) if penalties else Severity.ORDINARY
+        return value
+
+    @field_validator("severity", mode="after")
+    @classmethod
+    def _not_lighter_than_penalty(cls, value: Severity, info: ValidationInfo) -> Severity:
+        # Refused rather than raised: the class and CF_CFLB contradict each other and either may be the
+        # typo, so the hub does not guess (the agency corrects and resends). Only serious is a floor: a
+        # revocation, closure or detention is a serious breach whatever the label, and an ordinary one
+        # would stop publication after 12 of its 36 months; a fine may be minor (a small one) or ordinary,
+        # as the agency classes it, and a sector may class anything heavier (domain: stricter rules).
+        penalties = info.data.get("penalty_types") or ()
+        heavy = [p.value for p in penalties if p in _SERIOUS]
+        if heavy and value != Severity.SERIOUS:
+            raise ValueError(f"{value.value} is lighter than CF_CFLB {'、'.join(heavy)} allows: such a penalty "
+                             "is serious (NDRC Order 36)")  # fmt: skip
         return value
 
     @field_validator("repair_date", mode="after")
@@ -251,7 +328,8 @@ class ViolationRecord(_Subject):
     def _dated_repair(cls, value: dt.date | None, info: ValidationInfo) -> dt.date | None:
         if value is None and info.data.get("repair_status") == RepairStatus.REPAIRED:
             raise ValueError("is required when repair_status is repaired")
-        return value
+        _not_before_decision(value, info, "repair date", "CF_JDRQ")
+        return _not_future(value, info)
 
     @property
     def heaviest_penalty(self) -> PenaltyType:

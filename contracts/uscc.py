@@ -8,6 +8,7 @@ Letter-initial codes (A…, N…, Y…) are valid; a well-known library rejects 
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import lru_cache
 
 __all__ = [
@@ -48,7 +49,14 @@ AUTHORITY_TYPES: dict[str, frozenset[str]] = {
     "Y": frozenset("1"),
 }
 
-_REG_NO = re.compile(r"^\d{15}$")
+# ASCII digits only: \d also matches Arabic-Indic and other scripts' digits, which no register writes.
+_REG_NO = re.compile(r"[0-9]{15}", re.ASCII)
+
+
+def _ascii_form(text: str) -> str:
+    """Full-width forms (１２０１…, ＡＢＣ) as the ASCII a register holds: an IME's full-width digits are
+    the same number, and kept as typed they never match the company's ASCII code."""
+    return unicodedata.normalize("NFKC", text).strip().upper()
 
 
 class InvalidIdentifier(ValueError):
@@ -83,9 +91,9 @@ def validate_uscc(code: str, *, reg_no: str | None = None) -> str:
     """
     if not isinstance(code, str):
         raise InvalidIdentifier("must be a string")
-    code = code.strip().upper()
+    code = _ascii_form(code)
     if code == PLACEHOLDER:
-        if reg_no and _REG_NO.match(reg_no.strip()):
+        if reg_no and _REG_NO.fullmatch(_ascii_form(reg_no)):
             return code
         raise InvalidIdentifier(
             "placeholder 00000000000000000X is accepted only with a 15-digit business registration number"
@@ -133,8 +141,8 @@ def org_code_of(uscc: str) -> str:
 
 def validate_org_code(code: str) -> str:
     """Validate a stand-alone nine-character organisation code (GB 11714), dash allowed before the check."""
-    code = code.strip().upper().replace("-", "")
-    if len(code) != 9 or not code.isalnum() or not code.isascii():
+    code = _ascii_form(code).replace("-", "")
+    if len(code) != 9 or not code.isascii() or not code.isalnum():
         raise InvalidIdentifier("organisation code must be 9 letters or digits")
     expected = org_check_char(code[:8])
     if code[8] != expected:
@@ -144,7 +152,7 @@ def validate_org_code(code: str) -> str:
 
 def validate_reg_no(reg_no: str) -> str:
     """A 15-digit business registration number (注册号)."""
-    reg_no = reg_no.strip()
-    if not _REG_NO.match(reg_no):
+    reg_no = _ascii_form(reg_no)
+    if not _REG_NO.fullmatch(reg_no):
         raise InvalidIdentifier("business registration number must be 15 digits")
     return reg_no

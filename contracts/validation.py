@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -37,15 +38,18 @@ def problems_of(exc: ValidationError, *, record: str, model: type[BaseModel]) ->
     return problems
 
 
-def parse_record(model: type[RecordT], data: dict[str, Any], *, record: str) -> RecordT:
+def parse_record(model: type[RecordT], data: dict[str, Any], *, record: str,
+                 today: dt.date | None = None) -> RecordT:  # fmt: skip
     """Validate ``data`` into ``model`` or raise ContractViolation listing every problem.
 
     Args:
         model: LicenceGrant or ViolationRecord.
         data: the record, keyed by 双公示 codes or by field names.
         record: how to name this record in errors (a line number, an agency record id).
+        today: the day in China to validate as of (no decision or repair after it, give or take a
+            day's clock skew); by default the real one.
     """
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context={"today": today} if today else None)
     except ValidationError as exc:
         raise ContractViolation.of(problems_of(exc, record=record, model=model)) from exc

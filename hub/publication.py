@@ -3,7 +3,7 @@
 A penalty is published — and counts against the company — from its decision date until
 its publication ends: the agency's own CF_GSJZQ when it states one (sector rules may be
 stricter than Order 36), otherwise the Order 36 maximum for its severity class. A repaired
-record stops counting at once. Neither kind is deleted: both stay in the database and the
+record stops counting from its repair date. Neither kind is deleted: both stay in the database and the
 audit trail, and an auditor can ask to see them.
 """
 
@@ -13,13 +13,13 @@ import calendar
 import datetime as dt
 from collections.abc import Mapping
 from enum import StrEnum
-from zoneinfo import ZoneInfo
+
+from contracts.fields import today_in_china
 
 __all__ = ["ORDER_36_MONTHS", "Standing", "add_months", "publication_end", "standing", "today_in_china"]
 
 #: Maximum publication period per severity class, in months from the decision date.
 ORDER_36_MONTHS: Mapping[str, int] = {"minor": 3, "ordinary": 12, "serious": 36}
-_CHINA = ZoneInfo("Asia/Shanghai")
 
 
 class Standing(StrEnum):
@@ -28,11 +28,6 @@ class Standing(StrEnum):
     COUNTS = "counts"
     REPAIRED = "repaired"  # credit repaired: no longer shown or used
     EXPIRED = "expired"  # past its publication period
-
-
-def today_in_china(now: dt.datetime | None = None) -> dt.date:
-    """The calendar date in China: decision dates and publication ends are Beijing dates."""
-    return (now or dt.datetime.now(dt.UTC)).astimezone(_CHINA).date()
 
 
 def add_months(day: dt.date, months: int) -> dt.date:
@@ -59,9 +54,15 @@ def publication_end(severity: str, decision_date: dt.date, stated_end: dt.date |
 
 
 def standing(*, severity: str, decision_date: dt.date, stated_end: dt.date | None, repair_status: str,
-             today: dt.date, months: Mapping[str, int] = ORDER_36_MONTHS) -> Standing:  # fmt: skip
-    """Whether a penalty counts against its company on ``today``."""
-    if repair_status == "repaired":
+             repair_date: dt.date | None, today: dt.date,
+             months: Mapping[str, int] = ORDER_36_MONTHS) -> Standing:  # fmt: skip
+    """Whether a penalty counts against its company on ``today``.
+
+    A repair counts from its repair date on: a verdict or history as of an earlier day (evidence
+    re-checked, a record repaired after the check) still shows the penalty that counted then. A
+    repaired record without a date (stored before the contract required one) is repaired outright.
+    """
+    if repair_status == "repaired" and (repair_date is None or repair_date <= today):
         return Standing.REPAIRED
     if today > publication_end(severity, decision_date, stated_end, months):
         return Standing.EXPIRED

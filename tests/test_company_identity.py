@@ -29,7 +29,7 @@ def _record(engine, *grants: dict) -> None:
 def _legacy_grant(n: int, *, org_code: str | None = None) -> dict:
     """A licence to a company named by its registration number (with the placeholder code), else by its organisation code."""
     if org_code is None:
-        return grant(n, XK_XDR_SHXYM=PLACEHOLDER, XK_XDR_GSZC=REG_NO)
+        return grant(n, XK_XDR_SHXYM=PLACEHOLDER, XK_XDR_GSZC=REG_NO, XK_XDR_LB="个体工商户")  # the placeholder is theirs
     return {k: v for k, v in grant(n, XK_XDR_ZZJG=org_code).items() if k != "XK_XDR_SHXYM"}
 
 
@@ -91,6 +91,6 @@ def test_a_legacy_licence_after_the_uscc_one_joins_the_same_company_in_any_order
 def test_a_registration_number_with_another_organisation_code_is_another_company(engine):
     _record(engine, grant(2, XK_XDR_SHXYM=USCC, XK_XDR_GSZC=REG_NO))
     other_org = make_uscc(99)[8:17]
-    _record(engine, grant(3, XK_XDR_SHXYM=PLACEHOLDER, XK_XDR_GSZC=REG_NO, XK_XDR_ZZJG=other_org))
+    _record(engine, grant(3, XK_XDR_SHXYM=PLACEHOLDER, XK_XDR_GSZC=REG_NO, XK_XDR_ZZJG=other_org, XK_XDR_LB="个体工商户"))
     assert sorted(_companies(engine), key=str) == sorted([(USCC, REG_NO, USCC[8:17]), (None, REG_NO, other_org)],
                                                          key=str)  # fmt: skip

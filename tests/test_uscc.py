@@ -13,6 +13,7 @@ from contracts.uscc import (
     org_check_char,
     uscc_check_char,
     validate_org_code,
+    validate_reg_no,
     validate_uscc,
 )
 
@@ -115,3 +116,33 @@ def test_any_single_character_corruption_is_refused(code, position, replacement)
         return
     corrupted = code[:position] + replacement + code[position + 1 :]
     assert not is_valid_uscc(corrupted)
+
+
+@pytest.mark.parametrize(("written", "code"), [
+    ("９１４４０３００１９２２０３８２１６", "914403001922038216"),  # full-width digits, as an IME types them
+    ("９１３５０２１３５９４９８４９４ＸＱ", "9135021359498494XQ"),
+    ("９１３５０２１３５９４９８４９４ｘｑ", "9135021359498494XQ"),
+])  # fmt: skip
+def test_a_full_width_code_is_the_same_ascii_code(written, code):
+    assert validate_uscc(written) == code
+
+
+@pytest.mark.parametrize(("written", "reg_no"), [
+    ("１２０１０４０００１２３４５６", "120104000123456"), ("12010400012345６", "120104000123456"),
+])  # fmt: skip
+def test_a_full_width_registration_number_is_stored_in_ascii_so_it_links(written, reg_no):
+    assert validate_reg_no(written) == reg_no
+    assert validate_uscc(PLACEHOLDER, reg_no=written) == PLACEHOLDER
+
+
+@pytest.mark.parametrize("written", ["١٢٠١٠٤٠٠٠١٢٣٤٥٦", "۱۲۰۱۰۴۰۰۰۱۲۳۴۵۶", "१२०१०४०००१२३४५६"])
+def test_digits_of_other_scripts_are_no_registration_number(written):
+    """\\d matched Arabic-Indic and Devanagari digits: such a number was accepted and linked to no one."""
+    with pytest.raises(InvalidIdentifier, match="15 digits"):
+        validate_reg_no(written)
+    with pytest.raises(InvalidIdentifier, match="registration number"):
+        validate_uscc(PLACEHOLDER, reg_no=written)
+
+
+def test_a_full_width_organisation_code_is_the_same_ascii_code():
+    assert validate_org_code("１９２２０３８２－１") == "192203821"

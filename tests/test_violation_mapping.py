@@ -8,6 +8,7 @@ penalty kinds as a comma-separated list).
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 import pytest
 
@@ -60,3 +61,34 @@ def test_a_compact_date_not_written_in_full_is_refused_not_guessed(written):
 
 def test_a_compact_date_written_in_full_is_read():
     assert mapped(gafj_record(cfjdrq="20260111")).decision_date == dt.date(2026, 1, 11)
+
+
+@pytest.mark.parametrize(("written", "wanyuan"), [
+    ("2,000", Decimal("0.2")), ("1,234,500", Decimal("123.45")), ("12,000.50", Decimal("1.20005")),
+    ("１２，０００", Decimal("1.2")), ("2000", Decimal("0.2")),
+])  # fmt: skip
+def test_a_fine_with_thousands_separators_is_read_as_written(written, wanyuan):
+    assert mapped(gafj_record(cfzl="罚款", fkje=written)).fine == wanyuan
+
+
+@pytest.mark.parametrize("written", ["1,2,3", "0,5", "12,00", "1,0000", ",500", "1,000,", "1，00"])
+def test_a_comma_that_is_no_thousands_separator_is_refused_not_dropped(written):
+    """'1,2,3' was read as 123 yuan and a clerk's decimal comma '0,5' as 5: refused, naming the value."""
+    with pytest.raises(ContractViolation) as refused:
+        mapped(gafj_record(cfzl="罚款", fkje=written))
+    (problem,) = refused.value.problems
+    assert problem.field == "CF_NR_FK (fkje)" and repr(written) in problem.reason and "thousands" in problem.reason
+
+
+@pytest.mark.parametrize("sent", [17, 17.0, "17", " 17 "])
+def test_a_record_id_sent_as_a_number_is_one_id_however_it_is_written(sent):
+    """A JSON 17 and 17.0 must name one record, not two."""
+    assert mapped(gafj_record(cfbh=sent)).agency_record_id == "17"
+
+
+@pytest.mark.parametrize("sent", [17.5, True, 2.0**60])
+def test_a_record_id_that_is_no_whole_number_is_refused(sent):
+    with pytest.raises(ContractViolation) as refused:
+        mapped(gafj_record(cfbh=sent))
+    (problem,) = refused.value.problems
+    assert problem.field == "agency_record_id (cfbh)" and "not a record id" in problem.reason

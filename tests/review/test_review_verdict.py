@@ -95,6 +95,24 @@ def test_the_bureaus_own_revocation_counts_for_36_months_to_the_day(hub, uscc, d
     assert any(r.rule == "own-licence-revoked" for r in result.reasons) is red
 
 
+def test_a_repair_counts_from_its_repair_date_in_the_verdict_and_the_history_alike(hub, uscc):
+    """A check as of a day before the repair (evidence re-checked) still sees the penalty that counted then."""
+    hub.grant(1, XK_XDR_SHXYM=uscc)
+    hub.pulled()
+    repaired = TODAY - dt.timedelta(days=10)
+    hub.violation(uscc, "SCJG", "P-1", severity="serious", decided=TODAY - dt.timedelta(days=60),
+                  repair_status="repaired", repair_date=repaired.isoformat())  # fmt: skip
+    for day, verdict, standing in ((repaired - dt.timedelta(days=1), "RED", "counts"), (repaired, "GREEN", "repaired")):
+        noon_in_china = dt.datetime.combine(day, dt.time(4), tzinfo=dt.UTC)
+        with session_scope(hub.engine) as session:
+            company = find_company(session, uscc)
+            result = run_check(session, company=company, case_id="C-1", actor="reviewer:wang", rules=load_rules(),
+                               agencies=hub.runtime.registry, freshness_hours=24 * 365, now=noon_in_china)  # fmt: skip
+            history = company_history(session, company, HistoryFilter(include_hidden=True), today=day)
+        assert result.verdict == verdict
+        assert [v.standing for v in history.violations] == [standing]
+
+
 def test_hidden_records_stay_stored_and_an_auditor_can_list_them(hub, uscc):
     hub.grant(1, XK_XDR_SHXYM=uscc)
     hub.violation(uscc, "SCJG", "R-1", repair_status="repaired", repair_date=TODAY.isoformat())
@@ -131,7 +149,7 @@ def test_a_never_pulled_agency_is_stale_too(hub, uscc):
 def test_a_revocation_is_red(hub, uscc):
     hub.grant(1, XK_XDR_SHXYM=uscc)
     hub.pulled()
-    hub.violation(uscc, "SCJG", "V-1", severity="ordinary", penalties=("吊销许可证件",))
+    hub.violation(uscc, "SCJG", "V-1", severity="serious", penalties=("吊销许可证件",))
     assert {r.rule for r in _check(hub, uscc).reasons} >= {"licence-revoked-penalty"}
     assert _check(hub, uscc).verdict == "RED"
 
