@@ -21,6 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 import orjson
 
 __all__ = [
+    "item_fields",
     "AgencyAdapter",
     "Cursor",
     "Health",
@@ -116,6 +117,35 @@ def dotted_get(tree: Any, path: str) -> Any:
             return None
         tree = tree.get(part)
     return tree
+
+
+def item_fields(item: Any, paths: dict[str, str] | None = None) -> dict[str, Any]:
+    """The native fields of a structured item (a SOAP item as a dict): each named path's value, or
+    every leaf by its dotted path; values as text, as a JSON or CSV record would carry them.
+
+    The one projection for a pull and for a quarantined item retried later (hub.quarantine), so
+    that the retry maps exactly what the pull mapped.
+    """
+    return {name: _as_text(dotted_get(item, path)) for name, path in paths.items()} if paths else _leaves(item)
+
+
+def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        flat: dict[str, Any] = {}
+        for key, value in tree.items():
+            flat.update(_leaves(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: _as_text(tree)}
+
+
+def _as_text(value: Any) -> Any:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return [_as_text(v) for v in value]
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
 
 
 @dataclass(frozen=True)

@@ -134,13 +134,21 @@ def load_host_key(text: str) -> paramiko.PKey:
         raise ConfigurationError(f"host_key is not an OpenSSH public key line: {exc}") from exc
 
 
-def _private_key(path: str, passphrase: str | None) -> paramiko.PKey:
+def _looks_like_key(setting: str) -> bool:
+    # A path never spans lines nor holds a PEM/OpenSSH armour line; a pasted key always does.
+    return "-----BEGIN" in setting or "\n" in setting or "PRIVATE KEY" in setting
+
+
+def _private_key(path: str, passphrase: str | None, where: str) -> paramiko.PKey:
+    """Load the hub's SFTP key. ``where`` names the setting; messages never quote a credential."""
     try:
         return paramiko.PKey.from_path(path, password=passphrase.encode("utf-8") if passphrase else None)
     except (paramiko.PasswordRequiredException, TypeError) as exc:  # TypeError: encrypted PEM, no password
-        raise ConfigurationError(f"SFTP key {path}: needs a passphrase") from exc
-    except (OSError, paramiko.SSHException, ValueError) as exc:
-        raise ConfigurationError(f"SFTP key {path}: cannot load: {exc}") from exc
+        raise ConfigurationError(f"{where}: needs a passphrase") from exc
+    except OSError as exc:  # its str() repeats the file name, which may be the credential itself
+        raise ConfigurationError(f"{where}: cannot read: {exc.strerror or type(exc).__name__}") from exc
+    except (paramiko.SSHException, ValueError) as exc:
+        raise ConfigurationError(f"{where}: not a usable private key ({type(exc).__name__})") from exc
 
 
 def make_transport(config: FileDropConfig, *, secret: str | None = None, staging_dir: Path | None = None) -> DropTransport:
@@ -159,13 +167,20 @@ def make_transport(config: FileDropConfig, *, secret: str | None = None, staging
     key_path = config.key_file or secret
     if not key_path:
         raise ConfigurationError(f"agency {config.code}: SFTP needs key_file or credentials naming the key")
+    # The data file's key_file is no secret and may be shown; a path from the credentials is named by its source.
+    where = (f"agency {config.code}: SFTP key_file {config.key_file}" if config.key_file
+             else f"agency {config.code}: the SFTP key file named by its credentials reference")  # fmt: skip
+    if _looks_like_key(key_path):
+        setting = "key_file" if config.key_file else "its credentials reference"
+        raise ConfigurationError(f"agency {config.code}: {setting} holds a private key itself, where the path of "
+                                 "the key file belongs: save the key to a file (mode 0600) and give its path")  # fmt: skip
     passphrase = secret if config.key_file else None
     return SftpTransport(
         host=url.hostname or "",
         port=url.port or 22,
         username=unquote(url.username or ""),
         root=str(PurePosixPath(config.path or "/")),
-        pkey=_private_key(key_path, passphrase),
+        pkey=_private_key(key_path, passphrase, where),
         host_key=load_host_key(config.host_key),
         connect_timeout=config.connect_timeout,
         read_timeout=config.read_timeout,

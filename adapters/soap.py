@@ -14,6 +14,7 @@ Every zeep / requests / lxml error is translated in one place, :func:`_translate
     other HTTP 4xx                                            -> FatalError
     connection refused / reset / dropped, timeouts            -> TransientError
     TLS handshake refused (either side's certificate)         -> ConfigurationError
+    no agency signing certificate on file valid now           -> ConfigurationError
     DTD, entities, external refs, not-XML, bad WS-Security    -> RefusedInput on fetch, FatalError on deliver
     response that breaks the WSDL (zeep parse / validation)   -> FatalError
     request that breaks the WSDL (a wrong field path)         -> ConfigurationError
@@ -28,10 +29,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -42,8 +45,10 @@ from zeep.helpers import serialize_object
 
 from adapters.http_headers import retry_after_seconds
 from adapters.http_session import AgencySession
-from adapters.base import Cursor, Health, InboundRecord, OutboundMessage, Page, Receipt, Rejected, dotted_get
-from adapters.soap_config import AckPaths, SoapConfig, WsseConfig
+from adapters.base import (Cursor, Health, InboundRecord, OutboundMessage, Page, Receipt, Rejected, dotted_get,
+                           item_fields)
+from adapters.soap_config import AckPaths, AgencyCertificateUnusable, SoapConfig, WsseConfig
+from certs.rotation import ROTATION_FILE
 from contracts.validation import describe_errors
 from hub.errors import ConfigurationError, FatalError, HubError, RefusedInput, TransientError
 
@@ -54,7 +59,7 @@ if TYPE_CHECKING:
 __all__ = ["AckPaths", "SoapAdapter", "SoapConfig", "WsseConfig", "from_spec", "reset_clients"]
 
 
-# --- one zeep client per process per (wsdl, endpoint, transport settings) --------------------
+# --- one zeep client per process per (wsdl, endpoint, transport settings, files' contents) ---
 class _HttpStatus(zx.TransportError):
     """A status SOAP 1.1 does not use (it answers 200, or 500 with a fault), seen before zeep reads the body.
 
@@ -74,14 +79,32 @@ class _Transport(zeep.Transport):
         return response
 
 
-_CLIENTS: dict[tuple, tuple[zeep.Client, Any]] = {}
+_CLIENTS: dict[tuple, tuple[tuple, zeep.Client, Any]] = {}  # key -> (files' identity, client, service)
 _CLIENTS_LOCK = threading.Lock()
 
 
 def _client_key(cfg: SoapConfig) -> tuple:
     return (str(cfg.wsdl_path), cfg.endpoint, cfg.binding, cfg.connect_timeout, cfg.read_timeout,
-            cfg.ca_file, cfg.client_cert, cfg.client_key, cfg.signing_cert, cfg.agency_cert,
+            cfg.ca_file, cfg.client_cert, cfg.client_key, cfg.signing_cert, cfg.signing_key, cfg.agency_cert,
             cfg.wsse, cfg.password.get_secret_value() if cfg.password else None)  # fmt: skip
+
+
+def _identity(path: Path | None) -> tuple[int, int, int] | None:
+    try:
+        stat = os.stat(path) if path is not None else None
+    except OSError:
+        return None
+    return None if stat is None else (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+def _files_identity(cfg: SoapConfig) -> tuple:
+    """What the cached client read from disk: a rotation (or any replaced file) rebuilds it, so a
+    running worker signs with the new key and verifies against the new certificates without a restart.
+    Files are replaced by rename (certs.pkifiles), so the inode changes even within one mtime tick."""
+    paths = [cfg.ca_file, cfg.client_cert, cfg.client_key, cfg.signing_cert, cfg.signing_key, cfg.agency_cert]
+    if cfg.agency_cert is not None:
+        paths.append(Path(cfg.agency_cert).parent / ROTATION_FILE)  # what accepted_in_file consults
+    return tuple(_identity(path) for path in paths)
 
 
 def _settings() -> zeep.Settings:
@@ -91,11 +114,13 @@ def _settings() -> zeep.Settings:
 
 
 def _service(cfg: SoapConfig) -> tuple[zeep.Client, Any]:
-    key = _client_key(cfg)
+    key, identity = _client_key(cfg), _files_identity(cfg)
     with _CLIENTS_LOCK:
-        if key not in _CLIENTS:
-            _CLIENTS[key] = _build_client(cfg)
-        return _CLIENTS[key]
+        cached = _CLIENTS.get(key)
+        if cached is None or cached[0] != identity:
+            # The replaced client is not closed: an adapter built before may still be using it.
+            _CLIENTS[key] = (identity, *_build_client(cfg))
+        return _CLIENTS[key][1], _CLIENTS[key][2]
 
 
 def _build_client(cfg: SoapConfig) -> tuple[zeep.Client, Any]:
@@ -128,7 +153,7 @@ def _build_client(cfg: SoapConfig) -> tuple[zeep.Client, Any]:
 def reset_clients() -> None:
     """Close and forget every cached zeep client (tests, and worker shutdown)."""
     with _CLIENTS_LOCK:
-        for client, _ in _CLIENTS.values():
+        for _, client, _ in _CLIENTS.values():
             client.transport.session.close()
         _CLIENTS.clear()
 
@@ -150,6 +175,9 @@ def _translated(agency: str, operation: str, *, hostile: type[HubError]) -> Iter
         yield
     except HubError:
         raise
+    except AgencyCertificateUnusable as exc:
+        raise ConfigurationError(f"{where}: cannot check the answer's WS-Security signature: {exc}; "
+                                 "install the agency's current signing certificate") from exc
     except zx.Fault as exc:
         code = _fault_code(exc.code)
         if not code:  # HTTP 500 whose body is XML but no SOAP fault: a broken server, not our request
@@ -196,25 +224,6 @@ def _nest(flat: dict[str, str], paths: dict[str, str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
         node[leaf] = value
     return tree
-
-
-def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        flat: dict[str, Any] = {}
-        for key, value in tree.items():
-            flat.update(_leaves(value, f"{prefix}{key}."))
-        return flat
-    return {prefix[:-1]: _text(tree)}
-
-
-def _text(value: Any) -> Any:
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        return [_text(v) for v in value]
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value)
 
 
 class SoapAdapter:
@@ -286,8 +295,7 @@ class SoapAdapter:
                 continue  # already consumed: an agency repeating a page must not move us backwards
             if seq - position - 1 > unnumbered:  # moving past a gap would lose the records in it for good
                 raise FatalError(f"agency {self.code}: {cfg.pull_operation}: sequence jumps from {position} to {seq}")
-            native = ({name: _text(dotted_get(item, path)) for name, path in cfg.item_paths.items()}
-                      if cfg.item_paths else _leaves(item))  # fmt: skip
+            native = item_fields(item, cfg.item_paths)
             ref = dotted_get(item, cfg.record_id_field)
             records.append(InboundRecord(native=native, raw=raw, ref=str(ref) if ref else None))
             position, unnumbered = seq, 0

@@ -10,9 +10,19 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-__all__ = ["WSDL_DIR", "AckPaths", "SoapConfig", "WsseConfig"]
+__all__ = ["WSDL_DIR", "AckPaths", "AgencyCertificateUnusable", "SoapConfig", "WsseConfig"]
 
 WSDL_DIR = Path(__file__).resolve().parent.parent / "contracts" / "wsdl"
+
+
+class AgencyCertificateUnusable(Exception):
+    """None of the agency certificates on file is valid now (expired, not yet valid, unreadable).
+
+    Raised while checking an answer's WS-Security signature; adapters.soap makes it a
+    ConfigurationError: the files need replacing, retrying or quarantining the answer does not help.
+    Deliberately not a ValueError, which would blame the message. Defined here rather than in
+    adapters.soap_wsse so that the translation does not need xmlsec.
+    """
 
 
 class AckPaths(BaseModel):

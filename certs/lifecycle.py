@@ -2,8 +2,8 @@
 
 Rotation issues a new key and certificate for a party and moves the old pair to
 ``previous/``. The old certificate stays *accepted* until the overlap ends: peers that pin
-a party's certificate (drop signatures, WS-Security) take ``accepted_certificates`` and
-so keep verifying the old one while the agency switches. Each party directory holds a
+a party's certificate (drop signatures, WS-Security) take ``accepted_certificates`` (or, given
+a file, certs.rotation.accepted_in_file) and so keep verifying the old one while the agency switches. Each party directory holds a
 ``rotation.json`` (what is accepted until when) and ``accepted-<kind>.pem`` bundles with
 the current certificate plus every previous one still inside its overlap.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from certs.pki import (
     write_certificate,
     write_private_key,
 )
+from certs.rotation import ROTATION_FILE, forget_ended, parse_time, read_rotation, write_bundles, write_rotation
 from hub.errors import ConfigurationError
 
 __all__ = [
@@ -49,16 +49,21 @@ __all__ = [
 WARN_DAYS = 30
 CRITICAL_DAYS = 7
 DEFAULT_OVERLAP_DAYS = 14
-_ROTATION_FILE = "rotation.json"
 
 
 class Level(enum.StrEnum):
     """How urgently a certificate needs attention, mildest first."""
 
+    RETIRED = "retired"  # rotated out, accepted until its overlap ends: for information only
     OK = "ok"
     WARN = "warn"  # 30 days or fewer left
     CRITICAL = "critical"  # 7 days or fewer left
     EXPIRED = "expired"
+    UNREADABLE = "unreadable"  # the file cannot be read: whatever uses it fails now
+
+    @property
+    def needs_attention(self) -> bool:
+        return self not in (Level.RETIRED, Level.OK)
 
 
 _ORDER = list(Level)
@@ -66,15 +71,17 @@ _ORDER = list(Level)
 
 @dataclass(frozen=True)
 class CertStatus:
-    """One certificate's identity and time left."""
+    """One certificate's identity and time left (or why its file cannot be read)."""
 
     name: str  # "ca", "hub/server", "SCJG/signing", "SCJG/signing.previous"
     path: Path
     subject: str
     serial: str  # hex
-    not_after: dt.datetime
-    days_left: int  # whole days until not_after (negative once expired)
+    not_after: dt.datetime | None  # None: unreadable
+    days_left: int | None  # whole days until not_after (negative once expired); None: unreadable
     level: Level
+    accepted_until: dt.datetime | None = None  # a previous certificate: when its overlap ends
+    error: str | None = None  # an unreadable file: why (never its content)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,9 +89,11 @@ class CertStatus:
             "path": str(self.path),
             "subject": self.subject,
             "serial": self.serial,
-            "not_after": self.not_after.isoformat(),
+            "not_after": self.not_after.isoformat() if self.not_after else None,
             "days_left": self.days_left,
             "level": self.level.value,
+            "accepted_until": self.accepted_until.isoformat() if self.accepted_until else None,
+            "error": self.error,
         }
 
 
@@ -100,17 +109,27 @@ def _level(cert: x509.Certificate, now: dt.datetime) -> tuple[int, Level]:
     return days, Level.OK
 
 
-def _status(name: str, path: Path, now: dt.datetime) -> CertStatus:
-    cert = load_certificate(path)
+def _status(name: str, path: Path, now: dt.datetime, *, accepted_until: dt.datetime | None = None) -> CertStatus:
+    try:
+        cert = load_certificate(path)
+    except ConfigurationError as exc:  # one bad file must not hide every other certificate's state
+        return CertStatus(name, path, "", "", None, None, Level.UNREADABLE, error=str(exc))
     days, level = _level(cert, now)
+    if accepted_until is not None:
+        # Rotated out: its own expiry no longer matters to anyone; what does is the overlap's end.
+        level = Level.RETIRED
     return CertStatus(
         name, path, cert.subject.rfc4514_string(), format(cert.serial_number, "x"),
-        cert.not_valid_after_utc, days, level,
+        cert.not_valid_after_utc, days, level, accepted_until,
     )
 
 
 def cert_status(directory: Path, *, now: dt.datetime | None = None) -> list[CertStatus]:
     """Every certificate of the PKI (CA, hub, parties, still-accepted previous ones) with its expiry.
+
+    Previous certificates are ``RETIRED`` (informational, with the end of their overlap); a file
+    that cannot be read, or a party's unreadable rotation record, is ``UNREADABLE`` and the
+    others are still reported.
 
     Raises:
         ConfigurationError: there is no CA in ``directory`` (run ``hub certs init``).
@@ -125,36 +144,27 @@ def cert_status(directory: Path, *, now: dt.datetime | None = None) -> list[Cert
         for kind in KINDS:
             if files.cert(kind).exists():
                 result.append(_status(f"{party}/{kind}", files.cert(kind), now))
-        for entry in _read_rotation(files.directory):
-            if _parse_time(entry["accept_until"]) > now:
-                result.append(_status(f"{party}/{entry['kind']}.previous", files.directory / entry["cert"], now))
+        try:
+            entries = read_rotation(files.directory)
+        except ConfigurationError as exc:
+            record = files.directory / ROTATION_FILE
+            result.append(CertStatus(f"{party}/rotation", record, "", "", None, None, Level.UNREADABLE,
+                                     error=str(exc)))  # fmt: skip
+            continue
+        for entry in entries:
+            until = parse_time(entry["accept_until"])
+            if until > now:
+                result.append(_status(f"{party}/{entry['kind']}.previous", files.directory / entry["cert"], now,
+                                      accepted_until=until))  # fmt: skip
     return result
 
 
 def worst_level(statuses: list[CertStatus]) -> Level:
-    """The most urgent level among ``statuses`` (``ok`` for none)."""
-    return max((s.level for s in statuses), key=_ORDER.index, default=Level.OK)
+    """The most urgent level among ``statuses`` (``ok`` for none; retired certificates count as ok)."""
+    return max((s.level for s in statuses if s.level is not Level.RETIRED), key=_ORDER.index, default=Level.OK)
 
 
 # --- rotation -----------------------------------------------------------------------------
-
-
-def _parse_time(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text)
-
-
-def _read_rotation(party_dir: Path) -> list[dict[str, str]]:
-    path = party_dir / _ROTATION_FILE
-    if not path.exists():
-        return []
-    try:
-        return list(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError) as exc:
-        raise ConfigurationError(f"{path}: unreadable rotation record") from exc
-
-
-def _write_rotation(party_dir: Path, entries: list[dict[str, str]]) -> None:
-    (party_dir / _ROTATION_FILE).write_text(json.dumps(entries, indent=2) + "\n", encoding="utf-8")
 
 
 def _split_name(name: str) -> tuple[str, list[str]]:
@@ -197,8 +207,8 @@ def rotate(
     files = _party_files(layout, party)
     ca_cert, ca_key = load_certificate(layout.ca_cert), load_private_key(layout.ca_key)
     previous_dir = files.directory / "previous"
-    entries = [e for e in _read_rotation(files.directory) if _parse_time(e["accept_until"]) > now]
-    _forget_expired(files.directory, keep=entries)
+    entries = [e for e in read_rotation(files.directory) if parse_time(e["accept_until"]) > now]
+    forget_ended(files.directory, keep=entries)
     rotated = []
     for kind in kinds:
         old_cert_path, old_key_path = files.cert(kind), files.key(kind)
@@ -222,23 +232,9 @@ def rotate(
             "accept_until": accept_until.isoformat(),
         })
         rotated.append(f"{party}/{kind}")
-    _write_rotation(files.directory, entries)
-    for kind in KINDS:
-        if files.cert(kind).exists():
-            bundle = [load_certificate(files.cert(kind))] + [
-                load_certificate(files.directory / e["cert"]) for e in entries if e["kind"] == kind
-            ]
-            write_certificate(files.directory / f"accepted-{kind}.pem", *bundle)
+    write_rotation(files.directory, entries)
+    write_bundles(files.directory, entries, KINDS)
     return rotated
-
-
-def _forget_expired(party_dir: Path, *, keep: list[dict[str, str]]) -> None:
-    kept_files = {e["cert"] for e in keep} | {e["key"] for e in keep}
-    previous_dir = party_dir / "previous"
-    if previous_dir.is_dir():
-        for path in previous_dir.iterdir():
-            if f"previous/{path.name}" not in kept_files:
-                path.unlink()
 
 
 def _accepted(directory: Path, name: str, now: dt.datetime | None) -> tuple[str, Path, list[dict[str, str]]]:
@@ -248,8 +244,8 @@ def _accepted(directory: Path, name: str, now: dt.datetime | None) -> tuple[str,
     now = _utcnow(now)
     files = _party_files(PkiLayout(Path(directory)), party)
     entries = [
-        e for e in _read_rotation(files.directory)
-        if e["kind"] == kind and _parse_time(e["accept_until"]) > now
+        e for e in read_rotation(files.directory)
+        if e["kind"] == kind and parse_time(e["accept_until"]) > now
     ]
     return kind, files.directory, entries
 

@@ -11,25 +11,33 @@ Layout under the PKI directory (names are what agency data files reference in ``
 Every key is P-256, PEM (PKCS#8, unencrypted: this is a development PKI), created with
 mode 0600 from the first byte (``os.open(..., 0o600)``), never chmod-ed afterwards and never
 logged. ``init_pki`` is idempotent: material that is still valid and issued by the current CA
-is kept; anything missing, broken, expired or from another CA is re-issued.
+is kept; anything missing, broken, expired or from another CA is re-issued. File writes are
+atomic and durable (certs.pkifiles); the rotation record and bundles are certs.rotation's.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from certs.pkifiles import (
+    _utcnow,
+    load_certificate,
+    load_certificates,
+    load_private_key,
+    write_certificate,
+    write_private_key,
+)
+from certs.rotation import refresh_party
 from hub.errors import ConfigurationError
 
 __all__ = [
@@ -140,79 +148,7 @@ class PkiLayout:
         return names
 
 
-# --- file I/O -----------------------------------------------------------------------------
-
-
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
-    # Create a sibling with the final mode already set, then rename over the target:
-    # a reader never sees a half-written key, and a key never exists with wider permissions.
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for _ in range(100):
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        except FileExistsError:
-            continue
-        break
-    else:  # pragma: no cover - would need 100 collisions
-        raise ConfigurationError(f"cannot create a temporary file next to {path}")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_private_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    """Write a private key as PKCS#8 PEM with mode 0600 from creation on."""
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    _atomic_write(path, pem, 0o600)
-
-
-def write_certificate(path: Path, *certs: x509.Certificate) -> None:
-    """Write one certificate (or a bundle of several) as PEM, world-readable."""
-    _atomic_write(path, b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs), 0o644)
-
-
-def load_certificate(path: Path) -> x509.Certificate:
-    """Load the first PEM certificate of a file.
-
-    Raises:
-        ConfigurationError: the file is missing or holds no readable certificate.
-    """
-    return load_certificates(path)[0]
-
-
-def load_certificates(path: Path) -> list[x509.Certificate]:
-    """Load every PEM certificate of a bundle file (at least one)."""
-    try:
-        certs = x509.load_pem_x509_certificates(Path(path).read_bytes())
-    except (OSError, ValueError) as exc:
-        raise ConfigurationError(f"certificate {path}: cannot read: {exc.__class__.__name__}") from exc
-    return certs
-
-
-def load_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
-    """Load a PEM private key. The error never quotes the file's content."""
-    try:
-        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
-        raise ConfigurationError(f"private key {path}: cannot read") from exc
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise ConfigurationError(f"private key {path}: not an EC key")
-    return key
-
-
 # --- issuance -----------------------------------------------------------------------------
-
-
-def _utcnow(now: dt.datetime | None) -> dt.datetime:
-    now = now or dt.datetime.now(dt.timezone.utc)
-    return now if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
@@ -387,6 +323,9 @@ def init_pki(
             write_private_key(files.key(kind), key)
             write_certificate(files.cert(kind), cert)
             issued.append(name)
+        # A rotated party's bundles must start with the certificate just issued, and must not
+        # keep trusting previous ones from a replaced CA or past their overlap.
+        refresh_party(files.directory, kinds=KINDS, ca=ca_cert, now=now)
 
     return PkiLayout(layout.root, tuple(p for p, _ in wanted), tuple(issued), tuple(kept))
 

@@ -36,6 +36,7 @@ from certs.dropseal import (
 )
 from certs.lifecycle import accepted_certificates, accepted_keys
 from certs.pki import PkiLayout, load_certificate, load_certificates, load_private_key
+from certs.rotation import accepted_in_file
 
 __all__ = ["JWE_SUFFIX", "JWS_SIDECAR", "DropSeal"]
 
@@ -118,14 +119,21 @@ class DropSeal:
     ) -> "DropSeal":
         """Build from files, e.g. an agency data file's ``[tls]`` references resolved to paths.
 
-        ``peer_cert`` may be a bundle (current first, then certificates still accepted).
+        ``peer_cert`` may be a bundle (current first, then certificates still accepted). When it
+        sits in a PKI party directory, that party's rotation record decides, as for ``from_pki``:
+        previous certificates are accepted only until their overlap ends (checked at each
+        verification), however old the bundle (certs.rotation.accepted_in_file).
         ``decryption_keys``: our previous keys still in their rotation overlap, which peers may
         still encrypt to (certs.lifecycle.previous_key_files).
         """
-        peers = load_certificates(peer_cert)
+        peers = accepted_in_file(peer_cert)
+
+        def accepted(at: dt.datetime) -> list[x509.Certificate]:
+            return [cert for cert, until in peers if until is None or at < until]
+
         return cls(
             load_certificate(signing_cert), load_private_key(signing_key), load_certificates(trusted_ca),
-            peers[0], peer_accepted=peers, clock=clock, encrypt=encrypt,
+            peers[0][0], peer_accepted=accepted, clock=clock, encrypt=encrypt,
             decryption_keys=[load_private_key(path) for path in decryption_keys],
         )
 

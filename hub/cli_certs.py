@@ -25,7 +25,7 @@ certs_app = typer.Typer(help="Development PKI: certificates for the hub and ever
 DirOption = Annotated[
     Optional[Path], typer.Option("--dir", help="PKI directory (default: HUB_PKI_DIR or data_dir/pki)")
 ]
-_MARK = {Level.OK: "", Level.WARN: "WARNING", Level.CRITICAL: "CRITICAL", Level.EXPIRED: "EXPIRED"}
+_MARK = {Level.WARN: "WARNING", Level.CRITICAL: "CRITICAL", Level.EXPIRED: "EXPIRED", Level.UNREADABLE: "UNREADABLE"}
 
 
 def _directory(directory: Path | None, settings: Settings | None = None) -> Path:
@@ -65,21 +65,30 @@ def status_command(
     directory: DirOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
-    """List every certificate with its expiry; warn at 30 and 7 days; exit 1 if any has expired."""
+    """List every certificate with its expiry; warn at 30 and 7 days; exit 1 if any has expired or cannot be read.
+
+    Rotated-out certificates are listed as ``retired`` with the end of their overlap: for information.
+    """
     statuses = cert_status(_directory(directory))
     if as_json:
         typer.echo(json.dumps([s.to_dict() for s in statuses], ensure_ascii=False, indent=2))
     else:
         width = max(len(s.name) for s in statuses)
         for s in statuses:
+            if s.not_after is None:
+                typer.echo(f"{s.name:<{width}}  {'-':<10}  {'-':>5}   {s.level.value:<10}  {s.error}")
+                continue
+            until = f"  accepted until {s.accepted_until:%Y-%m-%d %H:%M}Z" if s.accepted_until else ""
             typer.echo(
-                f"{s.name:<{width}}  {s.not_after:%Y-%m-%d}  {s.days_left:>5}d  {s.level.value:<8}  "
-                f"{s.serial[:16]}  {s.subject}"
+                f"{s.name:<{width}}  {s.not_after:%Y-%m-%d}  {s.days_left:>5}d  {s.level.value:<10}  "
+                f"{s.serial[:16]}  {s.subject}{until}"
             )
         for s in statuses:
-            if s.level is not Level.OK:
+            if s.level is Level.UNREADABLE:
+                typer.echo(f"{_MARK[s.level]}: {s.name}: {s.error}", err=True)
+            elif s.level.needs_attention:
                 typer.echo(f"{_MARK[s.level]}: {s.name} expires {s.not_after:%Y-%m-%d} ({s.days_left} days)", err=True)
-    if worst_level(statuses) is Level.EXPIRED:
+    if worst_level(statuses) in (Level.EXPIRED, Level.UNREADABLE):
         raise typer.Exit(1)
 
 

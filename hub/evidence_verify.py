@@ -6,7 +6,8 @@ the evidence. The procedure it follows is written out in docs/evidence.md:
 
 1. the manifest signature (compact JWS, ES256, signer certificate in ``x5c``) is valid, the signer
    certificate was issued by the trusted CA (``--ca``, else the bundle's own certificates/ca.pem,
-   which only proves internal consistency) and may sign documents;
+   which only proves internal consistency) and may sign documents (:func:`may_sign_documents`: a
+   TLS-only certificate may not);
 2. every file the manifest lists has its SHA-256, and no other file is present;
 3. every audit entry's hash is recomputed from its content and its predecessor's hash;
 4. every entry sits in the chain list with the same hashes, and the chain links from the
@@ -131,13 +132,32 @@ def _open_jws(token: str, ca: x509.Certificate | None, trust: str, where: str,
             signer.verify_directly_issued_by(ca)
         except (ValueError, TypeError, InvalidSignature):
             problems.append(f"{where}: the signer was not issued by {trust}")
+    if not may_sign_documents(signer):
+        problems.append(f"{where}: the signer's certificate may not sign documents (a TLS-only certificate, "
+                        "or its key usage forbids signatures)")  # fmt: skip
+    return header, payload, signer
+
+
+_TLS_ONLY = {x509.oid.ExtendedKeyUsageOID.SERVER_AUTH, x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH}
+
+
+def may_sign_documents(cert: x509.Certificate) -> bool:
+    """Key usage allows signatures, and the certificate is not restricted to TLS.
+
+    A party's TLS client certificate also has digitalSignature; without the EKU check a stolen
+    TLS key could sign receipts, manifests or drops. The hub's own rule (certs.dropseal imports
+    it from here, so that this file stays stand-alone and the two cannot drift apart).
+    """
     try:
-        usage = signer.extensions.get_extension_for_class(x509.KeyUsage).value
-        if not (usage.digital_signature or usage.content_commitment):
-            problems.append(f"{where}: the signer's certificate may not sign documents")
+        if not cert.extensions.get_extension_for_class(x509.KeyUsage).value.digital_signature:
+            return False
     except x509.ExtensionNotFound:
         pass
-    return header, payload, signer
+    try:
+        purposes = set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        return True
+    return not purposes <= _TLS_ONLY
 
 
 def _valid_at(signer: x509.Certificate, when: dt.datetime) -> bool:

@@ -160,10 +160,14 @@ def check_certificates_job(runtime: HubRuntime, *, now: dt.datetime | None = Non
     except ConfigurationError as exc:
         log.info("certificate check: %s", exc)
         return {"pki": str(exc), "attention": []}
-    attention = [s for s in statuses if s.level != Level.OK]
+    attention = [s for s in statuses if s.level.needs_attention]  # rotated-out ones are informational
     for status in attention:
+        if status.level is Level.UNREADABLE:
+            log.error("certificate %s: unreadable: %s", status.name, status.error)
+            continue
         level = logging.ERROR if status.level in (Level.CRITICAL, Level.EXPIRED) else logging.WARNING
         log.log(level, "certificate %s: %s, %d days left (%s)", status.name, status.level.value, status.days_left,
-                status.not_after.isoformat())  # fmt: skip
+                status.not_after.isoformat() if status.not_after else "?")  # fmt: skip
     return {"checked": len(statuses),
-            "attention": [{"name": s.name, "level": s.level.value, "days_left": s.days_left} for s in attention]}  # fmt: skip
+            "attention": [{"name": s.name, "level": s.level.value, "days_left": s.days_left, "error": s.error}
+                          for s in attention]}  # fmt: skip

@@ -26,12 +26,13 @@ __all__ = ["AgencyStatus", "CertificateExpiry", "HubStatus", "collect_status", "
 
 
 class CertificateExpiry(BaseModel):
-    """The certificate (hub's or agency's) used with an agency that expires first."""
+    """The certificate (hub's or agency's) used with an agency that expires first, or one that cannot be read."""
 
     name: str
-    not_after: dt.datetime
-    days_left: int
-    level: str  # ok | warn | critical | expired
+    not_after: dt.datetime | None  # None: the file cannot be read
+    days_left: int | None
+    level: str  # ok | warn | critical | expired | unreadable
+    error: str | None = None  # why an unreadable file cannot be read
 
 
 class AgencyStatus(BaseModel):
@@ -63,6 +64,7 @@ class HubStatus(BaseModel):
 
     at: dt.datetime
     agencies: list[AgencyStatus]
+    quarantined_intake: int = 0  # licence records refused at import (no agency): `hub quarantine list --source intake`
 
 
 def _certificates(pki_dir: Path | None, now: dt.datetime) -> dict[str, CertificateExpiry]:
@@ -77,14 +79,24 @@ def _certificates(pki_dir: Path | None, now: dt.datetime) -> dict[str, Certifica
         return {}
     earliest: dict[str, CertificateExpiry] = {}
     for status in statuses:
+        if status.accepted_until is not None:
+            continue  # rotated out: its successor is the one in use, whose expiry is what matters
         party = status.name.split("/", 1)[0]
         if party == "ca":
             party = "hub"  # everyone depends on the CA as on the hub's own certificates
+        candidate = CertificateExpiry(name=status.name, not_after=status.not_after, days_left=status.days_left,
+                                      level=status.level.value, error=status.error)  # fmt: skip
         seen = earliest.get(party)
-        if seen is None or status.not_after < seen.not_after:
-            earliest[party] = CertificateExpiry(name=status.name, not_after=status.not_after,
-                                                days_left=status.days_left, level=status.level.value)  # fmt: skip
+        if seen is None or _urgency(candidate) < _urgency(seen):
+            earliest[party] = candidate
     return earliest
+
+
+def _urgency(cert: CertificateExpiry) -> tuple[int, dt.datetime]:
+    """Sort key, most urgent first: an unreadable file (no expiry known), then the earliest expiry."""
+    if cert.not_after is None:
+        return 0, dt.datetime.min.replace(tzinfo=dt.UTC)
+    return 1, cert.not_after
 
 
 def _seconds(since: dt.datetime | None, now: dt.datetime) -> float | None:
@@ -127,7 +139,7 @@ def collect_status(session: Session, registry: Iterable[AgencySpec] | None = Non
         lease = leases.get(code)
         live = is_live(lease, now)
         mine, hub = certs.get(code), certs.get("hub")
-        cert = min((c for c in (mine, hub) if c), key=lambda c: c.not_after, default=None)
+        cert = min((c for c in (mine, hub) if c), key=_urgency, default=None)
         agencies.append(AgencyStatus(
             code=code, name_zh=row.name_zh, protocol=row.protocol,
             last_push_at=row.last_push_at, last_pull_at=row.last_pull_at,
@@ -140,7 +152,9 @@ def collect_status(session: Session, registry: Iterable[AgencySpec] | None = Non
             lease_holder=lease.holder if live else None, lease_expires_at=lease.expires_at if live else None,
             last_error=row.last_error, last_error_at=row.last_error_at, certificate=cert,
         ))  # fmt: skip
-    return HubStatus(at=now, agencies=agencies)
+    intake = session.exec(select(sa.func.count()).select_from(QuarantinedRecord).where(
+        QuarantinedRecord.released_at.is_(None), QuarantinedRecord.agency_code.is_(None))).one()  # fmt: skip
+    return HubStatus(at=now, agencies=agencies, quarantined_intake=intake)
 
 
 def _age(seconds: float | None) -> str:
@@ -157,7 +171,8 @@ def _age(seconds: float | None) -> str:
 
 def render_text(status: HubStatus) -> str:
     """A plain-text table for a terminal, one block per agency."""
-    lines = [f"hub status at {status.at.isoformat(timespec='seconds')}"]
+    lines = [f"hub status at {status.at.isoformat(timespec='seconds')}",
+             f"quarantined (intake): {status.quarantined_intake}"]
     for a in status.agencies:
         stale = "" if a.fresh else "  STALE"
         lines.append(f"{a.code:<6} {a.name_zh} ({a.protocol}){stale}")
@@ -171,7 +186,10 @@ def render_text(status: HubStatus) -> str:
         if a.certificate:
             c = a.certificate
             mark = "" if c.level == "ok" else f"  {c.level.upper()}"
-            lines.append(f"    certificate {c.name} expires {c.not_after:%Y-%m-%d} ({c.days_left} days){mark}")
+            if c.not_after is None:
+                lines.append(f"    certificate {c.name} cannot be read: {c.error}{mark}")
+            else:
+                lines.append(f"    certificate {c.name} expires {c.not_after:%Y-%m-%d} ({c.days_left} days){mark}")
         if a.last_error:
             when = f" at {a.last_error_at:%Y-%m-%d %H:%M}" if a.last_error_at else ""
             lines.append(f"    last error{when}: {a.last_error}")

@@ -273,7 +273,8 @@ def test_a_signed_answer_counts_only_while_its_timestamp_is_current(soap_pki, mi
     """Valid for its 5-minute TTL plus 5 minutes of clock skew either way: a captured answer replayed
     later (or one dated in the future) is refused though its signature still verifies."""
     party = soap_pki.party("DSJ")
-    signed_at = dt.datetime(2026, 11, 29, 8, 0, tzinfo=dt.UTC)
+    # relative to now: the PKI is made at test time and the agency's certificate must be valid then
+    signed_at = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(minutes=10)
     signer = HubWsse(signing_key_pem=party.signing_key.read_bytes(), signing_cert_pem=party.signing_cert.read_bytes(),
                      agency_cert_pem=None, clock=lambda: signed_at)  # fmt: skip
     envelope = etree.fromstring(f'<soap:Envelope xmlns:soap="{SOAP_ENV}"><soap:Header/><soap:Body>'

@@ -95,10 +95,28 @@ def _receipt_signed_by_the_hub(entry: AuditEntry, pki) -> dict:
     return detail
 
 
+def _receipt_signed_with_the_agencys_tls_key(entry: AuditEntry, pki) -> dict:
+    """A stolen TLS client key (EKU clientAuth only) has digitalSignature and the agency's CN, but
+    the hub never accepts it as the agency's signature: neither may the offline verifier."""
+    from certs.dropseal import RECEIPT_TYPE, seal_manifest
+    from certs.pki import load_certificate, load_private_key
+
+    detail = json.loads(json.dumps(entry.detail))
+    detail["receipts"][0]["ack_id"] = "XFZD-FORGED-1"
+    acks = [{k: r[k] for k in ("message_id", "ack_id", "received_at", "digest", "duplicate")} for r in detail["receipts"]]
+    body = json.dumps({"batch_id": "HUB-XFZD-forged", "status": "accepted", "acks": acks, "errors": []}).encode()
+    tls = pki.party(XFZD)
+    detail["agency_signatures"] = [seal_manifest(body, signing_cert=load_certificate(tls.client_cert),
+                                                 signing_key=load_private_key(tls.client_key),
+                                                 content_type=RECEIPT_TYPE)]  # fmt: skip
+    return detail
+
+
 @pytest.mark.parametrize(("rewrite", "named"), [
     (_ack_id_changed, "XFZD did not sign the receipt of message"),
     (_backdated, "XFZD did not sign the receipt of message"),
     (_receipt_signed_by_the_hub, "signed by 'HUB', not by the agency"),
+    (_receipt_signed_with_the_agencys_tls_key, "the signer's certificate may not sign documents"),
 ])  # fmt: skip
 def test_a_receipt_rewritten_by_whoever_runs_the_hub_is_caught_though_the_chain_holds(delivered, pki, rewrite, named):
     runtime, bundle = delivered
