@@ -38,7 +38,7 @@ def render_check(result) -> str:
 
 @handles_errors
 def check(
-    key: Annotated[str, typer.Argument(help="USCC, organisation code or registration number")],
+    key: Annotated[str, typer.Argument(help="USCC, organisation code, registration number or id:<n>")],
     case: Annotated[str, typer.Option("--case", help="the approval case this check is for")],
     item: Annotated[Optional[str], typer.Option("--item", help="approval item applied for")] = None,
     actor: Annotated[str, typer.Option(help="who is checking (recorded with the check)")] = "cli",
@@ -103,6 +103,7 @@ def serve(
 
 
 @tokens_app.command("add")
+@handles_errors
 def tokens_add(
     name: Annotated[str, typer.Argument(help="who holds the token (shown in the audit log)")],
     role: Annotated[str, typer.Option(help="reviewer, auditor, admin, intake or regulator")],
@@ -113,9 +114,18 @@ def tokens_add(
     from hub.api.auth import Role, add_token
     from hub.settings import Settings
 
-    path = file or Settings().api_tokens_file
+    settings = Settings()
+    path = file or settings.api_tokens_file
     if path is None:
         _fail("no token file: pass --file or set HUB_API_TOKENS_FILE")
+    if agency:
+        # a mistyped code would make a token every request refuses: say so now, not at its first use
+        from contracts.registry import load_registry
+
+        known = load_registry(settings.agencies_dir)
+        if agency.upper() not in known:
+            _fail(f"no agency {agency.upper()!r} in the registry ({settings.agencies_dir or 'contracts/agencies'}); "
+                  f"known agencies: {', '.join(known)}")  # fmt: skip
     try:
         token = add_token(path, name=name, role=Role(role), agency=agency.upper() if agency else None)
     except ValueError as exc:

@@ -29,6 +29,7 @@ __all__ = [
     "LicenceView",
     "ViolationView",
     "company_history",
+    "company_key",
     "find_company",
     "history_from_rows",
     "history_reads",
@@ -101,8 +102,18 @@ class HistoryFilter:
     include_hidden: bool = False  # auditors only: repaired and expired penalties too
 
 
+def company_key(company: Any) -> str:
+    """The identifier that always finds ``company`` again with find_company: its USCC, else ``id:<n>``.
+
+    A natural person may have no identifier at all, and a legacy organisation code or
+    registration number may be shared by several companies, which find_company then refuses.
+    """
+    return company.uscc or f"{_ID_PREFIX}{company.id}"
+
+
 def find_company(session: Session, key: str) -> sa.Row | None:
-    """A company by USCC, organisation code or registration number (exact, and only if unambiguous).
+    """A company by USCC, organisation code or registration number (exact, and only if unambiguous),
+    or by the hub's own ``id:<n>`` (company_key).
 
     Returns a row of the companies table (``.id``, ``.uscc``, ``.name`` … as on Company): read
     straight from the connection, because building an ORM entity was a quarter of a reviewer's
@@ -110,6 +121,11 @@ def find_company(session: Session, key: str) -> sa.Row | None:
     """
     key = key.strip()
     conn = reading_connection(session)
+    internal = key.removeprefix(_ID_PREFIX)
+    if internal != key:  # an id is never a USCC or legacy id: no fallback to them
+        if not (internal.isascii() and internal.isdigit()) or int(internal) >= 2**63:
+            return None
+        return conn.execute(_BY_ID, {"v": int(internal)}).first()
     for query, value in zip(_FIND, (key.upper(), key.upper(), key), strict=True):
         rows = conn.execute(query, {"v": value}).all()
         if len(rows) == 1:
@@ -118,6 +134,8 @@ def find_company(session: Session, key: str) -> sa.Row | None:
 
 
 _C = Company.__table__
+_ID_PREFIX = "id:"
+_BY_ID = sa.select(*_C.c).where(_C.c.id == sa.bindparam("v"))
 _FIND = tuple(sa.select(*_C.c).where(column == sa.bindparam("v")).limit(2)
               for column in (_C.c.uscc, _C.c.org_code, _C.c.reg_no))  # built once, not per lookup  # fmt: skip
 
@@ -187,7 +205,7 @@ def _violation_view(v: sa.Row, today: dt.date, months: Mapping[str, int]) -> Vio
         published_until=publication_end(v.severity, v.decision_date, v.publication_end, months),
         repair_status=v.repair_status, repair_date=v.repair_date, identity_status=v.identity_status,
         standing=standing(severity=v.severity, decision_date=v.decision_date, stated_end=v.publication_end,
-                          repair_status=v.repair_status, today=today, months=months),
+                          repair_status=v.repair_status, repair_date=v.repair_date, today=today, months=months),
     )  # fmt: skip
 
 

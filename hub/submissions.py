@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from sqlmodel import Session
 
-from contracts.mapping import default_severity, native_to_violation
-from contracts.records import PenaltyType, ViolationRecord
+from contracts.mapping import native_to_violation
+from contracts.records import ViolationRecord
 from contracts.registry import AgencySpec
 from contracts.validation import parse_record
 from hub import audit
@@ -43,13 +44,51 @@ class SubmissionResult(BaseModel):
     records: list[RecordOutcome] = Field(default_factory=list)
 
 
+def _readable(text: str) -> str:
+    """``text`` with control characters and lone surrogates escaped (\\u0000): a record reference
+    holding them could be neither stored (PostgreSQL refuses NUL) nor encoded in the JSON answer."""
+    return "".join(f"\\u{ord(ch):04x}" if unicodedata.category(ch) in ("Cc", "Cs") else ch for ch in text)
+
+
+def _raw(data: Any) -> str:
+    """The record as submitted, losslessly: JSON-escaped where UTF-8 cannot hold it (lone surrogates)."""
+    raw = json.dumps(data, ensure_ascii=False, sort_keys=True, default=str)
+    try:
+        raw.encode()
+    except UnicodeEncodeError:
+        raw = json.dumps(data, ensure_ascii=True, sort_keys=True, default=str)
+    return raw
+
+
+def _lone_surrogate(text: str) -> str:
+    """How contracts/fields.py words it, or "" if ``text`` holds no unpaired UTF-16 surrogate."""
+    at = next((i for i, ch in enumerate(text) if unicodedata.category(ch) == "Cs"), None)
+    return "" if at is None else f"contains an unpaired UTF-16 surrogate U+{ord(text[at]):04X} at character {at + 1}"
+
+
+def _surrogate_problems(data: Any, ref: str, path: str = "") -> list[Problem]:
+    """A problem for every key or string value holding an unpaired UTF-16 surrogate (JSON "\\ud800").
+
+    Such a string is not text: no database stores it and no UTF-8 encoder writes it, so the record
+    is refused here, naming the field, whatever the contract says of that field (or of native ones).
+    """
+    problems: list[Problem] = []
+    if isinstance(data, str) and (found := _lone_surrogate(data)):
+        problems.append(Problem(ref, path or "(record)", f"{found}, which no text encoding can hold"))
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            field = f"{path}[{_readable(str(key))}]" if path else _readable(str(key))
+            if found := _lone_surrogate(str(key)):
+                problems.append(Problem(ref, field, f"the field name {found}, which no text encoding can hold"))
+            problems += _surrogate_problems(value, ref, field)
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            problems += _surrogate_problems(value, ref, f"{path}[{i}]")
+    return problems
+
+
 def _canonical(data: dict[str, Any], agency: str, ref: str) -> ViolationRecord:
     data = {**data, "source_agency": agency}  # forced: a regulator reports only as itself
-    if "severity" not in data and isinstance(data.get("CF_CFLB"), list):
-        try:
-            data["severity"] = default_severity(tuple(PenaltyType(p) for p in data["CF_CFLB"]))
-        except ValueError:
-            pass  # the contract check names the unknown penalty type
     return parse_record(ViolationRecord, data, record=ref)
 
 
@@ -68,22 +107,30 @@ def submit_violations(session: Session, *, spec: AgencySpec, records: list[dict[
     outcomes: list[RecordOutcome | None] = []
     valid: list[tuple[int, ViolationRecord]] = []
     for index, data in enumerate(records):
-        raw = json.dumps(data, ensure_ascii=False, sort_keys=True, default=str)
+        raw = _raw(data)
         key = (spec.violation_mapping.record_id or "") if native else "agency_record_id"
         claimed = data.get(key) if isinstance(data, dict) else None
-        ref = str(claimed) if claimed else f"item {index}"
+        # any id the agency gave names the record, 0 included; "" or none: its place in the batch
+        claimed_ref = None if claimed is None else _readable(str(claimed))
+        ref = claimed_ref or f"item {index}"
         try:
             if not isinstance(data, dict):
                 raise ContractViolation.of([Problem(ref, "(record)", "is not a JSON object")])
-            if native:
-                record = native_to_violation(data, spec.violation_mapping, agency_code=spec.code, record=ref)
-            else:
-                record = _canonical(data, spec.code, ref)
+            not_text = _surrogate_problems(data, ref)
+            try:
+                if native:
+                    record = native_to_violation(data, spec.violation_mapping, agency_code=spec.code, record=ref)
+                else:
+                    record = _canonical(data, spec.code, ref)
+            except ContractViolation as exc:
+                named = {p.field for p in not_text}
+                raise ContractViolation.of(not_text + [p for p in exc.problems if p.field not in named]) from exc
+            if not_text:  # a field the contract does not read (an unmapped native one) is still refused
+                raise ContractViolation.of(not_text)
         except ContractViolation as exc:
             quarantine(session, source="api", agency_code=spec.code, record_ref=ref, problems=exc.problems, raw=raw)
             result.quarantined += 1
-            outcomes.append(RecordOutcome(index=index, agency_record_id=claimed and str(claimed),
-                                          outcome="quarantined",
+            outcomes.append(RecordOutcome(index=index, agency_record_id=claimed_ref, outcome="quarantined",
                                           problems=[{"field": p.field, "reason": p.reason} for p in exc.problems]))  # fmt: skip
             continue
         outcomes.append(None)  # filled in once the valid records are stored together
@@ -93,7 +140,9 @@ def submit_violations(session: Session, *, spec: AgencySpec, records: list[dict[
         setattr(result, stored.value, getattr(result, stored.value) + 1)
         outcomes[index] = RecordOutcome(index=index, agency_record_id=record.agency_record_id, outcome=stored.value)
     result.records = [o for o in outcomes if o is not None]
-    digest = hashlib.sha256(json.dumps(records, ensure_ascii=False, sort_keys=True, default=str).encode()).hexdigest()
+    # surrogatepass: a refused record's lone surrogate must not stop the batch's evidence (valid text digests as before)
+    payload = json.dumps(records, ensure_ascii=False, sort_keys=True, default=str)
+    digest = hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
     audit.append(session, actor=actor, action="api.violations", subject=f"agency:{spec.code}",
                  detail={"records": len(records), "created": result.created, "updated": result.updated,
                          "unchanged": result.unchanged, "quarantined": result.quarantined,

@@ -24,6 +24,7 @@ from hub.runtime import HubRuntime
 __all__ = [
     "CLIENT_CERT_EXTENSION",
     "CurrentPrincipal",
+    "JsonBody",
     "RuntimeDep",
     "SessionDep",
     "authenticate",
@@ -101,6 +102,9 @@ async def current_principal(request: Request) -> Principal:
     principal = authenticate(request, bearer=_bearer(request))
     if principal is None:
         raise ApiError(401, "unauthenticated", "this endpoint needs a bearer token or a client certificate")
+    if principal.agency is not None and principal.agency not in request.app.state.runtime.registry:
+        # a token for an agency removed (or mistyped) since it was issued acts for no one
+        raise ApiError(403, "unknown_agency", f"this token's agency {principal.agency} is not configured on this hub")
     request.state.principal = principal
     return principal
 
@@ -118,6 +122,19 @@ def require(permission: Permission):
         return principal
 
     return Depends(check)
+
+
+def _json_body(request: Request) -> None:
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json")):
+        return
+    # without this, FastAPI hands the body over unparsed and answers a puzzling 422 about dicts
+    sent = f"Content-Type {media_type}" if media_type else "no Content-Type"
+    raise ApiError(415, "unsupported_media_type", f"send the body as application/json (this request has {sent})")
+
+
+#: For endpoints with a JSON body; after the caller's dependency, so an unknown caller learns nothing more.
+JsonBody = Annotated[None, Depends(_json_body)]
 
 
 def in_worker_thread(endpoint: Callable[P, R]) -> Callable[P, Awaitable[R]]:

@@ -9,6 +9,7 @@ Clients branch on ``code`` (stable), people read ``message``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -24,6 +25,8 @@ _STATUS_CODES = {
     400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
     413: "body_too_large", 415: "unsupported_media_type", 422: "invalid_request", 429: "too_many_requests",
 }  # fmt: skip
+#: Seconds a 503 asks the caller to wait when the error gives no estimate of its own.
+DEFAULT_RETRY_AFTER = 5
 
 
 class ApiError(Exception):
@@ -42,6 +45,18 @@ def _json(status: int, code: str, message: str, headers: dict[str, str] | None =
     return JSONResponse(error_body(code, message, **extra), status_code=status, headers=headers)
 
 
+def _retry_after(exc: TransientError) -> int:
+    """Whole seconds, as Retry-After wants them: the error's own estimate, else a short default."""
+    return max(1, math.ceil(exc.retry_after)) if exc.retry_after else DEFAULT_RETRY_AFTER
+
+
+def _try_again_message(exc: TransientError) -> str:
+    message = str(exc)
+    if "try again" in message.lower():  # the error already says when; a second "try again" would contradict it
+        return message
+    return f"{message}; try again in {_retry_after(exc)} s" if exc.retry_after else f"{message}; try again shortly"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Answer every failure — ours, FastAPI's and Starlette's — in the one JSON shape."""
 
@@ -52,7 +67,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [{"field": ".".join(str(p) for p in e.get("loc", ())), "reason": e.get("msg", "")}
+        problems = [{"field": ".".join(str(p) for p in e.get("loc", ())),
+                     "reason": e.get("msg", "").removeprefix("Value error, ")}  # pydantic's prefix for our validators
                     for e in exc.errors()]  # fmt: skip
         summary = "; ".join(f"{p['field']}: {p['reason']}" for p in problems[:5])
         return _json(422, "invalid_request", f"the request is not valid: {summary}", problems=problems)
@@ -70,7 +86,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(TransientError)
     async def _transient(_request: Request, exc: TransientError) -> JSONResponse:
-        return _json(503, "try_again", f"{exc}; try again shortly", {"Retry-After": "5"})
+        return _json(503, "try_again", _try_again_message(exc), {"Retry-After": str(_retry_after(exc))})
 
     @app.exception_handler(ConfigurationError)
     async def _config(_request: Request, exc: ConfigurationError) -> JSONResponse:

@@ -1,24 +1,29 @@
 """The reviewer's pages: search, a company (verdict, reasons, timeline, freshness, deliveries), status.
 
 Login is a token form that sets an HttpOnly, SameSite=Strict cookie; the same roles as the
-API apply (hub.api.auth). Lookups are audited exactly as API lookups are.
+API apply (hub.api.auth). Lookups are audited exactly as API lookups are. Login and logout
+refuse a form another site sent (its Origin, else its Referer, names another host): SameSite
+guards the cookie, not the forms that set or clear it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, FastAPI, Form, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlmodel import Session
 
 from hub import audit
 from hub.api.auth import Permission, Principal
+from hub.api.params import Text
 from hub.companies import find_companies
 from hub.compliance import agency_freshness, run_check
-from hub.history import HistoryFilter, company_history, find_company
+from hub.history import HistoryFilter, company_history, company_key, find_company
 from hub.status import collect_status
 from hub.web.timeline import build_timeline
 
@@ -26,6 +31,7 @@ __all__ = ["COOKIE", "mount", "router"]
 
 COOKIE = "hub_token"
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+templates.env.globals["company_key"] = company_key
 router = APIRouter(include_in_schema=False)
 
 
@@ -42,7 +48,9 @@ def _page(request: Request, name: str, status: int = 200, **context) -> HTMLResp
 def _guard(request: Request, permission: Permission) -> Principal | Response:
     who = _principal(request)
     if who is None:
-        return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+        # the query too: a link to /companies/X?case=C-9 must come back with its case
+        here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse("/login?" + urlencode({"next": here}), status_code=303)
     request.state.principal = who
     if not who.can(permission):
         return _page(request, "error.html", 403, title="Not allowed",
@@ -54,32 +62,56 @@ def _session(request: Request) -> Session:
     return Session(request.app.state.runtime.engine, expire_on_commit=False)
 
 
+def _local(target: str) -> str:
+    """``target`` if it stays on this site, else "/": never an open redirect after login."""
+    # "//host" and "/\\host" are other hosts to a browser; a control character can hide either
+    local = target.startswith("/") and target[1:2] not in ("/", "\\") and target.isprintable()
+    return target if local else "/"
+
+
+def _cross_site(request: Request) -> Response | None:
+    """A 403 page if another site sent this form, judged by Origin, else Referer.
+
+    A request with neither (curl, scripts) passes: a browser always sends one of them with a
+    cross-site form post, and SameSite=Strict keeps the cookie out of any other request.
+    """
+    sender = request.headers.get("origin") or request.headers.get("referer")
+    if sender is None or urlsplit(sender).netloc.lower() == request.headers.get("host", "").lower():
+        return None
+    return _page(request, "error.html", 403, title="Refused: sent from another site",
+                 message=f"This form was sent from {sender}, not from this hub: sign in and out on this hub's "
+                         "own pages.")  # fmt: skip
+
+
 @router.get("/login", response_class=HTMLResponse)
 def login_form(request: Request, next: str = "/") -> HTMLResponse:  # noqa: A002 - the query name
-    return _page(request, "login.html", next=next if next.startswith("/") else "/", error=None)
+    return _page(request, "login.html", next=_local(next), error=None)
 
 
 @router.post("/login")
 def login(request: Request, token: Annotated[str, Form(max_length=200)], next: Annotated[str, Form()] = "/") -> Response:  # noqa: A002
+    if (refused := _cross_site(request)) is not None:
+        return refused
     if request.app.state.tokens.principal(token.strip()) is None:
-        return _page(request, "login.html", 401, next=next, error="That token is not known to this hub.")
-    target = next if next.startswith("/") and not next.startswith("//") else "/"
-    response = RedirectResponse(target, status_code=303)
+        return _page(request, "login.html", 401, next=_local(next), error="That token is not known to this hub.")
+    response = RedirectResponse(_local(next), status_code=303)
     response.set_cookie(COOKIE, token.strip(), httponly=True, samesite="strict",
                         secure=request.url.scheme == "https", max_age=8 * 3600)  # fmt: skip
     return response
 
 
 @router.post("/logout")
-def logout() -> Response:
+def logout(request: Request) -> Response:
+    if (refused := _cross_site(request)) is not None:
+        return refused
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(COOKIE)
     return response
 
 
 @router.get("/", response_class=HTMLResponse)
-def search(request: Request, q: Annotated[str, Query(max_length=200)] = "",
-           case: Annotated[str, Query(max_length=200)] = "") -> Response:  # fmt: skip
+def search(request: Request, q: Annotated[Text, Query(max_length=200)] = "",
+           case: Annotated[Text, Query(max_length=200)] = "") -> Response:  # fmt: skip
     who = _guard(request, Permission.READ_COMPANIES)
     if isinstance(who, Response):
         return who
@@ -93,8 +125,8 @@ def search(request: Request, q: Annotated[str, Query(max_length=200)] = "",
 
 
 @router.get("/companies/{key}", response_class=HTMLResponse)
-def company(request: Request, key: str, case: Annotated[str, Query(max_length=200)] = "",
-            item: Annotated[str, Query(max_length=100)] = "",
+def company(request: Request, key: Text, case: Annotated[Text, Query(max_length=200)] = "",
+            item: Annotated[Text, Query(max_length=100)] = "",
             include_hidden: bool = False) -> Response:  # fmt: skip
     who = _guard(request, Permission.READ_COMPANIES)
     if isinstance(who, Response):
@@ -119,9 +151,12 @@ def company(request: Request, key: str, case: Annotated[str, Query(max_length=20
                                          kinds=request.app.state.rules.freshness.kinds)  # fmt: skip
         audit.append(session, actor=who.actor, action="review.history", subject=f"company:{found.uscc or found.id}",
                      detail={"case": case or None, "include_hidden": include_hidden, "via": "web"}, commit=True)  # fmt: skip
+    # the toggle keeps case and item: without the item the verdict (and the stored check) would change
+    toggle = urlencode({k: v for k, v in (("case", case), ("item", item)) if v}
+                       | {"include_hidden": "false" if include_hidden else "true"})  # fmt: skip
     return _page(request, "company.html", h=history, check=check, freshness=freshness, case=case, item=item,
                  timeline=build_timeline(history), can_see_hidden=who.can(Permission.READ_HIDDEN),
-                 include_hidden=include_hidden, key=key)  # fmt: skip
+                 include_hidden=include_hidden, key=key, toggle_href="?" + toggle)  # fmt: skip
 
 
 @router.get("/status", response_class=HTMLResponse)
@@ -137,4 +172,15 @@ def status(request: Request) -> Response:
 
 
 def mount(app: FastAPI) -> None:
+    """Serve the pages; a page's invalid parameters are answered as a page, the API's still as JSON."""
     app.include_router(router)
+    api_invalid = app.exception_handlers[RequestValidationError]
+
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        if request.scope.get("route") not in router.routes:
+            return await api_invalid(request, exc)
+        problems = "; ".join(f"{e['loc'][-1]}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
+        return _page(request, "error.html", 422, title="Not a valid request",
+                     message=f"This page cannot be shown: {problems}.")  # fmt: skip
+
+    app.add_exception_handler(RequestValidationError, invalid)

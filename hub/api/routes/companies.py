@@ -17,19 +17,21 @@ from hub import audit
 from hub.api.auth import Permission, Principal
 from hub.api.deps import RuntimeDep, SessionDep, in_worker_thread, require
 from hub.api.errors import ApiError
+from hub.api.params import Text
 from hub.companies import find_companies
 from hub.compliance import CheckResult, run_check
-from hub.history import CompanyHistory, HistoryFilter, find_company, reviewed_history
+from hub.history import CompanyHistory, HistoryFilter, company_key, find_company, reviewed_history
 
 router = APIRouter(prefix="/api/v1/companies", tags=["reviewers"])
 Reviewer = Annotated[Principal, require(Permission.READ_COMPANIES)]
-CaseId = Annotated[str, Query(min_length=1, max_length=200, pattern=r"\S",
+CaseId = Annotated[Text, Query(min_length=1, max_length=200, pattern=r"\S",
                               description="the approval case this lookup is for")]  # fmt: skip
 
 
 class CompanyPublic(BaseModel):
     """A search hit."""
 
+    key: str  # what /{key}/history and /{key}/check take: the USCC, else the hub's id:<n>
     uscc: str | None
     name: str
     category: str
@@ -41,19 +43,21 @@ def _company(session, key: str) -> sa.Row:
     company = find_company(session, key)
     if company is None:
         raise ApiError(404, "company_not_found",
-                       f"no single company has the USCC, organisation code or registration number {key!r}")  # fmt: skip
+                       f"no single company has the identifier {key!r} (a USCC, organisation code, "
+                       "registration number, or the key a search gave)")  # fmt: skip
     return company
 
 
 @router.get("", response_model=list[CompanyPublic], summary="Find companies by USCC, legacy id or part of the name")
 @in_worker_thread
 def search(session: SessionDep, who: Reviewer,
-           q: Annotated[str, Query(min_length=1, max_length=200)],
+           q: Annotated[Text, Query(min_length=1, max_length=200)],
            limit: Annotated[int, Query(ge=1, le=100)] = 20) -> list[CompanyPublic]:  # fmt: skip
     found = find_companies(session, q, limit=limit)
     audit.append(session, actor=who.actor, action="review.search", subject=f"query:{q[:200]}",
                  detail={"hits": [c.uscc or c.id for c in found]}, commit=True)  # fmt: skip
-    return [CompanyPublic.model_validate(c, from_attributes=True) for c in found]
+    return [CompanyPublic(key=company_key(c), uscc=c.uscc, name=c.name, category=c.category, org_code=c.org_code,
+                          reg_no=c.reg_no) for c in found]  # fmt: skip
 
 
 @router.get("/{key}/history", response_model=CompanyHistory, summary="A company's licences and violations")
@@ -62,9 +66,9 @@ def history(
     session: SessionDep,
     request: Request,
     who: Reviewer,
-    key: str,
-    case: Annotated[str | None, Query(max_length=200, description="the approval case, for the audit log")] = None,
-    agency: Annotated[str | None, Query(max_length=16)] = None,
+    key: Text,
+    case: Annotated[Text | None, Query(max_length=200, description="the approval case, for the audit log")] = None,
+    agency: Annotated[Text | None, Query(max_length=16)] = None,
     severity: Annotated[str | None, Query(pattern="^(minor|ordinary|serious)$")] = None,
     since: dt.date | None = None,
     until: dt.date | None = None,
@@ -82,8 +86,8 @@ def history(
 
 @router.get("/{key}/check", response_model=CheckResult, summary="Pre-approval verdict for an approval case")
 @in_worker_thread
-def check(session: SessionDep, runtime: RuntimeDep, request: Request, who: Reviewer, key: str, case: CaseId,
-          item: Annotated[str | None, Query(max_length=100, description="approval item applied for")] = None,
+def check(session: SessionDep, runtime: RuntimeDep, request: Request, who: Reviewer, key: Text, case: CaseId,
+          item: Annotated[Text | None, Query(max_length=100, description="approval item applied for")] = None,
           ) -> CheckResult:  # fmt: skip
     company = _company(session, key)
     result = run_check(session, company=company, case_id=case, actor=who.actor, rules=request.app.state.rules,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body
 from pydantic import BaseModel
 
 from hub.api.auth import Permission, Principal
-from hub.api.deps import RuntimeDep, SessionDep, require
+from hub.api.deps import JsonBody, RuntimeDep, SessionDep, require
 from hub.api.errors import ApiError
 from hub.errors import ContractViolation, RefusedInput
 from hub.intake import RawRecord, validate_grants
@@ -27,11 +27,13 @@ class LicenceIntakeResult(BaseModel):
 
 
 @router.post("", response_model=LicenceIntakeResult, summary="Record licence grants (XK_ records)",
-             responses={422: {"description": "some record is invalid: every problem listed, nothing written"}})  # fmt: skip
+             responses={415: {"description": "the body is not sent as application/json"},
+                        422: {"description": "some record is invalid: every problem listed, nothing written"}})  # fmt: skip
 def record(
     session: SessionDep,
     runtime: RuntimeDep,
     who: Annotated[Principal, require(Permission.WRITE_LICENCES)],
+    _json: JsonBody,
     body: Annotated[dict[str, Any] | list[dict[str, Any]], Body(description="one record, or a list of records")],
 ) -> LicenceIntakeResult:
     items = body if isinstance(body, list) else [body]

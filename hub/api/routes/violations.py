@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from hub.api.auth import Permission, Principal
-from hub.api.deps import RuntimeDep, SessionDep, require
+from hub.api.deps import JsonBody, RuntimeDep, SessionDep, require
 from hub.submissions import SubmissionResult, submit_violations
 
 router = APIRouter(prefix="/api/v1/violations", tags=["regulators"])
@@ -26,7 +26,8 @@ class ViolationBatch(BaseModel):
 
 @router.post("", response_model=SubmissionResult, summary="Report violation records (idempotent on record ids)")
 def submit(session: SessionDep, runtime: RuntimeDep,
-           who: Annotated[Principal, require(Permission.WRITE_VIOLATIONS)], batch: ViolationBatch) -> SubmissionResult:  # fmt: skip
+           who: Annotated[Principal, require(Permission.WRITE_VIOLATIONS)], _json: JsonBody,
+           batch: ViolationBatch) -> SubmissionResult:  # fmt: skip
     spec = runtime.agency(who.agency or "")
     result = submit_violations(session, spec=spec, records=batch.records, actor=who.actor,
                                native=batch.format == "native")  # fmt: skip
