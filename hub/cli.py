@@ -169,6 +169,9 @@ cli_review.register(app)
 from hub import cli_ops  # noqa: E402  (operations: worker, status, dead-letters)
 cli_ops.register(app)
 
+from hub import cli_quarantine  # noqa: E402  (quarantine: list, show, retry, dismiss)
+cli_quarantine.register(app)
+
 
 def main() -> None:
     """The console entry point: a hub error no command caught (a bad HUB_* setting, read before

@@ -132,6 +132,12 @@ def _relevant(entry: AuditEntry, chosen: _Selection) -> bool:
         agency = entry.subject.removeprefix("agency:")
         refs = set((entry.detail or {}).get("refs") or [])
         return bool(refs & chosen.carried.get(agency, set()))
+    if entry.action == "quarantine.retry":  # a record stored on retry came in through this entry
+        detail = entry.detail or {}
+        refs = set(detail.get("refs") or [])
+        if detail.get("agency"):
+            return bool(refs & chosen.carried.get(detail["agency"], set()))
+        return any(f"licence:{ref}" in chosen.subjects for ref in refs)  # an import's licence
     return False
 
 

@@ -23,11 +23,12 @@ from contracts.registry import AgencySpec
 from contracts.validation import parse_record
 from hub.errors import ContractViolation, Problem, RefusedInput
 from hub.licences import IntakeResult, record_grants
-from hub.quarantine import quarantine
+from hub.quarantine import licence_key, quarantine
 
-__all__ = ["RawRecord", "decode", "import_licences", "read_licence_file", "validate_grants"]
+__all__ = ["RawRecord", "decode", "import_licences", "read_licence_file", "reread", "validate_grants"]
 
 MAX_FILE_BYTES = 512 * 1024 * 1024
+_REPEATS = "repeats record"  # how a decision number seen earlier in the file is refused
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,11 @@ class RawRecord:
     number: int  # 1-based record number in the file (data rows, not counting the CSV header)
     data: dict
     raw: str
+    file: str | None = None  # the file's name, to name the record by in quarantine
+
+    @property
+    def ref(self) -> str:
+        return f"{self.file} record {self.number}" if self.file else f"record {self.number}"
 
 
 def _is_utf8(encoding: str | None) -> bool:
@@ -61,14 +67,25 @@ def decode(data: bytes, *, name: str, encoding: str | None = None) -> str:
     raise RefusedInput(f"{name}: not valid {tried} text (byte {last.start}: {last.reason})") from last
 
 
+def _cells(row: Mapping[str, str | None]) -> dict[str, str]:
+    """A CSV row's named, non-empty cells, trimmed (also how a quarantined CSV row is read again)."""
+    data = {k.strip(): (v.strip() if v and v.strip() else None) for k, v in row.items() if k}
+    return {k: v for k, v in data.items() if v is not None}
+
+
 def _csv_records(text: str, name: str) -> Iterator[RawRecord]:
     reader = csv.DictReader(io.StringIO(text, newline=""))
+    first: dict[str, int] = {}
+    for column, header in enumerate(reader.fieldnames or [], start=1):
+        key = header.strip()
+        if key and key in first:  # DictReader would keep the last cell and drop the other unseen
+            raise RefusedInput(f"{name}: header: column {key!r} appears twice (columns {first[key]} and {column}); "
+                               "a record would have two values for it")  # fmt: skip
+        first.setdefault(key, column)
     for number, row in enumerate(reader, start=1):
         if None in row:
             raise RefusedInput(f"{name}: record {number}: more cells than the header has columns")
-        data = {k.strip(): (v.strip() if v and v.strip() else None) for k, v in row.items() if k}
-        raw = json.dumps(row, ensure_ascii=False)
-        yield RawRecord(number, {k: v for k, v in data.items() if v is not None}, raw)
+        yield RawRecord(number, _cells(row), json.dumps(row, ensure_ascii=False), name)
 
 
 def _jsonl_records(text: str, name: str) -> Iterator[RawRecord]:
@@ -85,7 +102,7 @@ def _jsonl_records(text: str, name: str) -> Iterator[RawRecord]:
             raise RefusedInput(f"{name}: record {number}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
         if not isinstance(data, dict):
             raise RefusedInput(f"{name}: record {number}: is not a JSON object")
-        yield RawRecord(number, data, line)
+        yield RawRecord(number, data, line, name)
 
 
 def read_licence_file(path: Path, *, encoding: str | None = None, fmt: str | None = None,
@@ -117,6 +134,29 @@ def read_licence_file(path: Path, *, encoding: str | None = None, fmt: str | Non
     raise RefusedInput(f"{path.name}: unknown format {kind!r} (csv or jsonl)")
 
 
+def reread(raw: str, ref: str) -> RawRecord:
+    """A quarantined intake record read again from its raw text, as the import read it.
+
+    ``ref`` is its quarantine ref (``<file> record <n>``): a CSV file's row is kept as the JSON of
+    its cells, and is cleaned as the import cleaned it. Rows quarantined before refs named the
+    file are taken for CSV rows when every value is text, as a CSV row's are.
+
+    Raises:
+        RefusedInput: the raw text is not a JSON object.
+    """
+    file, _, number = ref.rpartition(" record ")
+    if not file and ref.startswith("record "):
+        number = ref.removeprefix("record ")
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise RefusedInput(f"{ref}: the kept record is not valid JSON ({exc.msg} at column {exc.colno})") from exc
+    if not isinstance(data, dict):
+        raise RefusedInput(f"{ref}: the kept record is not a JSON object")
+    from_csv = file.lower().endswith(".csv") if file else all(isinstance(v, str | None) for v in data.values())
+    return RawRecord(int(number) if number.isdigit() else 0, _cells(data) if from_csv else data, raw, file or None)
+
+
 def validate_grants(records: list[RawRecord]) -> tuple[list[tuple[RawRecord, LicenceGrant]], list[tuple[RawRecord, list[Problem]]]]:  # fmt: skip
     """Split records into valid grants and (record, problems) pairs; a decision number may appear once."""
     valid, invalid, seen = [], [], {}
@@ -127,7 +167,7 @@ def validate_grants(records: list[RawRecord]) -> tuple[list[tuple[RawRecord, Lic
             invalid.append((rec, list(exc.problems)))
             continue
         if grant.decision_no in seen:
-            problem = Problem(str(rec.number), "XK_WSH", f"repeats record {seen[grant.decision_no]}'s decision number")
+            problem = Problem(str(rec.number), "XK_WSH", f"{_REPEATS} {seen[grant.decision_no]}'s decision number")
             invalid.append((rec, [problem]))
             continue
         seen[grant.decision_no] = rec.number
@@ -163,7 +203,11 @@ def import_licences(
     by_decision = {grant.decision_no: rec for rec, grant in valid}
     invalid += [(by_decision[grant.decision_no], [problem]) for grant, problem in result.refused]
     for rec, problems in invalid:
-        quarantine(session, source=source, record_ref=f"record {rec.number}", problems=problems, raw=rec.raw)
+        # a repeated decision number within the file is not a bad version of that licence: the
+        # first record's arrival must not release it
+        repeat = any(p.field == "XK_WSH" and p.reason.startswith(_REPEATS) for p in problems)
+        quarantine(session, source=source, record_ref=rec.ref, problems=problems, raw=rec.raw,
+                   record_key=None if repeat else licence_key(rec.data.get("XK_WSH")))  # fmt: skip
     result.quarantined = len(invalid)
     return result
 

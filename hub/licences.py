@@ -29,6 +29,7 @@ from hub.bulk import bulk_insert, new_ids
 from hub.companies import upsert_companies, upsert_company
 from hub.errors import ContractViolation, Problem, TransientError
 from hub.models import Agency, Delivery, DeliveryState, Licence, LicenceRevision
+from hub.quarantine import release_superseded
 from hub.routing import route
 
 __all__ = ["IntakeResult", "ensure_agencies", "message_id_for", "record_grants"]
@@ -149,6 +150,8 @@ def record_grants(
     if chunk:
         entries += _record_chunk(session, chunk, specs, actor, result, skip_refused)
     audit.append_many(session, entries)  # one read of the chain's head for the whole import
+    # a licence recorded anew supersedes its refused version: an entry's subject is its licence_key
+    release_superseded(session, [entry["subject"] for entry in entries])
     return result
 
 

@@ -253,18 +253,34 @@ class ViolationRevision(SQLModel, table=True):
     recorded_at: dt.datetime = Field(default_factory=utcnow)
 
 
+QUARANTINE_OPEN_SQL = "released_at IS NULL"  # the partial indexes' predicate (migration 0006 freezes it)
+
+
 class QuarantinedRecord(SQLModel, table=True):
     """A record refused by the contract, kept with every reason and its raw payload."""
 
     __tablename__ = "quarantine"
+    __table_args__ = (
+        # Storing a record releases the open rows it supersedes (hub.quarantine.release_superseded),
+        # once per pull page or import: only open rows are in these, so they stay as small as the backlog.
+        # Queries must repeat QUARANTINE_OPEN_SQL verbatim, or SQLite does not use them.
+        sa.Index("ix_quarantine_open_key", "record_key", sqlite_where=sa.text(QUARANTINE_OPEN_SQL),
+                 postgresql_where=sa.text(QUARANTINE_OPEN_SQL)),
+        sa.Index("ix_quarantine_open_raw", "raw_digest", sqlite_where=sa.text(QUARANTINE_OPEN_SQL),
+                 postgresql_where=sa.text(QUARANTINE_OPEN_SQL)),
+    )  # fmt: skip
     id: int | None = Field(default=None, primary_key=True)
     source: str = Field(max_length=20)  # intake | pull | api | filedrop
     agency_code: str | None = Field(default=None, max_length=16, index=True)
     record_ref: str = Field(max_length=500)
+    # the identity a stored record would have (licence:<decision no>, violation:<agency>:<record id>), when readable
+    record_key: str | None = Field(default=None, max_length=300)
+    raw_digest: str | None = Field(default=None, max_length=64)  # SHA-256 of raw: a record refused again is one row
     reasons: list = _json()
     raw: str = Field(sa_type=sa.Text)
     created_at: dt.datetime = Field(default_factory=utcnow)
     released_at: dt.datetime | None = None
+    release_note: str | None = Field(default=None, max_length=500)  # how: retried, superseded, dismissed (why)
 
 
 # --- evidence ---------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from contracts.uscc import PLACEHOLDER
 from hub.bulk import MatchingRows, bulk_insert, new_ids
 from hub.companies import company_ids_by_uscc, resolve_identity
 from hub.models import IdentityStatus, Violation, ViolationRevision
+from hub.quarantine import release_superseded, violation_key
 
 __all__ = ["StoreOutcome", "store_violation", "store_violations"]
 
@@ -139,6 +140,10 @@ def store_violations(session: Session, records: Sequence[ViolationRecord]) -> li
             outcomes[i] = StoreOutcome.CREATED
     for i in slow:
         outcomes[i], _ = store_violation(session, prepared[i][0])
+    # a record stored anew supersedes its refused version; an unchanged one was stored before, so a
+    # resync (every record unchanged) costs no query
+    stored = (record for (record, _, _), outcome in zip(prepared, outcomes) if outcome is not StoreOutcome.UNCHANGED)
+    release_superseded(session, [violation_key(r.source_agency, r.agency_record_id) for r in stored])
     return outcomes  # type: ignore[return-value]
 
 

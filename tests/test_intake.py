@@ -48,7 +48,7 @@ def test_skip_invalid_imports_the_rest_and_quarantines_the_bad_one(engine, tmp_p
     assert (result.created, result.quarantined) == (3, 1)
     with Session(engine) as s:
         (q,) = s.exec(select(QuarantinedRecord)).all()
-        assert q.record_ref == "record 3" and q.reasons[0]["field"] == "XK_XDR_SHXYM"
+        assert q.record_ref == "g.jsonl record 3" and q.reasons[0]["field"] == "XK_XDR_SHXYM"
         assert BAD_USCC in q.raw
 
 
@@ -132,7 +132,7 @@ def test_skip_invalid_quarantines_a_revival_and_records_the_rest(engine, tmp_pat
     with Session(engine) as s:
         (held,) = s.exec(select(QuarantinedRecord)).all()
         assert s.exec(select(Licence.lifecycle).where(Licence.decision_no == revived["XK_WSH"])).one() == "revoked"
-    assert held.record_ref == "record 2" and held.reasons[0]["field"] == "lifecycle"
+    assert held.record_ref == "again.jsonl record 2" and held.reasons[0]["field"] == "lifecycle"
 
 
 def test_a_change_reaches_every_agency_the_licence_went_to_though_it_no_longer_routes_there(engine, tmp_path):

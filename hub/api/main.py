@@ -11,7 +11,7 @@ from hub.api.auth import TokenStore
 from hub.api.errors import install_error_handlers
 from hub.api.metrics import build_registry
 from hub.api.middleware import BodySizeLimit, RequestLog
-from hub.api.routes import agencies, companies, feeds, health, licences, violations
+from hub.api.routes import agencies, companies, feeds, health, licences, quarantine, violations
 from hub.compliance import VerdictRules, load_rules
 from hub.db import WalCheckpointer
 from hub.runtime import HubRuntime
@@ -45,7 +45,7 @@ def create_app(runtime: HubRuntime, *, tokens: TokenStore | None = None, rules: 
     app.state.rules = rules or load_rules()
     app.state.metrics_registry, latency = build_registry(runtime.engine)
     install_error_handlers(app)
-    for module in (health, companies, licences, violations, feeds, agencies):
+    for module in (health, companies, licences, violations, feeds, agencies, quarantine):
         app.include_router(module.router)
     if web:
         from hub.web import pages
