@@ -56,6 +56,8 @@ _REG_NO = re.compile(r"[0-9]{15}", re.ASCII)
 def _ascii_form(text: str) -> str:
     """Full-width forms (１２０１…, ＡＢＣ) as the ASCII a register holds: an IME's full-width digits are
     the same number, and kept as typed they never match the company's ASCII code."""
+    if text.isascii():  # nearly every code: NFKC changes no ASCII character
+        return text.strip().upper()
     return unicodedata.normalize("NFKC", text).strip().upper()
 
 
