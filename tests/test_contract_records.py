@@ -167,6 +167,12 @@ def test_free_text_keeps_tabs_and_line_breaks_a_one_line_field_does_not():
     assert field == "CF_XDR_MC" and "U+000A" in reason
 
 
+def test_a_line_break_around_a_one_line_field_is_whitespace_stripped_as_before():
+    """A CSV cell or JSON value ending in a line break was stripped and stored; it must not turn into a refusal."""
+    record = parse_record(ViolationRecord, violation(CF_XDR_MC="\t天津测试1号有限公司\r\n"), record="R-1")
+    assert record.subject_name == "天津测试1号有限公司"
+
+
 # --- one amount, one form, one digest -------------------------------------------------------------------
 
 
