@@ -9,14 +9,19 @@ moving). This module is what an operator and the sweeper need around that:
 * ``list_dead`` / ``retry_dead``: dead letters, and putting them back to *pending* with their
   attempt count reset, by delivery id or for a whole agency.
 * ``delivery_counts``: per agency and state, for ``hub status``.
+* ``update_deliveries``: the push's own bulk UPDATE of a window's rows.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections import defaultdict
+from typing import Any
 
+import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from pydantic import BaseModel
 from sqlmodel import Session, select
 
@@ -25,7 +30,7 @@ from hub.clock import utcnow
 from hub.leases import is_live
 from hub.models import Delivery, DeliveryState, Licence, SyncLease
 
-__all__ = ["DeadLetter", "delivery_counts", "list_dead", "retry_dead", "sweep_stale"]
+__all__ = ["DeadLetter", "delivery_counts", "list_dead", "retry_dead", "sweep_stale", "update_deliveries"]
 
 
 class DeadLetter(BaseModel):
@@ -130,3 +135,49 @@ def delivery_counts(session: Session) -> dict[str, dict[str, int]]:
     for code, state, count in rows:
         counts[code][state] = count
     return dict(counts)
+
+
+def update_deliveries(session: Session, ids: list[int], same: dict[str, Any], each: dict[str, list], *,
+                      attempts: int = 0) -> None:  # fmt: skip
+    """Set ``same`` on every delivery of ``ids``, ``each[column][i]`` on the i-th, and add ``attempts``, in one statement.
+
+    PostgreSQL: an UPDATE … FROM the rows of one JSON array, one round trip per batch; the
+    executemany before cost a round trip per row, over a third of a push to SCJG. The rows go as
+    JSON written by orjson: psycopg's array parameters, one per column, cost 3.7 ms of the push's
+    thread per window of 200 (8 µs per timestamp). SQLite runs in the process, where a Core
+    executemany costs no round trips. (A CASE per column was slower: SQLAlchemy compiled its
+    hundreds of bind parameters for every batch.)
+    """
+    postgres = session.get_bind().dialect.name == "postgresql"
+    statement = _by_id(postgres, tuple(same), tuple(each), attempts)
+    fixed = {f"v_{name}": value for name, value in same.items()}
+    if postgres:
+        rows = orjson.dumps(list(zip(ids, *each.values(), strict=True))).decode("utf-8")
+        params: dict | list = {**fixed, "a_id": ids, "a_rows": rows}
+    else:
+        params = [{**fixed, "a_id": id_, **{f"a_{name}": values[i] for name, values in each.items()}}
+                  for i, id_ in enumerate(ids)]  # fmt: skip
+    session.connection().execute(statement, params)
+
+
+@functools.cache
+def _by_id(postgres: bool, fixed: tuple[str, ...], each: tuple[str, ...], attempts: int) -> sa.Update:
+    """The statement of update_deliveries, built once per shape: built per batch, its construction and
+    cache key cost as much CPU as running it."""
+    table = Delivery.__table__
+    values: dict[str, Any] = {name: sa.bindparam(f"v_{name}", type_=table.c[name].type) for name in fixed}
+    if attempts:
+        values["attempts"] = table.c.attempts + attempts
+    if not postgres:
+        each_values = {name: sa.bindparam(f"a_{name}", type_=table.c[name].type) for name in each}
+        return table.update().where(table.c.id == sa.bindparam("a_id")).values({**values, **each_values})
+    # [[id, each[0], each[1], …], …]: element i of a row, as text, cast to its column's type
+    element = sa.func.json_array_elements(sa.cast(sa.bindparam("a_rows", type_=sa.Text), postgresql.JSON))
+    row = element.table_valued("value").render_derived(name="r")
+    nth = row.c.value.op("->>", return_type=sa.Text)
+    rows = sa.select(*(sa.cast(nth(sa.literal_column(str(i))), table.c[name].type).label(name)
+                       for i, name in enumerate(("id", *each)))).subquery("v")  # fmt: skip
+    ids = sa.bindparam("a_id", type_=postgresql.ARRAY(table.c.id.type))
+    # id = ANY(ids) as well: joined to the rows alone, the planner may scan the whole outbox
+    return (table.update().where(table.c.id == sa.func.any(ids), table.c.id == rows.c.id)
+            .values({**values, **{name: rows.c[name] for name in each}}))  # fmt: skip

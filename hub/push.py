@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import functools
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,7 +23,6 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, select
 
@@ -36,6 +34,7 @@ from hub import audit
 from hub.clock import utcnow
 from hub.errors import FatalError, HubError, TransientError
 from hub.models import OPEN_STATES_SQL, Agency, Delivery, DeliveryState, LicenceRevision
+from hub.outbox import update_deliveries
 from hub.sync import Fence, agency_row, backoff_delay
 
 __all__ = ["CLAIM_WINDOW", "PushResult", "push_agency"]
@@ -59,7 +58,6 @@ class _Claimed:
     message: OutboundMessage
 
 
-_DELIVERIES = Delivery.__table__
 _DUE = (  # built once: a claim per window
     # the payload as its JSON text, for orjson: the driver would parse it with json, twice as slow
     sa.select(Delivery.id, Delivery.state, Delivery.message_id, sa.cast(LicenceRevision.payload, sa.Text))
@@ -242,7 +240,7 @@ def _store_and_claim(session: Session, spec: AgencySpec, fence: Fence | None, se
         except (ValueError, TypeError, KeyError) as exc:  # the contract's mapping refused the stored grant
             _dead_on_arrival(session, spec, row[0], row[2], exc, now, result)
     if claimed:
-        _update_deliveries(session, [c.id for c in claimed],
+        update_deliveries(session, [c.id for c in claimed],
                            {"state": DeliveryState.SENDING, "sending_since": now, "updated_at": now},
                            {"sent_digest": [c.sent_digest for c in claimed]}, attempts=+1)  # fmt: skip
     return claimed, seen
@@ -291,52 +289,6 @@ def _message(spec: AgencySpec, delivery_id: int, state: str, message_id: str, pa
     return _Claimed(delivery_id, before, payload_digest(native), OutboundMessage(message_id, decision_no, native))
 
 
-def _update_deliveries(session: Session, ids: list[int], same: dict[str, Any], each: dict[str, list], *,
-                       attempts: int = 0) -> None:  # fmt: skip
-    """Set ``same`` on every delivery of ``ids``, ``each[column][i]`` on the i-th, and add ``attempts``, in one statement.
-
-    PostgreSQL: an UPDATE … FROM the rows of one JSON array, one round trip per batch; the
-    executemany before cost a round trip per row, over a third of a push to SCJG. The rows go as
-    JSON written by orjson: psycopg's array parameters, one per column, cost 3.7 ms of the push's
-    thread per window of 200 (8 µs per timestamp). SQLite runs in the process, where a Core
-    executemany costs no round trips. (A CASE per column was slower: SQLAlchemy compiled its
-    hundreds of bind parameters for every batch.)
-    """
-    postgres = session.get_bind().dialect.name == "postgresql"
-    statement = _by_id(postgres, tuple(same), tuple(each), attempts)
-    fixed = {f"v_{name}": value for name, value in same.items()}
-    if postgres:
-        rows = orjson.dumps(list(zip(ids, *each.values(), strict=True))).decode("utf-8")
-        params: dict | list = {**fixed, "a_id": ids, "a_rows": rows}
-    else:
-        params = [{**fixed, "a_id": id_, **{f"a_{name}": values[i] for name, values in each.items()}}
-                  for i, id_ in enumerate(ids)]  # fmt: skip
-    session.connection().execute(statement, params)
-
-
-@functools.cache
-def _by_id(postgres: bool, fixed: tuple[str, ...], each: tuple[str, ...], attempts: int) -> sa.Update:
-    """The statement of _update_deliveries, built once per shape: built per batch, its construction and
-    cache key cost as much CPU as running it."""
-    table = _DELIVERIES
-    values: dict[str, Any] = {name: sa.bindparam(f"v_{name}", type_=table.c[name].type) for name in fixed}
-    if attempts:
-        values["attempts"] = table.c.attempts + attempts
-    if not postgres:
-        each_values = {name: sa.bindparam(f"a_{name}", type_=table.c[name].type) for name in each}
-        return table.update().where(table.c.id == sa.bindparam("a_id")).values({**values, **each_values})
-    # [[id, each[0], each[1], …], …]: element i of a row, as text, cast to its column's type
-    element = sa.func.json_array_elements(sa.cast(sa.bindparam("a_rows", type_=sa.Text), postgresql.JSON))
-    row = element.table_valued("value").render_derived(name="r")
-    nth = row.c.value.op("->>", return_type=sa.Text)
-    rows = sa.select(*(sa.cast(nth(sa.literal_column(str(i))), table.c[name].type).label(name)
-                       for i, name in enumerate(("id", *each)))).subquery("v")  # fmt: skip
-    ids = sa.bindparam("a_id", type_=postgresql.ARRAY(table.c.id.type))
-    # id = ANY(ids) as well: joined to the rows alone, the planner may scan the whole outbox
-    return (table.update().where(table.c.id == sa.func.any(ids), table.c.id == rows.c.id)
-            .values({**values, **{name: rows.c[name] for name in each}}))  # fmt: skip
-
-
 def _settle_failure(session: Session, spec: AgencySpec, fence: Fence | None, landed: _Landed,
                     claimed: list[_Claimed], now: dt.datetime, result: PushResult) -> None:  # fmt: skip
     """Store the receipts the agency gave, schedule the refused batch for retry (or dead), and put
@@ -361,7 +313,7 @@ def _settle_failure(session: Session, spec: AgencySpec, fence: Fence | None, lan
             _fail(session, spec, [c.id for c in landed.failed], landed.error, now, result)
     unsent = released + landed.unsent + claimed
     if unsent:
-        _update_deliveries(session, [c.id for c in unsent], {"sending_since": None, "updated_at": now},
+        update_deliveries(session, [c.id for c in unsent], {"sending_since": None, "updated_at": now},
                            {"state": [c.state_before for c in unsent]}, attempts=-1)  # fmt: skip
 
 
@@ -417,7 +369,7 @@ def _store_receipts(session, spec, claimed: list[_Claimed], receipts, now, resul
                         "ack_id": receipt.ack_id, "received_at": receipt.received_at.isoformat(),
                         "duplicate": receipt.duplicate, "digest": receipt.digest})  # fmt: skip
     if stored:
-        _update_deliveries(session, [id_ for id_, _ in stored],
+        update_deliveries(session, [id_ for id_, _ in stored],
                            {"state": DeliveryState.DELIVERED, "sending_since": None, "updated_at": now,
                             "last_error": None},
                            {"ack_id": [r.ack_id for _, r in stored], "acked_at": [r.received_at for _, r in stored],
