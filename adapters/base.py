@@ -254,6 +254,9 @@ class AgencyAdapter(Protocol):
     #: True when fetch(after) depends on ``after`` alone, so the next page may be requested while
     #: this one is being stored; False when it needs the previous page acknowledged first.
     read_ahead: bool
+    #: Seconds one deliver() may wait, by design, for an answer that comes later (a file drop's
+    #: receipt); 0 where the answer is the request's own response, and a slow one a timeout.
+    receipt_wait: float
 
     def deliver(self, messages: Sequence[OutboundMessage]) -> list[Receipt]:
         """Send a batch of messages; return one receipt per message, in the same order.

@@ -124,6 +124,7 @@ class FileDropAdapter:
     ) -> None:
         self.config = config
         self.code = config.code
+        self.receipt_wait = config.receipt_timeout  # the agency answers when it has loaded the batch
         self.transport = transport
         self.seal = seal or NoSeal()
         self.is_loaded = is_loaded

@@ -187,6 +187,7 @@ class RestAdapter:
     """An agency behind a REST/JSON API. One pooled session per adapter; close() releases it."""
 
     read_ahead = True  # the cursor is the whole request
+    receipt_wait = 0.0  # the receipt is the response
 
     def __init__(self, config: RestConfig, *, code: str = "REST", record_id_field: str | None = None) -> None:
         self.code = code

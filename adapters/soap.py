@@ -230,6 +230,7 @@ class SoapAdapter:
     """An agency reached over SOAP, described entirely by its :class:`SoapConfig`."""
 
     read_ahead = True  # the cursor is the whole request
+    receipt_wait = 0.0  # the receipt is the response
 
     def __init__(self, config: SoapConfig) -> None:
         self.config = config

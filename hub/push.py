@@ -37,7 +37,7 @@ from hub.models import OPEN_STATES_SQL, Agency, Delivery, DeliveryState, Licence
 from hub.outbox import update_deliveries
 from hub.sync import Fence, agency_row, backoff_delay
 
-__all__ = ["CLAIM_WINDOW", "PushResult", "push_agency"]
+__all__ = ["CLAIM_WINDOW", "PushResult", "WINDOW_WAIT", "claim_window_for", "push_agency"]
 
 
 @dataclass
@@ -85,6 +85,19 @@ _PUSHED = sa.update(Agency).where(Agency.code == sa.bindparam("b_code")).values(
 #: deliveries claimed per transaction, in whole batches of the agency's size: a transaction's fixed
 #: cost (its statements, the audit chain's lock, the commit) was most of a 50-licence batch's time
 CLAIM_WINDOW = 200
+#: Seconds a window's batches may wait on an agency's receipts, one after another. A window's
+#: receipts are stored once all of it is back, and the task's soft time limit (540 s) stopping a
+#: push mid-window loses them: GHFJ's two batches of a window could wait 300 s each, and a window
+#: that outlasts the limit never gets through however often it is sent.
+WINDOW_WAIT = 240.0
+
+
+def claim_window_for(spec: AgencySpec, adapter: AgencyAdapter, claim: int = CLAIM_WINDOW) -> int:
+    """Deliveries per window: ``claim`` in whole batches (at least one), fewer if their receipts would wait too long."""
+    batches = max(1, claim // spec.batch_size)
+    if adapter.receipt_wait > 0:
+        batches = max(1, min(batches, int(WINDOW_WAIT // adapter.receipt_wait)))
+    return spec.batch_size * batches
 
 
 @dataclass
@@ -139,7 +152,8 @@ def push_agency(engine: Engine, spec: AgencySpec, adapter: AgencyAdapter, *, fen
                 claim_window: int = CLAIM_WINDOW) -> PushResult:  # fmt: skip
     """Send every due delivery for one agency, batch by batch, until none is due (or ``max_batches`` went out).
 
-    Deliveries are claimed ``claim_window`` at a time (rounded down to whole batches, at least one).
+    Deliveries are claimed ``claim_window`` at a time (rounded down to whole batches, at least one; fewer
+    where the receipts come later than the answer, see claim_window_for).
     Transient failures schedule a retry (or mark the delivery dead at the agency's attempt
     limit) and end this run; fatal and configuration errors do the same, then propagate, except a
     FatalError that names the messages refused (``refused``): those alone fail, the rest of their
@@ -147,7 +161,7 @@ def push_agency(engine: Engine, spec: AgencySpec, adapter: AgencyAdapter, *, fen
     when one before them fails go back as they were, their attempt uncounted.
     """
     result = PushResult(spec.code)
-    window = spec.batch_size * max(1, claim_window // spec.batch_size)
+    window = claim_window_for(spec, adapter, claim_window)
     allowance = None if max_batches is None else max_batches * spec.batch_size
     landed = _Landed()  # its receipts are stored by the next transaction
     after = 0  # the last delivery id this run claimed (or found dead on arrival)

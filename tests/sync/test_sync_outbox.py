@@ -22,7 +22,8 @@ from hub.errors import ConfigurationError
 from hub.licences import record_grants
 from hub.models import Delivery, DeliveryState, LicenceRevision
 from hub.outbox import list_dead, retry_dead, sweep_stale
-from hub.push import CLAIM_WINDOW, push_agency
+from adapters import AdapterContext, build_adapter
+from hub.push import CLAIM_WINDOW, WINDOW_WAIT, claim_window_for, push_agency
 from hub.sync import MAX_BACKOFF_SECONDS, backoff_delay
 from sandbox.core import AgencyBook, Fault
 from sandbox.filedrop_agencies import DIALECTS, start_filedrop_agency
@@ -412,3 +413,19 @@ def test_a_licence_the_agency_encoding_cannot_hold_fails_alone_and_its_batch_goe
     assert sorted(r.payload["行政相对人名称"] for r in running.book.received.values()) == sorted(
         g["XK_XDR_MC"] for g in grants if "𠮷" not in g["XK_XDR_MC"])  # fmt: skip
     assert {d.attempts for d in rows.values() if d.state == DeliveryState.DELIVERED} == {1}  # the first try not counted
+
+
+@pytest.mark.parametrize(("code", "windows_of"), [("SCJG", 4), ("GAFJ", 10), ("GSJ", 10), ("GHFJ", 1), ("XFZD", 1)])
+def test_a_window_never_waits_on_receipts_longer_than_a_task_may_run(tmp_path, code, windows_of):
+    """GHFJ answers a batch when it has loaded it (300 s at most): two batches in a window could outlast the
+    task's soft time limit, and their receipts would be lost every run; the others answer in the response."""
+    (tmp_path / "drop").mkdir()
+    spec = load_registry(overrides={code: {"endpoint": (tmp_path / "drop").as_uri()}}
+                         if code in ("GHFJ", "XFZD") else None)[code]  # fmt: skip
+    adapter = build_adapter(spec, AdapterContext(work_dir=tmp_path / "work", secret="token"))
+    try:
+        window = claim_window_for(spec, adapter)
+        assert window == windows_of * spec.batch_size
+        assert (window // spec.batch_size) * adapter.receipt_wait <= WINDOW_WAIT or window == spec.batch_size
+    finally:
+        adapter.close()
