@@ -63,8 +63,10 @@ def latest_plausible_date(info: ValidationInfo) -> dt.date:
 # NUL is refused by PostgreSQL text columns (a 500 for one bad record), and a lone surrogate cannot be
 # encoded as UTF-8 at all (json, the database driver and the audit hash all fail on it). The other C0
 # controls are invisible in every view a reviewer has. Free text may keep tab and line breaks.
-_NOT_IN_LINE = re.compile("[\x00-\x1f]")
-_NOT_IN_FREE_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# DEL and the C1 controls (U+0080-U+009F, e.g. NEL from a Latin-1 round trip) are as invisible; a line
+# or paragraph separator (U+2028/9) breaks a one-line field as a line feed does.
+_NOT_IN_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NOT_IN_FREE_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -118,7 +120,10 @@ Line = optional_text()
 FreeText = optional_text(free=True)
 
 
-_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
+# The date alone, or a database export's midnight after it ("2026-03-01 00:00:00", "…T00:00:00+08:00",
+# "…Z"): the same calendar date. Any other time is refused, as pydantic refused it before.
+_ISO_DATE = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})(?:[T ]00:00(?::00(?:\.0+)?)?(?:Z|[+-][0-9]{2}:?[0-9]{2})?)?",
+                       re.ASCII)  # fmt: skip
 
 
 def _written_date(value: Any) -> Any:
@@ -127,8 +132,8 @@ def _written_date(value: Any) -> Any:
     if isinstance(value, dt.date):
         return value
     if isinstance(value, str):
-        if _ISO_DATE.fullmatch(value.strip()):
-            return value.strip()
+        if written := _ISO_DATE.fullmatch(value.strip()):
+            return written.group(1)
         raise ValueError(f"{value!r} is not a date written YYYY-MM-DD")
     kind = "a number" if isinstance(value, int | float | Decimal) else f"a {type(value).__name__}"
     raise ValueError(f"must be a date written YYYY-MM-DD, not {kind} ({value!r})")
@@ -147,5 +152,13 @@ def _normal_amount(value: Decimal) -> Decimal:
     return normal.quantize(Decimal(1)) if normal.as_tuple().exponent > 0 else normal  # 2E+1 -> 20
 
 
+def _ascii_amount(value: Any) -> Any:
+    # Decimal() reads other scripts' digits ("٠.٢" is 0.2); the native mapping refuses them, and so does this
+    if isinstance(value, str) and not value.isascii():
+        raise ValueError(f"{value!r} is not an amount written in ASCII digits")
+    return value
+
+
 #: An amount in 万元 (10,000 yuan), exact, as decimal(18,6) holds it.
-WanYuan = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=6), AfterValidator(_normal_amount)]
+WanYuan = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=6), BeforeValidator(_ascii_amount),
+                    AfterValidator(_normal_amount)]

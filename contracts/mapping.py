@@ -28,6 +28,7 @@ __all__ = [
     "default_severity",
     "licence_to_native",
     "native_to_violation",
+    "record_id_text",
 ]
 
 _TEN_THOUSAND = Decimal(10000)
@@ -222,7 +223,7 @@ def native_to_violation(
     data["source_agency"] = agency_code
     if mapping.record_id:
         try:
-            data["agency_record_id"] = _record_id(native.get(mapping.record_id))
+            data["agency_record_id"] = record_id_text(native.get(mapping.record_id))
         except ValueError as exc:
             raise ContractViolation.of([Problem(record=record, field=f"agency_record_id ({mapping.record_id})",
                                                 reason=str(exc))]) from exc  # fmt: skip
@@ -230,7 +231,7 @@ def native_to_violation(
     return parse_record(ViolationRecord, data, record=record)
 
 
-def _record_id(value: Any) -> str | None:
+def record_id_text(value: Any) -> str | None:
     """The agency's record id as one text: a JSON 1 and 1.0 are one record, not two."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a record id")

@@ -311,16 +311,14 @@ class ViolationRecord(_Subject):
     @field_validator("severity", mode="after")
     @classmethod
     def _not_lighter_than_penalty(cls, value: Severity, info: ValidationInfo) -> Severity:
-        # Refused rather than raised: the class and CF_CFLB contradict each other and either may be the
-        # typo, so the hub does not guess (the agency corrects and resends). Only serious is a floor: a
-        # revocation, closure or detention is a serious breach whatever the label, and an ordinary one
-        # would stop publication after 12 of its 36 months; a fine may be minor (a small one) or ordinary,
-        # as the agency classes it, and a sector may class anything heavier (domain: stricter rules).
+        # Raised, not refused: a revocation, closure or detention is a serious breach whatever the label
+        # (NDRC Order 36), and a record refused for its label would vanish from the verdict, failing
+        # open; classed ordinary it would stop counting after 12 of its 36 months. Only serious is a
+        # floor: a fine may be minor (a small one) or ordinary as the agency classes it, and a sector
+        # may class anything heavier (domain: stricter rules).
         penalties = info.data.get("penalty_types") or ()
-        heavy = [p.value for p in penalties if p in _SERIOUS]
-        if heavy and value != Severity.SERIOUS:
-            raise ValueError(f"{value.value} is lighter than CF_CFLB {'、'.join(heavy)} allows: such a penalty "
-                             "is serious (NDRC Order 36)")  # fmt: skip
+        if value != Severity.SERIOUS and any(p in _SERIOUS for p in penalties):
+            return Severity.SERIOUS
         return value
 
     @field_validator("repair_date", mode="after")

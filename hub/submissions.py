@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from sqlmodel import Session
 
-from contracts.mapping import native_to_violation
+from contracts.mapping import native_to_violation, record_id_text
 from contracts.records import ViolationRecord
 from contracts.registry import AgencySpec
 from contracts.validation import parse_record
@@ -87,6 +87,15 @@ def _surrogate_problems(data: Any, ref: str, path: str = "") -> list[Problem]:
     return problems
 
 
+def _as_id(claimed: Any) -> str:
+    """A native id as the mapping reads it (a JSON 7.0 is record "7"), so that a refused record and its
+    corrected resend name the same record; as sent when the mapping would refuse it."""
+    try:
+        return record_id_text(claimed) or str(claimed)
+    except ValueError:
+        return str(claimed)
+
+
 def _canonical(data: dict[str, Any], agency: str, ref: str) -> ViolationRecord:
     data = {**data, "source_agency": agency}  # forced: a regulator reports only as itself
     return parse_record(ViolationRecord, data, record=ref)
@@ -111,7 +120,7 @@ def submit_violations(session: Session, *, spec: AgencySpec, records: list[dict[
         key = (spec.violation_mapping.record_id or "") if native else "agency_record_id"
         claimed = data.get(key) if isinstance(data, dict) else None
         # any id the agency gave names the record, 0 included; "" or none: its place in the batch
-        claimed_ref = None if claimed is None else _readable(str(claimed))
+        claimed_ref = None if claimed is None else _readable(_as_id(claimed) if native else str(claimed))
         ref = claimed_ref or f"item {index}"
         try:
             if not isinstance(data, dict):

@@ -100,7 +100,7 @@ def test_the_day_validated_as_of_can_be_given():
 @pytest.mark.parametrize(("sent", "said"), [
     (1772323200, "not a number"), (20260301, "not a number"), (1.5, "not a number"),
     ("20260301", "'20260301' is not a date written YYYY-MM-DD"),
-    ("2026-03-01T00:00:00+08:00", "is not a date written YYYY-MM-DD"),
+    ("2026-03-01T08:30:00+08:00", "is not a date written YYYY-MM-DD"),  # a time that is not midnight
 ])  # fmt: skip
 def test_a_date_sent_as_a_number_or_timestamp_is_refused_saying_so(sent, said):
     ((field, reason),) = refusal(LicenceGrant, grant(1, XK_YXQZI=sent))
@@ -121,9 +121,28 @@ def test_the_default_severity_comes_from_the_penalty_types_under_either_name(key
 
 
 @pytest.mark.parametrize("stated", ["ordinary", "minor"])
-def test_a_serious_penalty_stated_lighter_is_refused_naming_the_field(stated):
-    ((field, reason),) = refusal(ViolationRecord, violation(penalty_types=["责令关闭"], CF_CFLB=None, severity=stated))
-    assert field == "severity" and "责令关闭" in reason and stated in reason
+def test_a_serious_penalty_stated_lighter_is_kept_as_serious_not_refused(stated):
+    """Refused, the closure would vanish from the verdict; kept as labelled, it would stop counting after 12 months."""
+    record = violation(penalty_types=["责令关闭"], CF_CFLB=None, severity=stated)
+    assert parse_record(ViolationRecord, record, record="R-1").severity == Severity.SERIOUS
+
+
+@pytest.mark.parametrize(("sent", "kept"), [("2026-03-01T00:00:00", "2026-03-01"), ("2026-03-01 00:00:00", "2026-03-01"),
+                                            ("2026-03-01T00:00:00+08:00", "2026-03-01"), ("2026-03-01T00:00Z", "2026-03-01")])
+def test_a_date_exported_with_midnight_is_that_date(sent, kept):
+    record = parse_record(ViolationRecord, violation(CF_JDRQ=sent), record="R-1")
+    assert record.decision_date.isoformat() == kept
+
+
+@pytest.mark.parametrize(("bad", "code"), [("\x7f", "U+007F"), ("\x85", "U+0085"), ("\u2028", "U+2028")])
+def test_del_c1_controls_and_line_separators_are_refused_in_a_one_line_field(bad, code):
+    ((field, reason),) = refusal(ViolationRecord, violation(CF_XDR_MC=f"天津{bad}测试"))
+    assert field == "CF_XDR_MC" and code in reason
+
+
+def test_an_amount_in_other_scripts_digits_is_refused():
+    ((field, reason),) = refusal(ViolationRecord, violation(CF_NR_FK="٠.٢"))
+    assert field == "CF_NR_FK" and "ASCII digits" in reason
 
 
 @pytest.mark.parametrize(("penalties", "stated"), [(["罚款"], "minor"), (["警告"], "serious"), (["罚款"], "serious")])

@@ -94,6 +94,18 @@ def test_a_lone_surrogate_in_an_unmapped_native_field_is_refused_too(hub, client
     assert "unpaired UTF-16 surrogate" in {p["field"]: p["reason"] for p in refused["problems"]}["someLocalField"]
 
 
+def test_a_native_id_sent_as_7_0_names_the_same_record_refused_and_corrected(hub, client, uscc):
+    """The mapping stores a JSON 7.0 as record "7": the refusal must name it so, or its correction never meets it."""
+    hub.grant(1, XK_XDR_SHXYM=uscc)
+    native = {"penaltyId": 7.0, "entName": "天津测试公司", "subjectType": "LEGAL", "uniscid": uscc,
+              "penDecNo": "津南市监罚〔2026〕1号", "illegActType": "无证经营", "illegFact": "现场检查",
+              "penBasis": "《食品安全法》", "penType": "罚款", "penContent": "罚款", "penDecIssDate": "2026-01-05",
+              "penValidTo": "2029-01-05"}  # fmt: skip
+    refused = _post_violations(hub, client, [{**native, "penAm": "0,5"}], format="native").json()["records"]
+    stored = _post_violations(hub, client, [{**native, "penAm": "5000"}], format="native").json()["records"]
+    assert [(r["agency_record_id"], r["outcome"]) for r in refused + stored] == [("7", "quarantined"), ("7", "created")]
+
+
 # --- item 3: control characters in query and path parameters ------------------------------------
 @pytest.mark.parametrize(
     ("who", "path", "parameter"),
