@@ -76,11 +76,28 @@ def _cross_site(request: Request) -> Response | None:
     cross-site form post, and SameSite=Strict keeps the cookie out of any other request.
     """
     sender = request.headers.get("origin") or request.headers.get("referer")
-    if sender is None or urlsplit(sender).netloc.lower() == request.headers.get("host", "").lower():
+    if sender is None:
+        return None
+    # This hub as the browser may name it: the Host it was asked for, or the one a reverse proxy in
+    # front of it was asked for (X-Forwarded-Host; a browser's cross-site form cannot set that header),
+    # with a scheme's default port written or not (nginx's "Host $host:$server_port").
+    sent = urlsplit(sender)
+    scheme = sent.scheme or request.url.scheme  # behind a TLS proxy the hub itself may be spoken to in http
+    here = {_authority(name, scheme) for name in (request.headers.get("host"),
+                                                  *request.headers.get("x-forwarded-host", "").split(","))
+            if name and name.strip()}  # fmt: skip
+    if sent.netloc and _authority(sent.netloc, scheme) in here:
         return None
     return _page(request, "error.html", 403, title="Refused: sent from another site",
                  message=f"This form was sent from {sender}, not from this hub: sign in and out on this hub's "
                          "own pages.")  # fmt: skip
+
+
+def _authority(netloc: str, scheme: str) -> str:
+    host, _, port = netloc.strip().lower().rpartition(":") if not netloc.strip().endswith("]") else (netloc, "", "")
+    if not host or not port.isdigit():  # no port given (or an IPv6 address without one)
+        return netloc.strip().lower()
+    return host if port == {"https": "443", "http": "80"}.get(scheme) else f"{host}:{port}"
 
 
 @router.get("/login", response_class=HTMLResponse)

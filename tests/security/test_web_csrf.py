@@ -39,6 +39,13 @@ def web(tmp_path):
         ({"Origin": "http://testserver"}, 303),
         ({"Referer": "http://testserver/login?next=/"}, 303),
         ({}, 303),  # curl and scripts send neither
+        # behind a reverse proxy: the Host it forwards, with the default port written, or its own upstream name
+        ({"Origin": "https://hub.example.gov.cn", "Host": "hub.example.gov.cn:443",
+          "X-Forwarded-Proto": "https"}, 303),
+        ({"Origin": "https://hub.example.gov.cn", "Host": "127.0.0.1:8000",
+          "X-Forwarded-Host": "hub.example.gov.cn"}, 303),
+        ({"Origin": "https://evil.example", "Host": "127.0.0.1:8000", "X-Forwarded-Host": "hub.example.gov.cn"}, 403),
+        ({"Origin": "http://testserver:8080"}, 403),  # another port is another site
     ],
 )  # fmt: skip
 def test_login_and_logout_refuse_a_form_another_site_posted(web, headers, status):
