@@ -48,17 +48,20 @@ def _reason(reason: dict) -> str:
 @handles_errors
 def list_command(
     agency: Annotated[Optional[str], typer.Option(help="only this agency's records")] = None,
-    source: Annotated[Optional[str], typer.Option(help="only records from intake, pull, api or filedrop")] = None,
+    source: Annotated[Optional[str], typer.Option(help="only records from intake, pull or api")] = None,
     include_released: Annotated[bool, typer.Option("--all", help="also records already released")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Quarantined records, newest first: id, source, agency, record, age and the first reason."""
     from hub.db import session_scope
-    from hub.quarantine import list_entries
+    from hub.quarantine import SOURCES, list_entries
 
+    if source is not None and source not in SOURCES:
+        _fail(f"--source: {source!r} is not one of {', '.join(SOURCES)}", 2)
     runtime = _runtime()
+    code = runtime.agency(agency).code if agency else None  # an unknown code is named, not listed as empty
     with session_scope(runtime.engine) as session:
-        total, entries = list_entries(session, agency=agency, source=source, include_released=include_released)
+        total, entries = list_entries(session, agency=code, source=source, include_released=include_released)
     if as_json:
         typer.echo(json.dumps([e.model_dump(mode="json") for e in entries], ensure_ascii=False, indent=2))
         return
@@ -151,6 +154,8 @@ def dismiss_command(
     from hub.db import session_scope
     from hub.quarantine import dismiss
 
+    if not reason.strip():  # a usage error, before the database is opened
+        _fail("--reason: say how the records were resolved", 2)
     runtime = _runtime()
     with session_scope(runtime.engine) as session:
         done = dismiss(session, ids, reason=reason, actor=_actor())

@@ -21,9 +21,10 @@ from sqlmodel import Session
 from contracts.records import LicenceGrant
 from contracts.registry import AgencySpec
 from contracts.validation import parse_record
+from hub.clock import utcnow
 from hub.errors import ContractViolation, Problem, RefusedInput
 from hub.licences import IntakeResult, record_grants
-from hub.quarantine import licence_key, quarantine
+from hub.quarantine import Refusal, licence_key, quarantine_many
 
 __all__ = ["RawRecord", "decode", "import_licences", "read_licence_file", "reread", "validate_grants"]
 
@@ -37,6 +38,7 @@ class RawRecord:
     data: dict
     raw: str
     file: str | None = None  # the file's name, to name the record by in quarantine
+    format: str | None = None  # csv or jsonl: how its raw text is read again on retry
 
     @property
     def ref(self) -> str:
@@ -85,7 +87,7 @@ def _csv_records(text: str, name: str) -> Iterator[RawRecord]:
     for number, row in enumerate(reader, start=1):
         if None in row:
             raise RefusedInput(f"{name}: record {number}: more cells than the header has columns")
-        yield RawRecord(number, _cells(row), json.dumps(row, ensure_ascii=False), name)
+        yield RawRecord(number, _cells(row), json.dumps(row, ensure_ascii=False), name, "csv")
 
 
 def _jsonl_records(text: str, name: str) -> Iterator[RawRecord]:
@@ -102,7 +104,7 @@ def _jsonl_records(text: str, name: str) -> Iterator[RawRecord]:
             raise RefusedInput(f"{name}: record {number}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
         if not isinstance(data, dict):
             raise RefusedInput(f"{name}: record {number}: is not a JSON object")
-        yield RawRecord(number, data, line, name)
+        yield RawRecord(number, data, line, name, "jsonl")
 
 
 def read_licence_file(path: Path, *, encoding: str | None = None, fmt: str | None = None,
@@ -134,12 +136,14 @@ def read_licence_file(path: Path, *, encoding: str | None = None, fmt: str | Non
     raise RefusedInput(f"{path.name}: unknown format {kind!r} (csv or jsonl)")
 
 
-def reread(raw: str, ref: str) -> RawRecord:
+def reread(raw: str, ref: str, *, fmt: str | None = None) -> RawRecord:
     """A quarantined intake record read again from its raw text, as the import read it.
 
     ``ref`` is its quarantine ref (``<file> record <n>``): a CSV file's row is kept as the JSON of
-    its cells, and is cleaned as the import cleaned it. Rows quarantined before refs named the
-    file are taken for CSV rows when every value is text, as a CSV row's are.
+    its cells, and is cleaned as the import cleaned it. ``fmt`` is the import's format (csv or
+    jsonl), kept with the row; rows from before it was kept (None) are taken for CSV rows when
+    their file is named *.csv, or, before refs named the file, when every value is text, as a CSV
+    row's are.
 
     Raises:
         RefusedInput: the raw text is not a JSON object.
@@ -153,8 +157,12 @@ def reread(raw: str, ref: str) -> RawRecord:
         raise RefusedInput(f"{ref}: the kept record is not valid JSON ({exc.msg} at column {exc.colno})") from exc
     if not isinstance(data, dict):
         raise RefusedInput(f"{ref}: the kept record is not a JSON object")
-    from_csv = file.lower().endswith(".csv") if file else all(isinstance(v, str | None) for v in data.values())
-    return RawRecord(int(number) if number.isdigit() else 0, _cells(data) if from_csv else data, raw, file or None)
+    if fmt is not None:
+        from_csv = fmt == "csv"
+    else:
+        from_csv = file.lower().endswith(".csv") if file else all(isinstance(v, str | None) for v in data.values())
+    return RawRecord(int(number) if number.isdigit() else 0, _cells(data) if from_csv else data, raw, file or None,
+                     "csv" if from_csv else "jsonl")  # fmt: skip
 
 
 def validate_grants(records: list[RawRecord]) -> tuple[list[tuple[RawRecord, LicenceGrant]], list[tuple[RawRecord, list[Problem]]]]:  # fmt: skip
@@ -192,22 +200,26 @@ def import_licences(
     Raises:
         ContractViolation: some records are invalid and ``skip_invalid`` is off; nothing was written.
     """
+    began = utcnow()  # before any of this import is quarantined (see hub.quarantine.release_superseded)
     valid, invalid = validate_grants(records)
     if invalid and not skip_invalid:
         raise ContractViolation.of([p for _, problems in invalid for p in problems])
     grants = (grant for _, grant in valid)
     if progress is not None:
         grants = _reporting(grants, progress)
-    result = record_grants(session, grants, agencies, actor=actor, skip_refused=skip_invalid)
+    result = record_grants(session, grants, agencies, actor=actor, skip_refused=skip_invalid, before=began)
     # refused by what is recorded already (an ended licence brought back): quarantined like the invalid
     by_decision = {grant.decision_no: rec for rec, grant in valid}
     invalid += [(by_decision[grant.decision_no], [problem]) for grant, problem in result.refused]
+    by_format: dict[str | None, list[Refusal]] = {}  # one lookup per form (one, for a file)
     for rec, problems in invalid:
         # a repeated decision number within the file is not a bad version of that licence: the
         # first record's arrival must not release it
         repeat = any(p.field == "XK_WSH" and p.reason.startswith(_REPEATS) for p in problems)
-        quarantine(session, source=source, record_ref=rec.ref, problems=problems, raw=rec.raw,
-                   record_key=None if repeat else licence_key(rec.data.get("XK_WSH")))  # fmt: skip
+        key = None if repeat else licence_key(rec.data.get("XK_WSH"))
+        by_format.setdefault(rec.format, []).append(Refusal(rec.ref, problems, rec.raw, key))
+    for raw_format, refusals in by_format.items():
+        quarantine_many(session, refusals, source=source, agency_code=None, raw_format=raw_format)
     result.quarantined = len(invalid)
     return result
 

@@ -10,6 +10,7 @@ grant or change: the record is refused, naming it.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from collections.abc import Iterable, Mapping
@@ -114,6 +115,7 @@ def record_grants(
     actor: str,
     skip_refused: bool = False,
     lock_wait: float = LICENCE_LOCK_WAIT,
+    before: dt.datetime | None = None,
 ) -> IntakeResult:
     """Upsert grants, append revisions and create routed deliveries, all in the caller's transaction.
 
@@ -132,7 +134,11 @@ def record_grants(
             skipped and listed in ``result.refused``; otherwise it raises ContractViolation.
         lock_wait: on PostgreSQL, seconds to wait while another transaction records licences,
             before TransientError.
+        before: the open quarantine rows a recorded licence releases are those refused before it
+            (hub.quarantine.release_superseded): when the caller's batch began, taken before it
+            quarantined any of it; by default, now.
     """
+    before = before or utcnow()
     result, entries = IntakeResult(), []
     connection = session.connection()
     if connection.dialect.name == "postgresql":
@@ -149,9 +155,11 @@ def record_grants(
             chunk = []
     if chunk:
         entries += _record_chunk(session, chunk, specs, actor, result, skip_refused)
+    # a licence recorded anew supersedes its refused version (an entry's subject is its licence_key);
+    # before the audit log's lock, as every writer takes quarantine rows and that lock: a dismiss
+    # holding rows while waiting for the log could otherwise wait on us the other way round
+    release_superseded(session, [entry["subject"] for entry in entries], before=before)
     audit.append_many(session, entries)  # one read of the chain's head for the whole import
-    # a licence recorded anew supersedes its refused version: an entry's subject is its licence_key
-    release_superseded(session, [entry["subject"] for entry in entries])
     return result
 
 

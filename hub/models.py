@@ -270,7 +270,7 @@ class QuarantinedRecord(SQLModel, table=True):
                  postgresql_where=sa.text(QUARANTINE_OPEN_SQL)),
     )  # fmt: skip
     id: int | None = Field(default=None, primary_key=True)
-    source: str = Field(max_length=20)  # intake | pull | api | filedrop
+    source: str = Field(max_length=20)  # intake | pull | api
     agency_code: str | None = Field(default=None, max_length=16, index=True)
     record_ref: str = Field(max_length=500)
     # the identity a stored record would have (licence:<decision no>, violation:<agency>:<record id>), when readable
@@ -278,6 +278,9 @@ class QuarantinedRecord(SQLModel, table=True):
     raw_digest: str | None = Field(default=None, max_length=64)  # SHA-256 of raw: a record refused again is one row
     reasons: list = _json()
     raw: str = Field(sa_type=sa.Text)
+    # how raw is read again on retry: csv | jsonl (an import's file), canonical | native (a submission), native
+    # (a pull); NULL for rows from before 0006, whose form retry can only guess
+    raw_format: str | None = Field(default=None, max_length=16)
     created_at: dt.datetime = Field(default_factory=utcnow)
     released_at: dt.datetime | None = None
     release_note: str | None = Field(default=None, max_length=500)  # how: retried, superseded, dismissed (why)

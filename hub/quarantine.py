@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -30,13 +30,14 @@ from contracts.registry import AgencySpec
 from hub import audit
 from hub.bulk import MatchingRows
 from hub.clock import utcnow
-from hub.errors import ContractViolation, HubError, Problem, RefusedInput
+from hub.errors import HubError, Problem, RefusedInput
 from hub.models import QuarantinedRecord
 
-__all__ = ["QuarantineDetail", "QuarantineEntry", "RetryOutcome", "SOURCES", "dismiss", "get_entry", "licence_key",
-           "list_entries", "open_ids", "quarantine", "release_superseded", "retry", "violation_key"]  # fmt: skip
+__all__ = ["QuarantineDetail", "QuarantineEntry", "Refusal", "RetryOutcome", "SOURCES", "dismiss", "get_entry",
+           "licence_key", "list_entries", "open_ids", "quarantine", "quarantine_many", "release_superseded", "retry",
+           "violation_key"]  # fmt: skip
 
-SOURCES = ("intake", "pull", "api", "filedrop")
+SOURCES = ("intake", "pull", "api")
 KEY_LENGTH = 300  # QuarantinedRecord.record_key
 _UNSET: Any = object()
 _OPEN = QuarantinedRecord.released_at.is_(None)  # hub.models.QUARANTINE_OPEN_SQL: the partial indexes' predicate
@@ -60,45 +61,108 @@ def _fitting(key: str) -> str | None:
 
 
 # --- writing -------------------------------------------------------------------------------
-def quarantine(session: Session, *, source: str, record_ref: str, problems: Iterable[Problem], raw: str,
-               agency_code: str | None = None, record_key: str | None = _UNSET) -> QuarantinedRecord:  # fmt: skip
-    """Keep a refused record in the caller's transaction; nothing about it is lost.
+_TABLE = QuarantinedRecord.__table__
+_OPEN_SQL = _TABLE.c.released_at.is_(None)
+# a refused batch (a page of 1,000 after an agency's dialect change) asks once for all its digests,
+# not once per record; the partial index of open rows by digest answers it
+_OPEN_BY_DIGEST = MatchingRows((_TABLE.c.id, _TABLE.c.raw_digest), _TABLE.c.raw_digest, _OPEN_SQL,
+                               _TABLE.c.source == sa.bindparam("source"),
+                               _TABLE.c.agency_code == sa.bindparam("agency"))  # fmt: skip
+_OPEN_BY_DIGEST_NO_AGENCY = MatchingRows((_TABLE.c.id, _TABLE.c.raw_digest), _TABLE.c.raw_digest, _OPEN_SQL,
+                                         _TABLE.c.source == sa.bindparam("source"), _TABLE.c.agency_code.is_(None))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One refused record of a batch: how it is named, every reason, and its raw payload as it arrived.
+
+    ``record_key`` is what a stored record would supersede it by (``licence_key``/``violation_key``);
+    by default, for an agency's record, its ref: pulls and submissions name a record by the agency's
+    record id when it has one (a made-up ref, "item 3", matches no record).
+    """
+
+    record_ref: str
+    problems: Sequence[Problem]
+    raw: str
+    record_key: str | None = _UNSET
+
+
+def _digest(raw: str) -> str | None:
+    # an empty raw (a whole batch refused) says nothing about which record it was: never one row with another
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest() if raw else None
+
+
+def quarantine_many(session: Session, refusals: Sequence[Refusal], *, source: str, agency_code: str | None,
+                    raw_format: str | None) -> list[QuarantinedRecord]:  # fmt: skip
+    """Keep a batch's refused records in the caller's transaction; nothing about them is lost.
+
+    A record whose raw payload is already open (the same file imported twice, a regulator posting
+    the same bad record, or the same record twice in this batch) refreshes that row's reasons
+    instead of adding another. The open rows are looked up with one query for the whole batch.
 
     Args:
-        record_key: what a stored record would supersede it by (``licence_key``/``violation_key``).
-            By default, for an agency's record, its ref: pulls and submissions name a record by
-            the agency's record id when it has one (a made-up ref, "item 3", matches no record).
+        refusals: the batch's refused records, in batch order.
+        source: intake, pull or api.
+        agency_code: the agency the records came from (None: the approval system's licences).
+        raw_format: how ``retry`` reads the raw record again: csv, jsonl, canonical or native.
+
+    Returns:
+        Each refusal's row, in order: two identical refusals share one.
     """
-    if record_key is _UNSET:
-        record_key = violation_key(agency_code, record_ref)
-    reasons = [{"field": p.field, "reason": p.reason} for p in problems]
-    digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest() if raw else None
-    row = None
-    if digest is not None:  # an empty raw (a whole batch refused) says nothing about which record it was
-        column = QuarantinedRecord.agency_code
-        same_agency = (column == agency_code) if agency_code else column.is_(None)
-        row = session.exec(select(QuarantinedRecord).where(QuarantinedRecord.raw_digest == digest, _OPEN,
-                                                           QuarantinedRecord.source == source, same_agency)
-                           .limit(1)).first()  # fmt: skip
-    if row is None:
-        row = QuarantinedRecord(source=source, agency_code=agency_code, raw=raw, raw_digest=digest, reasons=[],
-                                record_ref="")  # fmt: skip
-    # created_at stays: a row's age counts from the first time the record was refused
-    row.record_ref, row.record_key, row.reasons = record_ref[:500], record_key, reasons
-    session.add(row)
+    digests = [_digest(r.raw) for r in refusals]
+    lookup = _OPEN_BY_DIGEST if agency_code else _OPEN_BY_DIGEST_NO_AGENCY
+    found = {digest: rid for rid, digest in lookup.all(session, [d for d in digests if d], source=source,
+                                                       agency=agency_code)}  # fmt: skip
+    loaded = {}
+    if found:
+        ids = sorted(set(found.values()))
+        for at in range(0, len(ids), 500):
+            query = select(QuarantinedRecord).where(QuarantinedRecord.id.in_(ids[at : at + 500]))
+            loaded.update({row.id: row for row in session.exec(query).all()})
+    by_digest = {digest: loaded[rid] for digest, rid in found.items() if rid in loaded}
+    rows = []
+    for refusal, digest in zip(refusals, digests, strict=True):
+        row = by_digest.get(digest) if digest is not None else None
+        if row is None:
+            row = QuarantinedRecord(source=source, agency_code=agency_code, raw=refusal.raw, raw_digest=digest,
+                                    reasons=[], record_ref="")  # fmt: skip
+            if digest is not None:
+                by_digest[digest] = row  # the same record again later in this batch: this row
+        # created_at stays: a row's age counts from the first time the record was refused
+        key = violation_key(agency_code, refusal.record_ref) if refusal.record_key is _UNSET else refusal.record_key
+        row.record_ref, row.record_key = refusal.record_ref[:500], key
+        row.reasons = [{"field": p.field, "reason": p.reason} for p in refusal.problems]
+        row.raw_format = raw_format
+        session.add(row)
+        rows.append(row)
+    return rows
+
+
+def quarantine(session: Session, *, source: str, record_ref: str, problems: Iterable[Problem], raw: str,
+               agency_code: str | None = None, record_key: str | None = _UNSET,
+               raw_format: str | None = None) -> QuarantinedRecord:  # fmt: skip
+    """Keep one refused record in the caller's transaction (``quarantine_many`` for a batch)."""
+    refusal = Refusal(record_ref, list(problems), raw, record_key)
+    (row,) = quarantine_many(session, [refusal], source=source, agency_code=agency_code, raw_format=raw_format)
     return row
 
 
-_TABLE = QuarantinedRecord.__table__
 # every pull page and import asks, and almost always finds nothing: one probe per key of the
 # partial index of open rows (for 1,000 keys on PostgreSQL: ~4 ms; as UPDATE … IN lists of 500, ~18 ms)
-_OPEN_BY_KEY = MatchingRows((_TABLE.c.id,), _TABLE.c.record_key, _TABLE.c.released_at.is_(None))
+_OPEN_BY_KEY = MatchingRows((_TABLE.c.id,), _TABLE.c.record_key, _OPEN_SQL,
+                            _TABLE.c.created_at < sa.bindparam("before", type_=_TABLE.c.created_at.type))  # fmt: skip
 
 
-def release_superseded(session: Session, keys: Iterable[str | None]) -> int:
+def release_superseded(session: Session, keys: Iterable[str | None], *, before: dt.datetime) -> int:
     """Release the open rows of records just stored (a corrected licence or penalty supersedes its
-    refused version), in the caller's transaction; how many."""
-    ids = [row.id for row in _OPEN_BY_KEY.all(session, [k for k in keys if k])]
+    refused version), in the caller's transaction; how many.
+
+    Args:
+        before: only rows refused before this supersede: the moment the storing batch began (a
+            record refused later in the same batch, or after it, is a newer version than the one
+            stored), or for a retried row, when that row was refused.
+    """
+    ids = [row.id for row in _OPEN_BY_KEY.all(session, [k for k in keys if k], before=before)]
     if ids:
         session.execute(_TABLE.update().where(_TABLE.c.id.in_(ids))
                         .values(released_at=utcnow(), release_note="superseded: a record of the same identity was stored"))  # fmt: skip
@@ -214,115 +278,24 @@ def retry(engine: Engine, ids: Sequence[int], agencies: Mapping[str, AgencySpec]
     Stored as its source stores it (penalties through hub.violations.store_violations, licences
     through hub.licences.record_grants) and released in the same transaction; refused again, the
     row keeps open with the new reasons. Either way the audit log says so (``quarantine.retry``).
+    A record whose transaction fails (a database error, a lock not granted) is reported as an
+    error, rolled back alone, and the next id is tried (hub.quarantine_retry).
     """
     from hub.db import session_scope
+    from hub.quarantine_retry import Skipped, retry_one
 
     outcomes = []
     for qid in ids:
         try:
             with session_scope(engine) as session:
-                outcomes.append(_retry_one(session, qid, agencies, actor))
+                outcomes.append(retry_one(session, qid, agencies, actor))
+        except Skipped as skip:  # released meanwhile, or stale: this record's transaction is rolled back
+            outcomes.append(skip.outcome)
         except HubError as exc:  # this record's transaction is rolled back; the others go on
             outcomes.append(RetryOutcome(id=qid, record_ref="", result="error", detail=exc.describe()))
+        except sa.exc.SQLAlchemyError as exc:  # a deadlock, a lock timeout, a lost connection: this one only
+            cause = getattr(exc, "orig", None) or exc
+            first = (str(cause).strip().splitlines() or [""])[0]
+            outcomes.append(RetryOutcome(id=qid, record_ref="", result="error",
+                                         detail=f"database error, nothing written: {type(cause).__name__}: {first}"))  # fmt: skip
     return outcomes
-
-
-def _retry_one(session: Session, qid: int, agencies: Mapping[str, AgencySpec], actor: str) -> RetryOutcome:
-    row = session.exec(select(QuarantinedRecord).where(QuarantinedRecord.id == qid).with_for_update()).first()
-    if row is None:
-        return RetryOutcome(id=qid, record_ref="", result="skipped", detail="no such quarantined record")
-    if row.released_at is not None:
-        return RetryOutcome(id=qid, record_ref=row.record_ref, result="skipped",
-                            detail=f"released already: {row.release_note or row.released_at}")  # fmt: skip
-    if not row.raw:
-        return RetryOutcome(id=qid, record_ref=row.record_ref, result="skipped",
-                            detail="no raw record kept (a whole batch was refused): have the agency send the "
-                                   "batch again, then dismiss this")  # fmt: skip
-    try:
-        detail, refs = _store_intake(session, row, agencies, actor) if row.source == "intake" \
-            else _store_penalty(session, row, agencies, actor)  # fmt: skip
-    except ContractViolation as exc:
-        row.reasons = [{"field": p.field, "reason": p.reason} for p in exc.problems]
-        session.add(row)
-        _audit(session, row, actor, "refused", refs=[])
-        return RetryOutcome(id=qid, record_ref=row.record_ref, result="refused", reasons=row.reasons,
-                            detail=f"refused again: {len(row.reasons)} problem(s)")  # fmt: skip
-    # set after the store: its own release of rows it supersedes (this one among them) is less specific
-    row.released_at, row.release_note = utcnow(), f"retried by {actor}: {detail}"[:500]
-    session.add(row)
-    _audit(session, row, actor, detail, refs=refs)
-    return RetryOutcome(id=qid, record_ref=row.record_ref, result="stored", detail=detail)
-
-
-def _audit(session: Session, row: QuarantinedRecord, actor: str, outcome: str, *, refs: list[str]) -> None:
-    audit.append(session, actor=actor, action="quarantine.retry", subject=f"quarantine:{row.id}",
-                 detail={"id": row.id, "source": row.source, "agency": row.agency_code, "ref": row.record_ref,
-                         "outcome": outcome, "refs": refs, "reasons": row.reasons},
-                 payload_digest=row.raw_digest)  # fmt: skip
-
-
-def _store_penalty(session: Session, row: QuarantinedRecord, agencies: Mapping[str, AgencySpec],
-                   actor: str) -> tuple[str, list[str]]:  # fmt: skip
-    from contracts.mapping import native_to_violation
-    from hub.violations import store_violations
-
-    spec = agencies.get(row.agency_code or "")
-    if spec is None:
-        raise ContractViolation.of([Problem(row.record_ref, "(agency)",
-                                            f"agency {row.agency_code} is not in the agency registry")])  # fmt: skip
-    data = _json_object(row)
-    if row.source == "api":
-        return _resubmit(session, row, spec, data, actor)
-    native = _soap_native(spec, data) if spec.protocol == "soap" else data
-    record = native_to_violation(native, spec.violation_mapping, agency_code=spec.code, record=row.record_ref)
-    (outcome,) = store_violations(session, [record])
-    return f"{outcome.value} {spec.code} record {record.agency_record_id}", [record.agency_record_id]
-
-
-def _resubmit(session: Session, row: QuarantinedRecord, spec: AgencySpec, data: dict,
-              actor: str) -> tuple[str, list[str]]:  # fmt: skip
-    """A regulator's record submitted again as the API submits it (its audit entry carries the
-    record into evidence bundles as the first submission's would have)."""
-    from hub.submissions import submit_violations
-
-    native = not any(str(key).startswith("CF_") for key in data)  # canonical records are keyed by CF_ codes
-    savepoint = session.begin_nested()
-    (outcome,) = submit_violations(session, spec=spec, records=[data], actor=actor, native=native).records
-    if outcome.outcome == "quarantined":
-        savepoint.rollback()  # its new row and entry: this row keeps the record, with the new reasons
-        raise ContractViolation.of([Problem(row.record_ref, p["field"], p["reason"]) for p in outcome.problems])
-    savepoint.commit()
-    return f"{outcome.outcome} {spec.code} record {outcome.agency_record_id}", [outcome.agency_record_id or ""]
-
-
-def _soap_native(spec: AgencySpec, item: dict) -> dict:
-    """The native record a SOAP pull made of this item (SOAP keeps the item as JSON, not its fields)."""
-    from adapters.base import item_fields
-
-    return item_fields(item, spec.transport.get("item_paths") or None)
-
-
-def _store_intake(session: Session, row: QuarantinedRecord, agencies: Mapping[str, AgencySpec],
-                  actor: str) -> tuple[str, list[str]]:  # fmt: skip
-    from hub.intake import reread, validate_grants
-    from hub.licences import record_grants
-
-    valid, invalid = validate_grants([reread(row.raw, row.record_ref)])
-    if invalid:
-        raise ContractViolation.of(invalid[0][1])
-    (_, grant), = valid
-    result = record_grants(session, [grant], agencies, actor=actor, skip_refused=True)
-    if result.refused:
-        raise ContractViolation.of([problem for _, problem in result.refused])
-    done = "created" if result.created else "changed" if result.changed else "unchanged"
-    return f"{done} licence {grant.decision_no}", [grant.decision_no]
-
-
-def _json_object(row: QuarantinedRecord) -> dict:
-    try:
-        data = json.loads(row.raw)
-    except ValueError as exc:
-        raise ContractViolation.of([Problem(row.record_ref, "(record)", f"raw record is not JSON: {exc}")]) from exc
-    if not isinstance(data, dict):
-        raise ContractViolation.of([Problem(row.record_ref, "(record)", "raw record is not a JSON object")])
-    return data

@@ -8,6 +8,7 @@ that breaks the contract is quarantined with every reason and the rest of the ba
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import unicodedata
@@ -22,8 +23,9 @@ from contracts.registry import AgencySpec
 from contracts.validation import parse_record
 from hub import audit
 from hub.errors import ContractViolation, Problem
-from hub.quarantine import quarantine
-from hub.violations import store_violations
+from hub.clock import utcnow
+from hub.quarantine import Refusal, quarantine_many
+from hub.violations import store_violations, take_agency_turns
 
 __all__ = ["RecordOutcome", "SubmissionResult", "submit_violations"]
 
@@ -102,7 +104,7 @@ def _canonical(data: dict[str, Any], agency: str, ref: str) -> ViolationRecord:
 
 
 def submit_violations(session: Session, *, spec: AgencySpec, records: list[dict[str, Any]], actor: str,
-                      native: bool = False) -> SubmissionResult:  # fmt: skip
+                      native: bool = False, before: dt.datetime | None = None) -> SubmissionResult:  # fmt: skip
     """Validate and store a batch from one agency in the caller's transaction.
 
     Args:
@@ -111,8 +113,13 @@ def submit_violations(session: Session, *, spec: AgencySpec, records: list[dict[
         records: canonical records keyed by CF_ codes, or the agency's native records.
         actor: the authenticated caller, for the audit log.
         native: map each record with the agency's ``violation_mapping`` first, as a pull would.
+        before: a stored record releases the open quarantine rows refused before this (by default
+            now, before any of this batch is quarantined: a later version refused in the same batch
+            stays open).
     """
+    before = before or utcnow()
     result = SubmissionResult(agency=spec.code)
+    refusals: list[Refusal] = []
     outcomes: list[RecordOutcome | None] = []
     valid: list[tuple[int, ViolationRecord]] = []
     for index, data in enumerate(records):
@@ -137,15 +144,20 @@ def submit_violations(session: Session, *, spec: AgencySpec, records: list[dict[
             if not_text:  # a field the contract does not read (an unmapped native one) is still refused
                 raise ContractViolation.of(not_text)
         except ContractViolation as exc:
-            quarantine(session, source="api", agency_code=spec.code, record_ref=ref, problems=exc.problems, raw=raw)
+            refusals.append(Refusal(ref, exc.problems, raw))  # kept together below, one lookup for the batch
             result.quarantined += 1
             outcomes.append(RecordOutcome(index=index, agency_record_id=claimed_ref, outcome="quarantined",
                                           problems=[{"field": p.field, "reason": p.reason} for p in exc.problems]))  # fmt: skip
             continue
         outcomes.append(None)  # filled in once the valid records are stored together
         valid.append((index, record))
+    take_agency_turns(session, {spec.code})  # before the quarantine rows (hub.violations.take_agency_turns)
+    # each refused record is quarantined (counted, and answered as such); identical ones share one row
+    quarantine_many(session, refusals, source="api", agency_code=spec.code,
+                    raw_format="native" if native else "canonical")  # fmt: skip
     # one batched store, as a pull page is: same outcomes as storing the records one by one
-    for (index, record), stored in zip(valid, store_violations(session, [r for _, r in valid]), strict=True):
+    stored_all = store_violations(session, [r for _, r in valid], before=before)
+    for (index, record), stored in zip(valid, stored_all, strict=True):
         setattr(result, stored.value, getattr(result, stored.value) + 1)
         outcomes[index] = RecordOutcome(index=index, agency_record_id=record.agency_record_id, outcome=stored.value)
     result.records = [o for o in outcomes if o is not None]

@@ -31,8 +31,8 @@ from hub.db import WalCheckpointer, session_scope
 from hub.errors import ContractViolation, FatalError, Problem, TransientError
 from hub.gcpause import cyclic_gc_paused
 from hub.models import Agency, InboundBatch, SyncCursor
-from hub.quarantine import quarantine
-from hub.violations import store_violations
+from hub.quarantine import Refusal, quarantine_many
+from hub.violations import store_violations, take_agency_turns
 
 __all__ = ["CheckedPage", "Fence", "PageReader", "PullResult", "agency_row", "backoff_delay", "check_page", "commit_page",
            "pull_agency"]
@@ -91,13 +91,16 @@ def check_page(spec: AgencySpec, page: Page) -> CheckedPage:
 
 
 def _store_page(session: Session, spec: AgencySpec, checked: CheckedPage, result: PullResult) -> None:
-    for rejected in checked.page.rejected:
-        quarantine(session, source="pull", agency_code=spec.code, record_ref=rejected.ref,
-                   problems=[Problem(rejected.ref, "(batch)", rejected.reason)], raw=rejected.raw or "")  # fmt: skip
-    for ref, problems, raw in checked.refused:
-        quarantine(session, source="pull", agency_code=spec.code, record_ref=ref, problems=problems, raw=raw)
-    result.quarantined += len(checked.page.rejected) + len(checked.refused)
-    for outcome in store_violations(session, checked.valid):  # the page at once: row-at-a-time ORM was the bottleneck
+    # taken before any of the page is quarantined: a record refused in this page is a later version
+    # than a valid one before it, and its stored earlier version must not release it
+    began = utcnow()
+    refusals = [Refusal(r.ref, [Problem(r.ref, "(batch)", r.reason)], r.raw or "") for r in checked.page.rejected]
+    refusals += [Refusal(ref, problems, raw) for ref, problems, raw in checked.refused]
+    take_agency_turns(session, {spec.code})  # before the quarantine rows: see there
+    # one lookup for the page's refused records; each is counted, identical ones share one row
+    quarantine_many(session, refusals, source="pull", agency_code=spec.code, raw_format="native")
+    result.quarantined += len(refusals)
+    for outcome in store_violations(session, checked.valid, before=began):  # the page at once: row-at-a-time ORM was the bottleneck
         setattr(result, outcome.value, getattr(result, outcome.value) + 1)
 
 

@@ -7,6 +7,7 @@ nothing is forgotten.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ from hub.companies import company_ids_by_uscc, resolve_identity
 from hub.models import IdentityStatus, Violation, ViolationRevision
 from hub.quarantine import release_superseded, violation_key
 
-__all__ = ["StoreOutcome", "store_violation", "store_violations"]
+__all__ = ["StoreOutcome", "store_violation", "store_violations", "take_agency_turns"]
 
 
 class StoreOutcome(StrEnum):
@@ -100,7 +101,8 @@ def _existing_digests(session: Session, keys: set[tuple[str, str]]) -> dict[tupl
     return found
 
 
-def store_violations(session: Session, records: Sequence[ViolationRecord]) -> list[StoreOutcome]:
+def store_violations(session: Session, records: Sequence[ViolationRecord], *,
+                     before: dt.datetime | None = None) -> list[StoreOutcome]:  # fmt: skip
     """Store a page of records in the caller's transaction; same outcomes as store_violation, one by one.
 
     Row-at-a-time ORM work dominated pulls (see docs/benchmarks.md), so new records are found
@@ -110,8 +112,13 @@ def store_violations(session: Session, records: Sequence[ViolationRecord]) -> li
     new ones, so the result is what calling store_violation for each record in turn gives, with
     one difference: a record known only by a legacy id is linked to a company that a later
     record of the same page brought in by USCC (one by one, it would be stored unlinked).
+
+    ``before``: the open quarantine rows a stored record releases are those refused before it (see
+    hub.quarantine.release_superseded): the moment the caller's batch began, taken before it
+    quarantined any of the batch; by default, now.
     """
-    _take_agency_turns(session, {record.source_agency for record in records})
+    before = before or utcnow()
+    take_agency_turns(session, {record.source_agency for record in records})
     prepared, texts = [], []
     for record in records:
         canonical = record.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -143,7 +150,7 @@ def store_violations(session: Session, records: Sequence[ViolationRecord]) -> li
     # a record stored anew supersedes its refused version; an unchanged one was stored before, so a
     # resync (every record unchanged) costs no query
     stored = (record for (record, _, _), outcome in zip(prepared, outcomes) if outcome is not StoreOutcome.UNCHANGED)
-    release_superseded(session, [violation_key(r.source_agency, r.agency_record_id) for r in stored])
+    release_superseded(session, [violation_key(r.source_agency, r.agency_record_id) for r in stored], before=before)
     return outcomes  # type: ignore[return-value]
 
 
@@ -152,13 +159,17 @@ _AGENCY_WRITERS_LOCK = sa.select(sa.func.pg_advisory_xact_lock(sa.literal(0x5348
                                                                sa.func.hashtext(sa.bindparam("agency"))))  # fmt: skip
 
 
-def _take_agency_turns(session: Session, agencies: set[str]) -> None:
+def take_agency_turns(session: Session, agencies: set[str]) -> None:
     """PostgreSQL: writers of one agency's records take turns until their transactions end.
 
     A regulator resending a batch still in flight, or posting while the agency's pull stores a
     page, found the same record new in both transactions; the second then failed on the unique
     (agency, record id) key, a 500 for a record that was merely unchanged. Waiting its turn, it
     reads the first one's rows. On SQLite, BEGIN IMMEDIATE already serialises every writer.
+
+    Taken first, before any quarantine row is written: a quarantine retry holds this lock and then
+    releases its row, so a writer holding that row while waiting for this lock would deadlock it.
+    Taken again in the same transaction, it is simply held.
     """
     if session.get_bind().dialect.name != "postgresql":
         return

@@ -87,3 +87,11 @@ def test_a_submission_refused_twice_retried_and_corrected(hub, client, uscc):
         (row,) = s.exec(select(QuarantinedRecord)).all()
     assert row.released_at is not None and row.release_note.startswith("superseded")
     assert client.get("/api/v1/quarantine", headers=hub.headers("admin")).json()["total"] == 0
+
+
+@pytest.mark.parametrize(("params", "parameter"), [({"agency": "SC\x00"}, "agency"), ({"source": "filedrop"}, "source")])
+def test_list_refuses_control_characters_and_unknown_sources_naming_the_parameter(hub, client, params, parameter):
+    """No source writes 'filedrop' (file-drop pulls are 'pull'); a NUL would reach PostgreSQL as a 500."""
+    response = client.get("/api/v1/quarantine", params=params, headers=hub.headers("admin"))
+    assert response.status_code == 422, response.text
+    assert parameter in response.text

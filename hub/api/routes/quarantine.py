@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from hub.api.auth import Principal, Role
 from hub.api.deps import SessionDep, current_principal, in_worker_thread
 from hub.api.errors import ApiError
+from hub.api.params import Text
 from hub.quarantine import QuarantineDetail, QuarantineEntry, get_entry, list_entries
 
 router = APIRouter(prefix="/api/v1/quarantine", tags=["administrators"])
@@ -45,8 +46,8 @@ class QuarantinePage(BaseModel):
 def list_quarantine(
     session: SessionDep,
     _who: Admin,
-    agency: Annotated[str | None, Query(max_length=16, description="only this agency's records")] = None,
-    source: Annotated[Literal["intake", "pull", "api", "filedrop"] | None, Query()] = None,
+    agency: Annotated[Text | None, Query(max_length=16, description="only this agency's records")] = None,
+    source: Annotated[Literal["intake", "pull", "api"] | None, Query(description="intake, pull or api")] = None,
     include_released: Annotated[bool, Query(alias="all", description="also records already released")] = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
