@@ -58,6 +58,12 @@ def store_violation(session: Session, record: ViolationRecord) -> tuple[StoreOut
     ).first()
     if row is not None and row.digest == digest:
         return StoreOutcome.UNCHANGED, row
+    if row is not None and _same_in_todays_form(row.payload, digest):
+        # stored by an earlier hub in another form of the same content (an amount "0.20", now "0.2"):
+        # the stored form becomes today's, so that the next pull finds it by digest, and no revision is added
+        row.payload, row.digest = canonical, digest
+        session.add(row)
+        return StoreOutcome.UNCHANGED, row
     identity = resolve_identity(session, record)
     if row is None:
         row = Violation(source_agency=record.source_agency, agency_record_id=record.agency_record_id,
@@ -76,6 +82,15 @@ def store_violation(session: Session, record: ViolationRecord) -> tuple[StoreOut
     session.flush()
     session.add(ViolationRevision(violation_id=row.id, version=row.version, digest=digest, payload=canonical))
     return outcome, row
+
+
+def _same_in_todays_form(stored: dict, digest: str) -> bool:
+    """True when the stored payload, read by today's contract, is the record whose digest is ``digest``."""
+    try:
+        today = ViolationRecord.model_validate(stored)
+    except ValueError:  # pydantic's ValidationError is one: the stored record breaks a rule added since
+        return False
+    return payload_digest(today.model_dump(mode="json", by_alias=True, exclude_none=True)) == digest
 
 
 _VIOLATION_COLUMNS = (

@@ -12,13 +12,14 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, SQLModel, select
 
+from adapters.base import payload_digest
 from contracts.records import ViolationRecord
 from contracts.registry import load_registry
 from hub import audit
 from hub.db import is_current, session_scope
 from hub.licences import record_grants
 from hub.models import AuditEntry, IdentityStatus, Violation, ViolationRevision
-from hub.violations import StoreOutcome, store_violation
+from hub.violations import StoreOutcome, store_violation, store_violations
 from contracts.records import LicenceGrant
 from tests.helpers import REPO, grant, make_uscc
 
@@ -49,6 +50,25 @@ def test_violation_upsert_is_idempotent_and_keeps_history(engine):
         (row,) = s.exec(select(Violation)).all()
         assert row.fine == Decimal("0.123456") and row.version == 2
         assert [r.payload["CF_NR_FK"] for r in s.exec(select(ViolationRevision).order_by(ViolationRevision.version))] == ["0.2", "0.123456"]
+
+
+def test_a_record_stored_by_an_earlier_hub_in_another_amount_form_is_unchanged_when_pulled_again(engine):
+    """Before amounts had one normal form, 2,000.00 yuan was stored as "0.20"; the same record pulled again
+    is "0.2". Content equal, it must not become a second revision of every such penalty at the next resync."""
+    with session_scope(engine) as s:
+        store_violation(s, violation(CF_NR_FK="0.2"))
+    with session_scope(engine) as s:  # as the earlier hub left it
+        row = s.exec(select(Violation)).one()
+        row.payload = {**row.payload, "CF_NR_FK": "0.20"}
+        row.digest = payload_digest(row.payload)
+        s.add(row)
+    for _ in range(2):
+        with session_scope(engine) as s:
+            assert store_violation(s, violation(CF_NR_FK="0.2"))[0] == StoreOutcome.UNCHANGED
+            assert store_violations(s, [violation(CF_NR_FK="0.2")]) == [StoreOutcome.UNCHANGED]
+    with Session(engine) as s:
+        assert s.exec(select(Violation)).one().version == 1
+        assert len(s.exec(select(ViolationRevision)).all()) == 1
 
 
 def test_amounts_survive_exactly(engine):
