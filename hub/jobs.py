@@ -83,7 +83,12 @@ def _pull(runtime: HubRuntime, code: str, fence: LeaseFence) -> dict[str, Any]:
 
 
 def _leased(runtime: HubRuntime, code: str, holder: str | None, steps) -> dict[str, Any]:
-    """Run ``steps`` (push and/or pull) under the agency's lease; the first failure is raised last."""
+    """Run ``steps`` (push and/or pull) under the agency's lease; a failure is raised once all have run.
+
+    Of several failures the one that needs a person is raised (a FatalError or ConfigurationError
+    before a TransientError): the task retries a transient one on its own, and a step that failed
+    for good must not be retried out of sight behind it.
+    """
     code = runtime.agency(code).code
     report: dict[str, Any] = {"agency": code}
     postponed: HubError | None = None
@@ -96,13 +101,16 @@ def _leased(runtime: HubRuntime, code: str, holder: str | None, steps) -> dict[s
                 report[name] = step(runtime, code, fence)
             except LeaseLost as exc:
                 log.warning("%s %s stopped: %s", name, code, exc)
+                if postponed is not None and not isinstance(postponed, TransientError):
+                    raise postponed from None  # the new holder retries the rest; this needs a person
                 return {**report, "lease_lost": str(exc)}
             except HubError as exc:
                 # a push that failed, even for good (an agency refusing a batch, a mapping gone
                 # wrong), must not hold back the pull, nor the pull the push: the verdict would
                 # go stale over an outbound problem
                 report[name] = {"error": str(exc)}
-                postponed = postponed or exc
+                if postponed is None or (isinstance(postponed, TransientError) and not isinstance(exc, TransientError)):
+                    postponed = exc
     if postponed is not None:
         raise postponed
     return report

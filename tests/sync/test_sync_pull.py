@@ -245,6 +245,18 @@ def test_a_push_the_agency_refuses_for_good_does_not_hold_back_the_pull_either(e
     assert (len(ids), cursor) == (4, 4)
 
 
+def test_a_pull_refused_for_good_is_not_hidden_behind_a_push_that_failed_for_now(engine, make_runtime, start_agency):
+    """The task retries a TransientError on its own: raised instead, the pull's failure would never reach anyone."""
+    agency = start_agency("SCJG", malformed_every=0)
+    runtime = make_runtime(engine.url.render_as_string(hide_password=False), {"SCJG": {"endpoint": agency.endpoint}})
+    record(runtime.engine, runtime.registry, range(1, 3))
+    agency.queue_response(503, {"error": "busy"}, {"Retry-After": "1"})  # the push's request
+    agency.queue_response(400, {"error": "bad_request", "message": "参数错误"})  # the pull's
+
+    with pytest.raises(FatalError, match="SCJG"):
+        sync_job(runtime, "SCJG")
+
+
 def test_status_names_the_certificate_used_with_an_agency_that_expires_first(sqlite_engine, tmp_path):
     """SCJG's client certificate, reissued to last 5 days, comes before the hub's own (a year and more)."""
     pki = init_pki(tmp_path / "pki", parties=[("SCJG", "市场监管局"), ("GSJ", "国税局")])
