@@ -14,7 +14,7 @@ from hub.errors import ConfigurationError
 __all__ = ["BROKER_SCHEMES", "LOG_LEVELS", "Settings"]
 
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
-BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")
+BROKER_SCHEMES = ("redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp")
 
 
 class Settings(BaseSettings):
@@ -44,6 +44,12 @@ class Settings(BaseSettings):
         except ValidationError as exc:
             raise ConfigurationError(_describe(exc)) from exc
 
+    @field_validator("database_url", "broker_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # HUB_DATABASE_URL= in a .env or unit file meant "the embedded default", as it did before these were checked
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("database_url")
     @classmethod
     def _database_url_parses(cls, value: str | None) -> str | None:
@@ -62,7 +68,8 @@ class Settings(BaseSettings):
     def _broker_we_run_on(cls, value: str | None) -> str | None:
         # an unknown scheme surfaced only as kombu's KeyError when the worker started
         scheme = (value or "").partition("://")[0].lower()
-        if value is not None and scheme not in BROKER_SCHEMES and not scheme.startswith("sqla+"):
+        known = scheme in BROKER_SCHEMES or scheme.partition("+")[0] in ("redis", "rediss", "sqla")  # redis+socket://
+        if value is not None and not known:
             raise ValueError(f"the broker must be Redis or RabbitMQ ({', '.join(BROKER_SCHEMES)}://…), "
                              "or unset for the embedded one")  # fmt: skip
         return value

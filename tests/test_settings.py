@@ -37,6 +37,25 @@ def test_a_value_that_parses_but_cannot_work_is_refused_with_the_settings(monkey
         Settings()
 
 
+@pytest.mark.parametrize(("name", "value"), [("HUB_BROKER_URL", "redis+socket:///run/redis.sock"),
+                                             ("HUB_BROKER_URL", "sentinel://10.0.0.5:26379"),
+                                             ("HUB_BROKER_URL", "AMQP://guest@rabbit//"),
+                                             ("HUB_DATABASE_URL", "postgresql+psycopg://hub@db/hub")])
+def test_urls_of_the_brokers_and_databases_we_run_on_are_taken(monkeypatch, tmp_path, name, value):
+    monkeypatch.setenv("HUB_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv(name, value)
+    assert getattr(Settings(), name.removeprefix("HUB_").lower()) == value
+
+
+@pytest.mark.parametrize("name", ["HUB_BROKER_URL", "HUB_DATABASE_URL"])
+def test_a_blank_url_means_the_embedded_default_as_before(monkeypatch, tmp_path, name):
+    monkeypatch.setenv("HUB_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv(name, "  ")
+    settings = Settings()
+    assert settings.resolved_broker_url.startswith("sqla+sqlite:///")
+    assert settings.resolved_database_url.startswith("sqlite:///")
+
+
 def test_a_database_the_hub_cannot_reach_or_a_newer_hub_upgraded_is_one_line(tmp_path):
     import sqlite3
 
