@@ -149,7 +149,10 @@ def may_sign_documents(cert: x509.Certificate) -> bool:
     it from here, so that this file stays stand-alone and the two cannot drift apart).
     """
     try:
-        if not cert.extensions.get_extension_for_class(x509.KeyUsage).value.digital_signature:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        # contentCommitment (nonRepudiation) is the bit a CA sets for signing documents; a bureau's
+        # signing certificate may carry it alone, and the verifier accepted it before the rules were shared
+        if not (usage.digital_signature or usage.content_commitment):
             return False
     except x509.ExtensionNotFound:
         pass

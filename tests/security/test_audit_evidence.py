@@ -248,3 +248,37 @@ def test_export_from_a_broken_chain_is_refused(hub, tmp_path):
     assert result.exit_code == 1
     assert "audit chain broken at entry" in result.stderr
     assert not (tmp_path / "bundle").exists()
+
+
+def _certificate(*, digital_signature: bool, content_commitment: bool, purposes=None):
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "南开区行政审批局")])
+    now = dt.datetime.now(dt.UTC)
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+               .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+               .add_extension(x509.KeyUsage(digital_signature=digital_signature, content_commitment=content_commitment,
+                                            key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                            key_cert_sign=False, crl_sign=False, encipher_only=False,
+                                            decipher_only=False), critical=True))  # fmt: skip
+    if purposes:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(purposes), critical=False)
+    return builder.sign(key, hashes.SHA256())
+
+
+def test_a_signing_certificate_with_non_repudiation_alone_may_sign_evidence_a_tls_one_may_not():
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    from hub.evidence_verify import may_sign_documents
+
+    assert may_sign_documents(_certificate(digital_signature=False, content_commitment=True))
+    assert may_sign_documents(_certificate(digital_signature=True, content_commitment=False))
+    assert not may_sign_documents(_certificate(digital_signature=False, content_commitment=False))
+    assert not may_sign_documents(_certificate(digital_signature=True, content_commitment=False,
+                                               purposes=[ExtendedKeyUsageOID.CLIENT_AUTH]))
