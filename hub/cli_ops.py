@@ -120,7 +120,8 @@ def dead_letters_retry(
     with session_scope(runtime.engine) as session:
         ids = retry_dead(session, delivery_id=delivery_id, agency=agency, actor=f"cli:{os.environ.get('USER', '?')}")
     if not ids:
-        _fail(f"no dead delivery {delivery_id}" if delivery_id is not None else f"no dead deliveries for {agency}")
+        what = f"dead delivery {delivery_id}" if delivery_id is not None else f"dead deliveries for {agency}"
+        _fail(f"no {what} to send again (a dead letter whose licence changed since is superseded instead)")
     typer.echo(f"{len(ids)} delivery(ies) queued again: {', '.join(map(str, ids))}")
 
 

@@ -104,6 +104,9 @@ def retry_dead(session: Session, *, delivery_id: int | None = None, agency: str 
     Raises:
         ValueError: neither or both of ``delivery_id`` and ``agency`` were given.
 
+    A dead letter whose licence has a later delivery to the same agency is superseded by it instead:
+    sent now, the older state would overwrite the newer one at the agency.
+
     Returns:
         The ids of the deliveries put back (empty when there was no such dead letter).
     """
@@ -116,14 +119,33 @@ def retry_dead(session: Session, *, delivery_id: int | None = None, agency: str 
     else:
         query = query.where(Delivery.agency_code == agency.upper())
     rows = session.exec(query.order_by(Delivery.id)).all()
+    newer = _newest_by_licence(session, rows)
+    retried = []
     for delivery in rows:
+        newest = newer.get((delivery.licence_id, delivery.agency_code), delivery.id)
+        if newest > delivery.id:
+            # a later state of the licence went to (or waits for) the agency: sent now, this older one
+            # would overwrite it there
+            delivery.state, delivery.superseded_by, delivery.updated_at = DeliveryState.SUPERSEDED, newest, now
+            session.add(delivery)
+            continue
         delivery.state, delivery.attempts, delivery.next_attempt_at = DeliveryState.PENDING, 0, now
         delivery.updated_at = now
         session.add(delivery)
+        retried.append(delivery.id)
         audit.append(session, actor=actor, action="delivery.retry", subject=f"delivery:{delivery.message_id}",
                      detail={"agency": delivery.agency_code, "id": delivery.id,
                              "last_error": delivery.last_error})  # fmt: skip
-    return [d.id for d in rows]
+    return retried
+
+
+def _newest_by_licence(session: Session, deliveries: list[Delivery]) -> dict[tuple[int, str], int]:
+    licences = {d.licence_id for d in deliveries}
+    if not licences:
+        return {}
+    query = (select(Delivery.licence_id, Delivery.agency_code, sa.func.max(Delivery.id))
+             .where(Delivery.licence_id.in_(licences)).group_by(Delivery.licence_id, Delivery.agency_code))  # fmt: skip
+    return {(lid, code): newest for lid, code, newest in session.exec(query).all()}
 
 
 def delivery_counts(session: Session) -> dict[str, dict[str, int]]:

@@ -251,7 +251,7 @@ def _store_and_claim(session: Session, spec: AgencySpec, fence: Fence | None, se
         seen = row[0]
         try:
             claimed.append(_message(spec, *row))
-        except (ValueError, TypeError, KeyError) as exc:  # the contract's mapping refused the stored grant
+        except Exception as exc:  # noqa: BLE001 - whatever mapping a stored grant raises is about that grant alone
             _dead_on_arrival(session, spec, row[0], row[2], exc, now, result)
     if claimed:
         update_deliveries(session, [c.id for c in claimed],

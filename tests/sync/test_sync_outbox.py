@@ -429,3 +429,20 @@ def test_a_window_never_waits_on_receipts_longer_than_a_task_may_run(tmp_path, c
         assert (window // spec.batch_size) * adapter.receipt_wait <= WINDOW_WAIT or window == spec.batch_size
     finally:
         adapter.close()
+
+
+def test_a_dead_letter_whose_licence_changed_since_is_superseded_not_sent_again(sqlite_engine, make_runtime):
+    runtime = make_runtime(str(sqlite_engine.url), {})
+    record(runtime.engine, runtime.registry, [1])
+    with session_scope(runtime.engine) as session:  # the later state, recorded while the first was on the wire
+        record_grants(session, [LicenceGrant.model_validate(grant(1, XK_NR="热食类食品制售、冷食类食品制售"))],
+                      runtime.registry, actor="test")  # fmt: skip
+    first, second = deliveries(runtime.engine, "SCJG")
+    with session_scope(runtime.engine) as session:  # and the first then went dead (its grant no longer mapped)
+        dead = session.get(Delivery, first.id)
+        dead.state, dead.superseded_by = DeliveryState.DEAD, None
+    with session_scope(runtime.engine) as session:
+        assert retry_dead(session, agency="SCJG", actor="op") == []
+    first, second = deliveries(runtime.engine, "SCJG")
+    assert (first.state, first.superseded_by, second.state) == ("superseded", second.id, "pending")
+
