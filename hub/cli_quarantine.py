@@ -15,6 +15,7 @@ import typer
 from hub.cli_errors import fail as _fail, handles_errors
 from hub.runtime import HubRuntime
 from hub.settings import Settings
+from hub.status import age
 
 __all__ = ["register"]
 
@@ -30,14 +31,6 @@ def _runtime() -> HubRuntime:
 
 def _actor() -> str:
     return f"cli:{os.environ.get('USER', '?')}"
-
-
-def _age(seconds: float) -> str:
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 172800:
-        return f"{seconds / 3600:.0f}h"
-    return f"{seconds / 86400:.0f}d"
 
 
 def _reason(reason: dict) -> str:
@@ -72,7 +65,7 @@ def list_command(
         more = f" (+{len(e.reasons) - 1} more)" if len(e.reasons) > 1 else ""
         first = _reason(e.reasons[0]) if e.reasons else "(no reason kept)"
         released = f"  released {e.released_at:%Y-%m-%d %H:%M}" if e.released_at else ""
-        typer.echo(f"{e.id:>6}  {e.source:<8} {e.agency or '-':<6} {_age(e.age_seconds):>4}  {e.record_ref}  "
+        typer.echo(f"{e.id:>6}  {e.source:<8} {e.agency or '-':<6} {age(e.age_seconds).removesuffix(' ago'):>5}  {e.record_ref}  "
                    f"{first}{more}{released}")  # fmt: skip
     typer.echo(f"{total} record(s); `hub quarantine show ID` for every reason and the raw record")
 
@@ -97,7 +90,7 @@ def show_command(
         return
     state = f"released {entry.released_at:%Y-%m-%d %H:%M} — {entry.release_note}" if entry.released_at else "open"
     lines = [f"quarantine {entry.id}  {entry.source}  agency {entry.agency or '-'}  {entry.record_ref}",
-             f"  refused {entry.created_at:%Y-%m-%d %H:%M} ({_age(entry.age_seconds)} ago); {state}",
+             f"  refused {entry.created_at:%Y-%m-%d %H:%M} ({age(entry.age_seconds)}); {state}",
              f"  reasons ({len(entry.reasons)}):"]  # fmt: skip
     lines += [f"    {_reason(r)}" for r in entry.reasons]
     lines += ["  raw:", entry.raw or "    (none kept: a whole batch was refused)"]

@@ -75,6 +75,16 @@ def _cells(row: Mapping[str, str | None]) -> dict[str, str]:
     return {k: v for k, v in data.items() if v is not None}
 
 
+def _json_object(text: str, where: str) -> dict:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RefusedInput(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
+    if not isinstance(data, dict):
+        raise RefusedInput(f"{where}: is not a JSON object")
+    return data
+
+
 def _csv_records(text: str, name: str) -> Iterator[RawRecord]:
     reader = csv.DictReader(io.StringIO(text, newline=""))
     first: dict[str, int] = {}
@@ -98,13 +108,7 @@ def _jsonl_records(text: str, name: str) -> Iterator[RawRecord]:
         if not line.strip():
             continue
         number += 1
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise RefusedInput(f"{name}: record {number}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
-        if not isinstance(data, dict):
-            raise RefusedInput(f"{name}: record {number}: is not a JSON object")
-        yield RawRecord(number, data, line, name, "jsonl")
+        yield RawRecord(number, _json_object(line, f"{name}: record {number}"), line, name, "jsonl")
 
 
 def read_licence_file(path: Path, *, encoding: str | None = None, fmt: str | None = None,
@@ -151,12 +155,7 @@ def reread(raw: str, ref: str, *, fmt: str | None = None) -> RawRecord:
     file, _, number = ref.rpartition(" record ")
     if not file and ref.startswith("record "):
         number = ref.removeprefix("record ")
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise RefusedInput(f"{ref}: the kept record is not valid JSON ({exc.msg} at column {exc.colno})") from exc
-    if not isinstance(data, dict):
-        raise RefusedInput(f"{ref}: the kept record is not a JSON object")
+    data = _json_object(raw, f"{ref} (as kept)")
     if fmt is not None:
         from_csv = fmt == "csv"
     else:

@@ -22,7 +22,7 @@ from hub.leases import is_live
 from hub.models import Agency, Delivery, DeliveryState, QuarantinedRecord, SyncLease
 from hub.outbox import delivery_counts
 
-__all__ = ["AgencyStatus", "CertificateExpiry", "HubStatus", "collect_status", "render_text"]
+__all__ = ["AgencyStatus", "CertificateExpiry", "HubStatus", "age", "collect_status", "render_text"]
 
 
 class CertificateExpiry(BaseModel):
@@ -157,7 +157,8 @@ def collect_status(session: Session, registry: Iterable[AgencySpec] | None = Non
     return HubStatus(at=now, agencies=agencies, quarantined_intake=intake)
 
 
-def _age(seconds: float | None) -> str:
+def age(seconds: float | None) -> str:
+    """How long ago, for a terminal: '40s ago', '12m ago', '3.5h ago', '2.0d ago', or 'never'."""
     if seconds is None:
         return "never"
     if seconds < 120:
@@ -176,8 +177,8 @@ def render_text(status: HubStatus) -> str:
     for a in status.agencies:
         stale = "" if a.fresh else "  STALE"
         lines.append(f"{a.code:<6} {a.name_zh} ({a.protocol}){stale}")
-        lines.append(f"    push {_age(_seconds(a.last_push_at, status.at))}; pull {_age(a.pull_lag_seconds)}"
-                     + (f"; oldest undelivered waits {_age(a.oldest_undelivered_seconds).replace(' ago', '')}"
+        lines.append(f"    push {age(_seconds(a.last_push_at, status.at))}; pull {age(a.pull_lag_seconds)}"
+                     + (f"; oldest undelivered waits {age(a.oldest_undelivered_seconds).replace(' ago', '')}"
                         if a.oldest_undelivered_seconds is not None else ""))  # fmt: skip
         lines.append(f"    deliveries: {a.pending} pending, {a.sending} sending, {a.retrying} retrying, "
                      f"{a.dead} dead, {a.delivered} delivered; {a.quarantined} quarantined")  # fmt: skip
