@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel
 
 from hub.api.auth import Principal, Role
@@ -59,7 +59,8 @@ def list_quarantine(
 
 @router.get("/{qid}", response_model=QuarantineDetail, summary="One quarantined record: every reason and the raw payload")
 @in_worker_thread
-def show_quarantine(session: SessionDep, _who: Admin, qid: int) -> QuarantineDetail:
+def show_quarantine(session: SessionDep, _who: Admin,
+                    qid: Annotated[int, Path(ge=1, le=2**63 - 1)]) -> QuarantineDetail:  # a row id PostgreSQL can hold
     entry = get_entry(session, qid)
     if entry is None:
         raise ApiError(404, "not_found", f"no quarantined record {qid}")
