@@ -66,6 +66,7 @@ def test_list_filters_and_pages_newest_first_and_show_has_every_reason_and_the_r
         assert "CF_CFLB[0]" in {r["field"] for r in shown["reasons"]} and all(r["reason"] for r in shown["reasons"])
         assert c.get("/api/v1/quarantine/99999", headers=admin).status_code == 404
         assert c.get(f"/api/v1/quarantine/{2**64}", headers=admin).status_code == 422  # no 500 from PostgreSQL
+        assert c.get(f"/api/v1/quarantine?offset={2**64}", headers=admin).status_code == 422
 
 
 def test_a_submission_refused_twice_retried_and_corrected(hub, client, uscc):

@@ -50,7 +50,7 @@ def list_quarantine(
     source: Annotated[Literal["intake", "pull", "api"] | None, Query(description="intake, pull or api")] = None,
     include_released: Annotated[bool, Query(alias="all", description="also records already released")] = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
 ) -> QuarantinePage:
     total, items = list_entries(session, agency=agency, source=source, include_released=include_released,
                                 limit=limit, offset=offset)  # fmt: skip
