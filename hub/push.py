@@ -233,7 +233,7 @@ def _transaction(conn: Connection, work: Callable[..., Any], *args, **kwargs) ->
 
 def _store_and_claim(session: Session, spec: AgencySpec, fence: Fence | None, sent: list[_Claimed],
                      receipts: Sequence[Receipt], now: dt.datetime, result: PushResult, *, limit: int,
-                     after: int) -> tuple[list[_Claimed], Exception | None]:  # fmt: skip
+                     after: int) -> tuple[list[_Claimed], int]:  # fmt: skip
     """Store the receipts of ``sent`` and claim up to ``limit`` more deliveries after id ``after``, in the caller's transaction.
 
     A delivery whose stored grant no longer maps (its agency's contract changed since it was
