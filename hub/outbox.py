@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -30,7 +31,8 @@ from hub.clock import utcnow
 from hub.leases import is_live
 from hub.models import Delivery, DeliveryState, Licence, SyncLease
 
-__all__ = ["DeadLetter", "delivery_counts", "list_dead", "retry_dead", "sweep_stale", "update_deliveries"]
+__all__ = ["DeadLetter", "delivery_counts", "list_dead", "newest_deliveries", "retry_dead", "sweep_stale",
+           "update_deliveries"]
 
 
 class DeadLetter(BaseModel):
@@ -119,7 +121,7 @@ def retry_dead(session: Session, *, delivery_id: int | None = None, agency: str 
     else:
         query = query.where(Delivery.agency_code == agency.upper())
     rows = session.exec(query.order_by(Delivery.id)).all()
-    newer = _newest_by_licence(session, rows)
+    newer = newest_deliveries(session, rows)
     retried = []
     for delivery in rows:
         newest = newer.get((delivery.licence_id, delivery.agency_code), delivery.id)
@@ -139,7 +141,12 @@ def retry_dead(session: Session, *, delivery_id: int | None = None, agency: str 
     return retried
 
 
-def _newest_by_licence(session: Session, deliveries: list[Delivery]) -> dict[tuple[int, str], int]:
+def newest_deliveries(session: Session, deliveries: Iterable[Delivery]) -> dict[tuple[int, str], int]:
+    """``{(licence id, agency): id of the newest delivery}`` for the licences of ``deliveries``.
+
+    A revision recorded later has a higher delivery id (licence writers take turns), so an older
+    delivery with a newer sibling must not reach the agency after it.
+    """
     licences = {d.licence_id for d in deliveries}
     if not licences:
         return {}

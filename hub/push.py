@@ -34,7 +34,7 @@ from hub import audit
 from hub.clock import utcnow
 from hub.errors import FatalError, HubError, TransientError
 from hub.models import OPEN_STATES_SQL, Agency, Delivery, DeliveryState, LicenceRevision
-from hub.outbox import update_deliveries
+from hub.outbox import newest_deliveries, update_deliveries
 from hub.sync import Fence, agency_row, backoff_delay
 
 __all__ = ["CLAIM_WINDOW", "PushResult", "WINDOW_WAIT", "claim_window_for", "push_agency"]
@@ -334,14 +334,15 @@ def _settle_failure(session: Session, spec: AgencySpec, fence: Fence | None, lan
 def _fail(session: Session, spec: AgencySpec, ids: list[int], exc: HubError, now: dt.datetime, result: PushResult) -> None:
     retry_after = getattr(exc, "retry_after", None)
     failed = session.exec(select(Delivery).where(Delivery.id.in_(ids), Delivery.state == DeliveryState.SENDING)).all()
-    newest = _newest_deliveries(session, spec.code, {d.licence_id for d in failed})
+    newest = newest_deliveries(session, failed)
     for delivery in failed:
         delivery.last_error = f"{type(exc).__name__}: {exc}"[:2000]
         delivery.sending_since, delivery.updated_at = None, now
-        if newest.get(delivery.licence_id, delivery.id) > delivery.id:
+        later = newest.get((delivery.licence_id, delivery.agency_code), delivery.id)
+        if later > delivery.id:
             # the licence changed while this was on the wire: sent again after its backoff, the old
             # state would reach the agency after the new one, which is due now
-            delivery.state, delivery.superseded_by = DeliveryState.SUPERSEDED, newest[delivery.licence_id]
+            delivery.state, delivery.superseded_by = DeliveryState.SUPERSEDED, later
         elif delivery.attempts >= spec.max_attempts:
             delivery.state = DeliveryState.DEAD
             result.dead += 1
@@ -356,16 +357,6 @@ def _fail(session: Session, spec: AgencySpec, ids: list[int], exc: HubError, now
     agency = agency_row(session, spec.code)
     agency.last_error, agency.last_error_at = f"push: {exc}"[:2000], now
     session.add(agency)
-
-
-def _newest_deliveries(session: Session, agency: str, licence_ids: set[int]) -> dict[int, int]:
-    """``{licence id: id of its newest delivery to the agency}``: a revision recorded later has a higher id."""
-    if not licence_ids:
-        return {}
-    query = (select(Delivery.licence_id, sa.func.max(Delivery.id))
-             .where(Delivery.agency_code == agency, Delivery.licence_id.in_(licence_ids))
-             .group_by(Delivery.licence_id))  # fmt: skip
-    return dict(session.exec(query).all())
 
 
 def _store_receipts(session, spec, claimed: list[_Claimed], receipts, now, result: PushResult) -> None:
